@@ -1,0 +1,34 @@
+# Conveyor: `make dev` runs the platform, `make test` passes the tests.
+UV ?= uv
+export PATH := $(HOME)/.local/bin:$(PATH)
+
+.PHONY: dev test deps sync binaries up down status clean
+
+deps:
+	@scripts/system-deps.sh
+
+sync: deps
+	$(UV) sync --frozen
+
+binaries: sync
+	$(UV) run conveyor build-binaries
+
+# The whole local platform in the foreground; Ctrl-C stops it.
+dev: binaries
+	$(UV) run conveyor up
+
+test: binaries
+	$(UV) run pytest -ra
+
+up: binaries
+	$(UV) run conveyor up --detach
+
+down:
+	$(UV) run conveyor down
+
+status:
+	$(UV) run conveyor status
+
+clean:
+	-$(UV) run conveyor down --purge
+	rm -rf .conveyor

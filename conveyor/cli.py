@@ -1,0 +1,118 @@
+"""The `conveyor` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from conveyor.settings import get_settings
+from conveyor.stack.platform import Platform, StartupError, format_bytes
+from conveyor.stack.processes import PortInUse
+
+
+def _progress_printer():
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
+
+    return progress
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    platform = Platform(settings, _progress_printer())
+    try:
+        platform.up()
+    except (StartupError, PortInUse, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if not args.detach and platform.started:
+            print(f"stopping what this run started: {', '.join(platform.started)}", file=sys.stderr)
+            platform.stop(platform.started)
+        return 1
+    print()
+    for label, url in platform.urls():
+        print(f"  {label:<18} {url}")
+    print()
+    if args.detach:
+        print("running in the background; `conveyor status` shows it, `conveyor down` stops it")
+        return 0
+    print("running; press Ctrl-C to stop what this command started")
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):  # noqa: ARG001
+        stop["requested"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stop["requested"]:
+        time.sleep(0.5)
+    print("\nstopping ...", flush=True)
+    stopped = platform.stop(platform.started)
+    print(f"stopped: {', '.join(stopped) or 'nothing (every part was already running before)'}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    platform = Platform(get_settings())
+    if args.purge:
+        platform.purge()
+        print("stopped everything and deleted the local cluster")
+        return 0
+    stopped = platform.stop()
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = Platform(get_settings()).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        for part in status["parts"]:
+            state = "running" if part["running"] else "stopped"
+            print(f"{part['title']:<24} {state:<8} {part['url']:<32} {format_bytes(part['rss_bytes']):>9}")
+        print(f"{'Temporal Web UI':<24} {'':<8} {status['temporal_ui']}")
+        print(f"{'total memory (RSS)':<24} {'':<8} {'':<32} {format_bytes(status['rss_bytes']):>9}")
+    return 0 if status["all_running"] else 3
+
+
+def cmd_build_binaries(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from conveyor.stack import binaries
+
+    binaries.ensure_binaries(_progress_printer())
+    print(binaries.bin_dir())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conveyor", description="Conveyor: deploy containers to Kubernetes")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local platform (Kubernetes, Temporal, registry)")
+    up.add_argument("--detach", "-d", action="store_true", help="start in the background and return")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the local platform")
+    down.add_argument("--purge", action="store_true", help="also delete the local cluster and its data")
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser("status", help="show what runs (exit 3 when a part is down)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    build = sub.add_parser("build-binaries", help="build the Kubernetes, etcd and KWOK binaries into the cache")
+    build.set_defaults(func=cmd_build_binaries)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""One Settings object for every process (env prefix CONVEYOR_).
+
+Read once at process start through `get_settings()`; never at import time of a
+workflow module.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    # Where the local platform keeps its state (databases, logs, kubeconfig).
+    home: Path = Field(default_factory=lambda: Path.cwd() / ".conveyor")
+
+    # Kubernetes. When `kubeconfig` is set Conveyor talks to that cluster and
+    # `conveyor up` does not start a local one.
+    kubeconfig: Path | None = None
+    cluster_name: str = "conveyor"
+    kube_apiserver_port: int = 6443
+    nodes: int = 3
+    node_cpu: str = "8"
+    node_memory: str = "16Gi"
+    node_pods: str = "110"
+    pod_create_delay_ms: int = 200
+    pod_ready_delay_ms: int = 1000
+    pod_ready_jitter_ms: int = 500
+    pod_crash_delay_ms: int = 2000
+    pod_delete_delay_ms: int = 500
+    metrics_server: bool = True
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    temporal_task_queue: str = "conveyor"
+
+    # Registry and builder
+    registry: str = "127.0.0.1:5000"
+    registry_insecure: bool = True
+
+    @property
+    def local_kubeconfig(self) -> Path:
+        return self.home / "kubeconfig"
+
+    @property
+    def effective_kubeconfig(self) -> Path:
+        return self.kubeconfig or self.local_kubeconfig
+
+    @property
+    def temporal_port(self) -> int:
+        return int(self.temporal_address.rsplit(":", 1)[1])
+
+    @property
+    def registry_port(self) -> int:
+        return int(self.registry.rsplit(":", 1)[1])
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

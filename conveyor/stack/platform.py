@@ -1,0 +1,247 @@
+"""`conveyor up / status / down`: the local platform as one unit.
+
+Parts: the Kubernetes cluster (kwokctl tracks its processes), the registry and
+Temporal (tracked here by pid file), then the seed images. A part that already
+runs is reused; a port held by anything else is a clear error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from conveyor.settings import Settings
+from conveyor.stack import binaries, cluster, registry, temporal
+from conveyor.stack.processes import ProcessTable, alive, ensure_port_free, rss_bytes, wait_until
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ServiceSpec:
+    """A long-running process that Conveyor starts and tracks itself."""
+
+    name: str
+    title: str
+    command: Callable[[Settings], list[str]]
+    healthy: Callable[[Settings], bool]
+    host_port: Callable[[Settings], tuple[str, int]]
+    port_setting: str
+    url: Callable[[Settings], str]
+    start_timeout: float = 60.0
+    env: Callable[[Settings], dict[str, str]] = field(default=lambda s: {})
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+SERVICES: list[ServiceSpec] = [
+    ServiceSpec(
+        name="registry",
+        title="OCI registry",
+        command=registry.server_command,
+        healthy=registry.healthy,
+        host_port=lambda s: _host_port(s.registry),
+        port_setting="CONVEYOR_REGISTRY",
+        url=registry.url,
+    ),
+    ServiceSpec(
+        name="temporal",
+        title="Temporal dev server",
+        command=temporal.server_command,
+        healthy=temporal.healthy,
+        host_port=lambda s: _host_port(s.temporal_address),
+        port_setting="CONVEYOR_TEMPORAL_ADDRESS",
+        url=lambda s: s.temporal_address,
+        start_timeout=90.0,
+    ),
+]
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+class Platform:
+    def __init__(self, settings: Settings, progress: Progress = print):
+        self.settings = settings
+        self.progress = progress
+        self.table = ProcessTable(settings.home / "run", settings.home / "logs")
+        self.started: list[str] = []
+
+    @property
+    def local_cluster(self) -> bool:
+        return self.settings.kubeconfig is None
+
+    # -- up ---------------------------------------------------------------
+    def _step(self, what: str, fn: Callable[[], str | None]) -> None:
+        started = time.monotonic()
+        self.progress(f"• {what} ...")
+        outcome = fn()
+        self.progress(f"  {what}: {outcome or 'ready'} ({time.monotonic() - started:.1f}s)")
+
+    def up(self) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        if self.local_cluster:
+            self._step("Kubernetes binaries", self._ensure_binaries)
+            self._step("Kubernetes cluster (kwokctl, KWOK nodes)", self._ensure_cluster)
+        for spec in SERVICES:
+            self._step(spec.title, lambda spec=spec: self._ensure_service(spec))
+        self._step("seed images", self._ensure_images)
+
+    def _ensure_binaries(self) -> str:
+        todo = binaries.missing()
+        if not todo:
+            return f"cached in {binaries.bin_dir()}"
+        binaries.ensure_binaries(lambda m: self.progress("  " + m))
+        return f"built {len(todo)} into {binaries.bin_dir()}"
+
+    def _ensure_cluster(self) -> str:
+        s = self.settings
+        outcome = "reused"
+        if not cluster.exists(s):
+            ensure_port_free("kube-apiserver", "127.0.0.1", s.kube_apiserver_port, "CONVEYOR_KUBE_APISERVER_PORT")
+            cluster.create(s)
+            self.started.append("cluster")
+            outcome = "created"
+        elif not _quietly(cluster.healthy, s):
+            ensure_port_free("kube-apiserver", "127.0.0.1", s.kube_apiserver_port, "CONVEYOR_KUBE_APISERVER_PORT")
+            cluster.start(s)
+            self.started.append("cluster")
+            outcome = "started"
+        if not wait_until(lambda: cluster.healthy(s), 120):
+            raise StartupError(f"the kube-apiserver did not become ready; logs in {cluster.cluster_dir(s) / 'logs'}")
+        cluster.ensure_nodes(s)
+        if not wait_until(lambda: cluster.nodes_ready(s), 60):
+            raise StartupError("the KWOK nodes did not become Ready")
+        if s.metrics_server and not wait_until(lambda: cluster.metrics_healthy(s), 90, interval=1):
+            raise StartupError(
+                f"metrics.k8s.io did not become available; see {cluster.cluster_dir(s) / 'logs' / 'metrics-server.log'}"
+            )
+        return f"{outcome}, {s.nodes} nodes Ready"
+
+    def _ensure_service(self, spec: ServiceSpec) -> str:
+        s = self.settings
+        tracked = self.table.get(spec.name)
+        if tracked and _quietly(spec.healthy, s):
+            return f"reused (pid {tracked.pid})"
+        if tracked:
+            # Ours but not answering: give it its start time before giving up on it.
+            if wait_until(lambda: spec.healthy(s), spec.start_timeout):
+                return f"reused (pid {tracked.pid})"
+            self.table.stop(spec.name)
+        host, port = spec.host_port(s)
+        ensure_port_free(spec.title, host, port, spec.port_setting)
+        tracked = self.table.start(spec.name, spec.command(s), env=spec.env(s))
+        self.started.append(spec.name)
+
+        def answering() -> bool:
+            if not tracked.running():
+                raise StartupError(
+                    f"{spec.title} exited during start; last lines of {self.table.log_path(spec.name)}:\n"
+                    + (self.table.exited_early(spec.name) or "")
+                )
+            return _quietly(spec.healthy, s)
+
+        deadline = time.monotonic() + spec.start_timeout
+        while time.monotonic() < deadline:
+            if answering():
+                return f"started (pid {tracked.pid})"
+            time.sleep(0.25)
+        raise StartupError(f"{spec.title} did not answer within {spec.start_timeout:.0f}s; see {self.table.log_path(spec.name)}")
+
+    def _ensure_images(self) -> str:
+        registry.ensure_seed_images(self.settings, lambda m: self.progress("  " + m))
+        return f"{registry.base_image(self.settings)} and demo images present"
+
+    # -- down -------------------------------------------------------------
+    def stop(self, names: list[str] | None = None) -> list[str]:
+        """Stop the named parts (all by default); return those stopped."""
+        stopped: list[str] = []
+        for spec in reversed(SERVICES):
+            if (names is None or spec.name in names) and self.table.stop(spec.name):
+                stopped.append(spec.name)
+        if self.local_cluster and (names is None or "cluster" in names) and cluster.component_pids(self.settings):
+            cluster.stop(self.settings)
+            stopped.append("cluster")
+        return stopped
+
+    def purge(self) -> None:
+        """Stop everything and delete the cluster and all local state."""
+        self.stop()
+        if self.local_cluster:
+            cluster.delete(self.settings)
+
+    # -- status -----------------------------------------------------------
+    def status(self) -> dict:
+        s = self.settings
+        parts: list[dict] = []
+        if self.local_cluster:
+            pids = cluster.component_pids(s)
+            running = {name: pid for name, pid in pids.items() if alive(pid)}
+            parts.append(
+                {
+                    "name": "cluster",
+                    "title": "Kubernetes (kwokctl)",
+                    "running": bool(running) and _quietly(cluster.healthy, s),
+                    "url": f"https://127.0.0.1:{s.kube_apiserver_port}",
+                    "kubeconfig": str(s.local_kubeconfig),
+                    "processes": {name: {"pid": pid, "rss_bytes": rss_bytes(pid)} for name, pid in running.items()},
+                    "rss_bytes": sum(rss_bytes(pid) for pid in running.values()),
+                }
+            )
+        for spec in SERVICES:
+            tracked = self.table.get(spec.name)
+            parts.append(
+                {
+                    "name": spec.name,
+                    "title": spec.title,
+                    "running": tracked is not None and _quietly(spec.healthy, s),
+                    "url": spec.url(s),
+                    "pid": tracked.pid if tracked else None,
+                    "rss_bytes": rss_bytes(tracked.pid) if tracked else 0,
+                }
+            )
+        return {
+            "home": str(s.home),
+            "parts": parts,
+            "temporal_ui": temporal.ui_url(s),
+            "rss_bytes": sum(p["rss_bytes"] for p in parts),
+            "all_running": all(p["running"] for p in parts),
+        }
+
+    def urls(self) -> list[tuple[str, str]]:
+        s = self.settings
+        out = []
+        if self.local_cluster:
+            out.append(("Kubernetes API", f"https://127.0.0.1:{s.kube_apiserver_port} (kubeconfig: {s.local_kubeconfig})"))
+        else:
+            out.append(("Kubernetes API", f"kubeconfig: {s.kubeconfig}"))
+        out += [
+            ("Temporal frontend", s.temporal_address),
+            ("Temporal Web UI", temporal.ui_url(s)),
+            ("Registry", registry.url(s)),
+        ]
+        return out
+
+
+def _quietly(check: Callable[[Settings], bool], settings: Settings) -> bool:
+    try:
+        return bool(check(settings))
+    except Exception:  # noqa: BLE001 - an unreachable part is simply not healthy
+        return False
+
+
+def format_bytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MiB"
+
+
+def read_pidfile(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None

