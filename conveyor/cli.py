@@ -88,6 +88,25 @@ def cmd_build_binaries(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from conveyor import auth
+    from conveyor.db.records import ensure_default_project
+    from conveyor.db.session import migrate, session_scope
+    from conveyor.kube import namespace_for
+
+    settings = get_settings()
+    migrate(settings.effective_database_url)
+    try:
+        with session_scope(settings.effective_database_url) as session:
+            ensure_default_project(session, namespace_for(settings, "proj_default"))
+            token = auth.create_token(session, args.project, args.role, args.name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description="Conveyor: deploy containers to Kubernetes")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show what runs (exit 3 when a part is down)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token and print it (shown once)")
+    create.add_argument("--project", default="proj_default")
+    create.add_argument("--role", required=True, choices=["viewer", "deployer", "admin"])
+    create.add_argument("--name", required=True, help="recorded as the user in audit entries")
+    create.set_defaults(func=cmd_token_create)
 
     build = sub.add_parser("build-binaries", help="build the Kubernetes, etcd and KWOK binaries into the cache")
     build.set_defaults(func=cmd_build_binaries)

@@ -45,6 +45,22 @@ class Settings(BaseSettings):
     registry: str = "127.0.0.1:5000"
     registry_insecure: bool = True
 
+    # Database: SQLite under `home` unless a URL is given (PostgreSQL:
+    # postgresql+psycopg://user:pass@host/db).
+    database_url: str | None = None
+
+    # API and apps
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    base_domain: str = "apps.localhost"
+    max_replicas: int = 50
+    default_progress_deadline_seconds: int = 600
+    # A new pod stuck in CrashLoopBackOff/ImagePullBackOff this long fails the
+    # rollout before the progress deadline (never later than the deadline).
+    rollout_stuck_seconds: int = 30
+    namespace_prefix: str = "conveyor-"
+    max_concurrent_activities: int = 16
+
     @property
     def local_kubeconfig(self) -> Path:
         return self.home / "kubeconfig"
@@ -52,6 +68,18 @@ class Settings(BaseSettings):
     @property
     def effective_kubeconfig(self) -> Path:
         return self.kubeconfig or self.local_kubeconfig
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'conveyor.db'}"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.home / "admin-token"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
 
     @property
     def temporal_port(self) -> int:

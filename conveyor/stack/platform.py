@@ -7,10 +7,13 @@ runs is reused; a port held by anything else is a clear error.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import httpx
 
 from conveyor.settings import Settings
 from conveyor.stack import binaries, cluster, registry, temporal
@@ -27,7 +30,7 @@ class ServiceSpec:
     title: str
     command: Callable[[Settings], list[str]]
     healthy: Callable[[Settings], bool]
-    host_port: Callable[[Settings], tuple[str, int]]
+    host_port: Callable[[Settings], tuple[str, int] | None]
     port_setting: str
     url: Callable[[Settings], str]
     start_timeout: float = 60.0
@@ -66,6 +69,45 @@ class StartupError(RuntimeError):
     pass
 
 
+def _api_command(s: Settings) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", s.api_host, "--port", str(s.api_port)]
+
+
+def _api_healthy(s: Settings) -> bool:
+    return httpx.get(f"{s.api_url}/healthz", timeout=2.0).status_code == 200
+
+
+def _worker_healthy(s: Settings) -> bool:
+    """A worker polls the task queue (seen through the Temporal UI's HTTP API)."""
+    url = f"{temporal.ui_url(s)}/api/v1/namespaces/{s.temporal_namespace}/task-queues/{s.temporal_task_queue}"
+    response = httpx.get(url, params={"taskQueueType": "TASK_QUEUE_TYPE_WORKFLOW"}, timeout=2.0)
+    return response.status_code == 200 and bool(response.json().get("pollers"))
+
+
+APP_SERVICES: list[ServiceSpec] = [
+    ServiceSpec(
+        name="worker",
+        title="Conveyor worker",
+        command=lambda s: [sys.executable, "-m", "worker"],
+        healthy=_worker_healthy,
+        host_port=lambda s: None,
+        port_setting="",
+        url=lambda s: f"task queue {s.temporal_task_queue}",
+        start_timeout=60.0,
+    ),
+    ServiceSpec(
+        name="api",
+        title="Conveyor API",
+        command=_api_command,
+        healthy=_api_healthy,
+        host_port=lambda s: (s.api_host, s.api_port),
+        port_setting="CONVEYOR_API_PORT",
+        url=lambda s: s.api_url,
+    ),
+]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 class Platform:
     def __init__(self, settings: Settings, progress: Progress = print):
         self.settings = settings
@@ -92,6 +134,17 @@ class Platform:
         for spec in SERVICES:
             self._step(spec.title, lambda spec=spec: self._ensure_service(spec))
         self._step("seed images", self._ensure_images)
+        self._step("database", self._ensure_database)
+        for spec in APP_SERVICES:
+            self._step(spec.title, lambda spec=spec: self._ensure_service(spec))
+
+    def _ensure_database(self) -> str:
+        from conveyor.db.session import migrate
+
+        migrate(self.settings.effective_database_url)
+        created = bootstrap_admin_token(self.settings)
+        where = self.settings.admin_token_file
+        return f"migrated; admin token {'written to' if created else 'in'} {where}"
 
     def _ensure_binaries(self) -> str:
         todo = binaries.missing()
@@ -134,9 +187,12 @@ class Platform:
             if wait_until(lambda: spec.healthy(s), spec.start_timeout):
                 return f"reused (pid {tracked.pid})"
             self.table.stop(spec.name)
-        host, port = spec.host_port(s)
-        ensure_port_free(spec.title, host, port, spec.port_setting)
-        tracked = self.table.start(spec.name, spec.command(s), env=spec.env(s))
+        address = spec.host_port(s)
+        if address is not None:
+            ensure_port_free(spec.title, address[0], address[1], spec.port_setting)
+        tracked = self.table.start(
+            spec.name, spec.command(s), env={**spec.env(s), "CONVEYOR_HOME": str(s.home)}, cwd=PROJECT_ROOT
+        )
         self.started.append(spec.name)
 
         def answering() -> bool:
@@ -162,7 +218,7 @@ class Platform:
     def stop(self, names: list[str] | None = None) -> list[str]:
         """Stop the named parts (all by default); return those stopped."""
         stopped: list[str] = []
-        for spec in reversed(SERVICES):
+        for spec in reversed(SERVICES + APP_SERVICES):
             if (names is None or spec.name in names) and self.table.stop(spec.name):
                 stopped.append(spec.name)
         if self.local_cluster and (names is None or "cluster" in names) and cluster.component_pids(self.settings):
@@ -194,7 +250,7 @@ class Platform:
                     "rss_bytes": sum(rss_bytes(pid) for pid in running.values()),
                 }
             )
-        for spec in SERVICES:
+        for spec in SERVICES + APP_SERVICES:
             tracked = self.table.get(spec.name)
             parts.append(
                 {
@@ -225,6 +281,8 @@ class Platform:
             ("Temporal frontend", s.temporal_address),
             ("Temporal Web UI", temporal.ui_url(s)),
             ("Registry", registry.url(s)),
+            ("Conveyor API", f"{s.api_url}/api/v1 (docs: {s.api_url}/docs)"),
+            ("Admin token", f"{s.admin_token_file}"),
         ]
         return out
 
@@ -240,8 +298,20 @@ def format_bytes(n: int) -> str:
     return f"{n / (1024 * 1024):.0f} MiB"
 
 
-def read_pidfile(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+def bootstrap_admin_token(settings: Settings) -> bool:
+    """Write an admin token for the default project unless a valid one is there."""
+    from conveyor import auth
+    from conveyor.db.records import ensure_default_project
+    from conveyor.db.session import session_scope
+    from conveyor.kube import namespace_for
+
+    path = settings.admin_token_file
+    with session_scope(settings.effective_database_url) as session:
+        ensure_default_project(session, namespace_for(settings, "proj_default"))
+        if path.exists() and auth.find_token(session, path.read_text().strip()) is not None:
+            return False
+        token = auth.create_token(session, "proj_default", "admin", "admin")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return True

@@ -1,0 +1,157 @@
+"""Kubernetes side effects. Blocking client calls: these are synchronous
+activities run on the worker's thread pool. Every write is a server-side apply
+or an idempotent delete, so running an activity twice leaves the same state."""
+
+from __future__ import annotations
+
+import time
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from conveyor import manifests, rollout
+from conveyor.kube import api_client
+from conveyor.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutResult, ScaleInput
+from conveyor.settings import Settings
+
+FIELD_MANAGER = "conveyor"
+
+
+def _raise_api_error(exc: ApiException, what: str) -> None:
+    # 4xx other than conflicts and throttling will not get better by retrying.
+    retryable = exc.status in (409, 429) or exc.status >= 500
+    raise ApplicationError(f"{what}: Kubernetes answered {exc.status} {exc.reason}: {exc.body}", non_retryable=not retryable) from exc
+
+
+class KubeActivities:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @property
+    def api(self) -> client.ApiClient:
+        return api_client(self.settings)
+
+    @activity.defn(name="apply_manifests")
+    def apply_manifests(self, request: ApplyInput) -> list[str]:
+        dynamic = DynamicClient(self.api)
+        applied = []
+        for obj in manifests.render(request.spec):
+            resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            name = obj["metadata"]["name"]
+            try:
+                resource.server_side_apply(
+                    body=obj,
+                    name=name,
+                    namespace=obj["metadata"].get("namespace"),
+                    field_manager=FIELD_MANAGER,
+                    force_conflicts=True,
+                )
+            except ApiException as exc:
+                _raise_api_error(exc, f"applying {obj['kind']} {name}")
+            applied.append(f"{obj['kind']}/{name}")
+        return applied
+
+    def _stuck_pod(self, request: RolloutInput, first_seen: dict[str, float], stuck_after: float) -> str | None:
+        core = client.CoreV1Api(self.api)
+        pods = core.list_namespaced_pod(
+            request.namespace, label_selector=f"{manifests.LABEL_APP}={request.name}"
+        ).items
+        now = time.monotonic()
+        for pod in pods:
+            annotations = pod.metadata.annotations or {}
+            if request.deployment_id and annotations.get(manifests.ANNOTATION_DEPLOYMENT) != request.deployment_id:
+                continue
+            found = rollout.stuck_pod_reason(self.api.sanitize_for_serialization(pod))
+            if found is None:
+                first_seen.pop(pod.metadata.name, None)
+                continue
+            since = first_seen.setdefault(pod.metadata.name, now)
+            if now - since >= stuck_after:
+                return f"pod {pod.metadata.name}: {found[1]}"
+        return None
+
+    @activity.defn(name="wait_for_rollout")
+    def wait_for_rollout(self, request: RolloutInput) -> RolloutResult:
+        """Wait until the Deployment is rolled out, heartbeating its progress."""
+        apps = client.AppsV1Api(self.api)
+        info = activity.info()
+        # A retried attempt keeps the original start, so the deadline holds.
+        started_wall = float(info.heartbeat_details[0]) if info.heartbeat_details else time.time()
+        stuck_after = min(request.stuck_seconds, request.deadline_seconds)
+        first_seen: dict[str, float] = {}
+        while True:
+            if activity.is_cancelled():
+                raise CancelledError("rollout wait cancelled")
+            try:
+                obj = apps.read_namespaced_deployment(request.name, request.namespace)
+            except ApiException as exc:
+                _raise_api_error(exc, f"reading Deployment {request.name}")
+            state = rollout.deployment_state(self.api.sanitize_for_serialization(obj))
+            activity.heartbeat(started_wall, state.message, state.ready, state.desired)
+            if state.done:
+                return RolloutResult(ready_replicas=state.ready, desired_replicas=state.desired, message=state.message)
+            if state.failed:
+                raise ApplicationError(state.message, non_retryable=True, type="RolloutFailed")
+            stuck = self._stuck_pod(request, first_seen, stuck_after)
+            if stuck:
+                raise ApplicationError(stuck, non_retryable=True, type="RolloutFailed")
+            # The Deployment's own deadline only counts while it makes no
+            # progress; this one bounds the whole wait.
+            if time.time() - started_wall > request.deadline_seconds + 5:
+                raise ApplicationError(
+                    f"the rollout did not finish within {request.deadline_seconds}s: {state.message}",
+                    non_retryable=True,
+                    type="RolloutFailed",
+                )
+            time.sleep(1.0)
+
+    @activity.defn(name="scale_deployment")
+    def scale_deployment(self, request: ScaleInput) -> int:
+        apps = client.AppsV1Api(self.api)
+        try:
+            scale = apps.patch_namespaced_deployment_scale(
+                request.name, request.namespace, {"spec": {"replicas": request.replicas}}
+            )
+        except ApiException as exc:
+            _raise_api_error(exc, f"scaling Deployment {request.name}")
+        return scale.spec.replicas
+
+    @activity.defn(name="delete_app_resources")
+    def delete_app_resources(self, request: DeleteResourcesInput) -> list[str]:
+        """Delete the app's objects (pods first, via foreground deletion) and wait until they are gone."""
+        core, apps, net = client.CoreV1Api(self.api), client.AppsV1Api(self.api), client.NetworkingV1Api(self.api)
+        ns, slug = request.namespace, request.slug
+        targets = [
+            ("Deployment", apps.delete_namespaced_deployment, apps.read_namespaced_deployment, slug),
+            ("Service", core.delete_namespaced_service, core.read_namespaced_service, slug),
+            ("Ingress", net.delete_namespaced_ingress, net.read_namespaced_ingress, slug),
+            ("ConfigMap", core.delete_namespaced_config_map, core.read_namespaced_config_map, manifests.env_config_map_name(slug)),
+        ]
+        body = client.V1DeleteOptions(propagation_policy="Foreground")
+        for kind, delete, _read, name in targets:
+            try:
+                delete(name, ns, body=body)
+            except ApiException as exc:
+                if exc.status != 404:
+                    _raise_api_error(exc, f"deleting {kind} {name}")
+        deadline = time.monotonic() + request.timeout_seconds
+        while True:
+            remaining = []
+            for kind, _delete, read, name in targets:
+                try:
+                    read(name, ns)
+                    remaining.append(f"{kind}/{name}")
+                except ApiException as exc:
+                    if exc.status != 404:
+                        _raise_api_error(exc, f"reading {kind} {name}")
+            pods = core.list_namespaced_pod(ns, label_selector=f"{manifests.LABEL_APP}={slug}").items
+            remaining += [f"Pod/{p.metadata.name}" for p in pods]
+            activity.heartbeat(remaining)
+            if not remaining:
+                return [f"{kind}/{name}" for kind, _d, _r, name in targets]
+            if time.monotonic() > deadline:
+                raise ApplicationError(f"still present after {request.timeout_seconds}s: {', '.join(remaining)}")
+            time.sleep(0.5)

@@ -1,0 +1,178 @@
+"""Database side effects of the workflows: each call is one transaction and
+safe to run twice (a repeated call finds the state already written)."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from conveyor.db.models import App, Deployment, Project
+from conveyor.db.records import TERMINAL, active_deployment, add_audit
+from conveyor.db.session import session_scope
+from conveyor.ids import utcnow
+from conveyor.payloads import (
+    AppTarget,
+    AppTargetInput,
+    BeginDeploymentInput,
+    DeploymentPlan,
+    FinishDeploymentInput,
+    RecordImageInput,
+    ReleaseSpec,
+    RemoveAppInput,
+    ScaleRecordInput,
+)
+from conveyor.settings import Settings
+
+VERBS = {
+    "deploy": "Deployed image {image}",
+    "update": "Deployed configuration change with image {image}",
+    "restart": "Restarted all pods of {image}",
+    "rollback": "Rolled back to deployment {rollback_of} (image {image})",
+}
+
+
+def release_spec(app: App, project: Project, dep: Deployment, settings: Settings, replicas: int) -> ReleaseSpec:
+    return ReleaseSpec(
+        app_id=app.id,
+        project_id=app.project_id,
+        deployment_id=dep.id,
+        name=app.name,
+        slug=app.slug,
+        namespace=project.namespace,
+        image_ref=dep.image_ref or "",
+        port=dep.port,
+        replicas=replicas,
+        env=dict(dep.env or {}),
+        progress_deadline_seconds=app.progress_deadline_seconds,
+        base_domain=settings.base_domain,
+        restarted_at=dep.restarted_at,
+    )
+
+
+class RecordActivities:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.url = settings.effective_database_url
+
+    def _deployment(self, session, deployment_id: str) -> Deployment:
+        dep = session.get(Deployment, deployment_id)
+        if dep is None:
+            # The API commits right after starting the workflow: retry.
+            raise ApplicationError(f"deployment {deployment_id} is not recorded yet")
+        return dep
+
+    @activity.defn(name="begin_deployment")
+    def begin_deployment(self, request: BeginDeploymentInput) -> DeploymentPlan:
+        with session_scope(self.url) as session:
+            dep = self._deployment(session, request.deployment_id)
+            app = dep.app
+            project = session.get(Project, app.project_id)
+            if dep.status in ("queued", "pending"):
+                dep.status = "deploying"
+                dep.started_at = utcnow()
+                # Scaling is not a release: every release runs at the app's current size.
+                dep.replicas = app.replicas
+            previous = active_deployment(session, app.id)
+            replicas = dep.replicas if dep.replicas is not None else app.replicas
+            return DeploymentPlan(
+                deployment_id=dep.id,
+                app_id=app.id,
+                project_id=app.project_id,
+                operation=dep.operation,
+                status=dep.status,
+                stuck_seconds=self.settings.rollout_stuck_seconds,
+                image=dep.image,
+                image_ref=dep.image_ref,
+                spec=release_spec(app, project, dep, self.settings, replicas),
+                previous=release_spec(app, project, previous, self.settings, replicas) if previous else None,
+            )
+
+    @activity.defn(name="record_image_digest")
+    def record_image_digest(self, request: RecordImageInput) -> None:
+        with session_scope(self.url) as session:
+            dep = self._deployment(session, request.deployment_id)
+            dep.image_ref = request.image_ref
+            dep.image_digest = request.image_digest
+
+    @activity.defn(name="finish_deployment")
+    def finish_deployment(self, request: FinishDeploymentInput) -> str:
+        with session_scope(self.url) as session:
+            dep = self._deployment(session, request.deployment_id)
+            if dep.status in TERMINAL:
+                return dep.status
+            app = dep.app
+            now = utcnow()
+            dep.finished_at = now
+            if request.status == "active":
+                previous = active_deployment(session, app.id)
+                if previous is not None and previous.id != dep.id:
+                    previous.status = "superseded"
+                dep.status = "active"
+                app.status = "running"
+                app.last_deploy_at = now
+                details = VERBS.get(dep.operation, VERBS["deploy"]).format(
+                    image=dep.image_ref or dep.image, rollback_of=dep.rollback_of
+                )
+                add_audit(session, app, dep.operation, dep.created_by, f"{details} (v{dep.number})", dep.id)
+            else:
+                dep.status = request.status
+                dep.reason = request.reason
+                still_serving = active_deployment(session, app.id) is not None
+                app.status = "running" if still_serving else ("failed" if request.status == "failed" else "stopped")
+                word = "failed" if request.status == "failed" else "was cancelled"
+                add_audit(
+                    session,
+                    app,
+                    f"{dep.operation}_{request.status}",
+                    request.user if request.status == "cancelled" else dep.created_by,
+                    f"Deployment v{dep.number} {word}: {request.reason or 'no reason given'}",
+                    dep.id,
+                )
+            return dep.status
+
+    @activity.defn(name="load_app_target")
+    def load_app_target(self, request: AppTargetInput) -> AppTarget | None:
+        with session_scope(self.url) as session:
+            app = session.get(App, request.app_id)
+            if app is None:
+                return None
+            project = session.get(Project, app.project_id)
+            return AppTarget(
+                app_id=app.id,
+                project_id=app.project_id,
+                name=app.name,
+                slug=app.slug,
+                namespace=project.namespace,
+                progress_deadline_seconds=app.progress_deadline_seconds,
+            )
+
+    @activity.defn(name="record_scale")
+    def record_scale(self, request: ScaleRecordInput) -> None:
+        with session_scope(self.url) as session:
+            app = session.get(App, request.app_id)
+            if app is None:
+                return
+            if request.outcome == "done":
+                add_audit(
+                    session, app, "scale", request.user, f"Scaled from {request.previous_replicas} to {request.replicas} replicas"
+                )
+            else:
+                add_audit(
+                    session,
+                    app,
+                    "scale_failed",
+                    request.user,
+                    f"Scaling to {request.replicas} replicas did not finish: {request.reason}",
+                )
+
+    @activity.defn(name="remove_app")
+    def remove_app(self, request: RemoveAppInput) -> bool:
+        with session_scope(self.url) as session:
+            app = session.get(App, request.app_id)
+            if app is None:
+                return False
+            add_audit(session, app, "delete", request.user, f"Deleted app {app.name} and its Kubernetes resources")
+            session.execute(delete(Deployment).where(Deployment.app_id == app.id))
+            session.delete(app)
+            return True

@@ -1,0 +1,78 @@
+"""Registry side effects: resolve an image tag to the digest it names now."""
+
+from __future__ import annotations
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from conveyor import images
+from conveyor.payloads import ResolvedImage, ResolveImageInput
+from conveyor.settings import Settings
+from conveyor.stack.registry import MANIFEST_ACCEPT
+
+
+class RegistryActivities:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def _base_url(self, registry: str) -> str:
+        insecure = self.settings.registry_insecure and registry == self.settings.registry
+        return f"{'http' if insecure else 'https'}://{registry}"
+
+    def _token(self, client: httpx.Client, challenge: str, repository: str) -> str | None:
+        """Anonymous pull token for registries that answer 401 with a Bearer challenge."""
+        if not challenge.lower().startswith("bearer "):
+            return None
+        fields = dict(
+            part.split("=", 1) for part in challenge[7:].replace('"', "").split(",") if "=" in part
+        )
+        realm = fields.pop("realm", None)
+        if not realm:
+            return None
+        params = {"service": fields.get("service", ""), "scope": f"repository:{repository}:pull"}
+        response = client.get(realm, params=params)
+        response.raise_for_status()
+        body = response.json()
+        return body.get("token") or body.get("access_token")
+
+    @activity.defn(name="resolve_image_digest")
+    def resolve_image_digest(self, request: ResolveImageInput) -> ResolvedImage:
+        try:
+            ref = images.parse(request.image)
+        except images.InvalidImageReference as exc:
+            raise ApplicationError(f"image {request.image!r} is not valid: {exc}", non_retryable=True) from exc
+        url = f"{self._base_url(ref.registry)}/v2/{ref.repository}/manifests/{ref.reference}"
+        with httpx.Client(timeout=20.0, follow_redirects=True) as client:
+            try:
+                response = client.head(url, headers={"Accept": MANIFEST_ACCEPT})
+                if response.status_code == 401:
+                    token = self._token(client, response.headers.get("www-authenticate", ""), ref.repository)
+                    if token:
+                        response = client.head(
+                            url, headers={"Accept": MANIFEST_ACCEPT, "Authorization": f"Bearer {token}"}
+                        )
+            except httpx.TransportError as exc:
+                # The registry may be restarting: let Temporal retry.
+                raise ApplicationError(f"registry {ref.registry} is unreachable: {exc}") from exc
+        if response.status_code == 404:
+            raise ApplicationError(
+                f"image {request.image} was not found: registry {ref.registry} has no "
+                f"{ref.repository}:{ref.reference}; push it or fix the image URL",
+                non_retryable=True,
+            )
+        if response.status_code in (401, 403):
+            raise ApplicationError(
+                f"registry {ref.registry} refused access to {ref.repository} ({response.status_code}); "
+                "the image must be pullable without credentials",
+                non_retryable=True,
+            )
+        if response.status_code >= 500:
+            raise ApplicationError(f"registry {ref.registry} answered {response.status_code}")
+        if response.status_code != 200 or "docker-content-digest" not in response.headers:
+            raise ApplicationError(
+                f"registry {ref.registry} gave no digest for {request.image} (HTTP {response.status_code})",
+                non_retryable=True,
+            )
+        digest = response.headers["docker-content-digest"]
+        return ResolvedImage(image=request.image, digest=digest, reference=ref.pinned(digest))

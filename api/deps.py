@@ -1,0 +1,96 @@
+"""Dependencies: settings, database session, Temporal client, the caller."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, Header, HTTPException, Request, status
+from sqlalchemy.orm import Session
+from temporalio.client import Client
+
+from conveyor import auth
+from conveyor.db.session import session_factory
+from conveyor.settings import Settings
+from conveyor.temporal_client import connect
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_db(settings: SettingsDep) -> Iterator[Session]:
+    session = session_factory(settings.effective_database_url)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+class TemporalConnector:
+    """Connects on first use, so the API starts even while Temporal is down."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await connect(self.settings)
+                except Exception as exc:  # noqa: BLE001
+                    raise HTTPException(
+                        status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal at {self.settings.temporal_address} is unreachable: {exc}"
+                    ) from exc
+            return self._client
+
+
+async def get_temporal(request: Request) -> Client:
+    return await request.app.state.temporal.get()
+
+
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    token_id: str
+    name: str
+    role: str
+    project_id: str
+
+
+def get_caller(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing Authorization: Bearer <token> header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    token = auth.find_token(session, authorization[7:].strip())
+    if token is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return Caller(token_id=token.id, name=token.name, role=token.role, project_id=token.project_id)
+
+
+def require(role: str):
+    def check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if not auth.role_allows(caller.role, role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; your token has {caller.role}")
+        return caller
+
+    return check
+
+
+Viewer = Annotated[Caller, Depends(require("viewer"))]
+Deployer = Annotated[Caller, Depends(require("deployer"))]
+Admin = Annotated[Caller, Depends(require("admin"))]

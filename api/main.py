@@ -1,0 +1,54 @@
+"""The Conveyor API (FastAPI), mounted under /api/v1."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.deps import TemporalConnector
+from api.routes import apps, audit, deployments
+from conveyor.db.records import ensure_default_project
+from conveyor.db.session import migrate, session_scope
+from conveyor.kube import namespace_for
+from conveyor.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        migrate(settings.effective_database_url)
+        with session_scope(settings.effective_database_url) as session:
+            ensure_default_project(session, namespace_for(settings, "proj_default"))
+        yield
+
+    app = FastAPI(
+        title="Conveyor",
+        version="0.1.0",
+        description="Deploy containers to Kubernetes; every change is a durable Temporal workflow.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.temporal = TemporalConnector(settings)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field and the problem; never echo the input (it may hold secrets).
+        errors = [
+            {"loc": list(err["loc"]), "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
+            for err in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    for router in (apps.router, deployments.router, audit.router):
+        app.include_router(router, prefix="/api/v1")
+    return app
+

@@ -1,0 +1,375 @@
+"""/api/v1/apps: create, read, update, delete, deploy, restart, status, pods."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, TemporalDep, Viewer
+from api.operations import deployment_operation, enqueue, idempotent, new_deployment
+from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, PodDetail, PodStatus, slugify
+from api.serializers import app_public, deployment_public
+from conveyor import manifests
+from conveyor.db.models import App, Project
+from conveyor.db.records import active_deployment, add_audit
+from conveyor.ids import iso, new_id, utcnow
+from conveyor.kube import api_client
+from conveyor.payloads import Operation
+from conveyor.settings import Settings
+
+router = APIRouter(prefix="/apps", tags=["apps"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description="Repeat-safe key: a repeat returns the first answer")]
+
+
+def unprocessable(field: str, message: str, where: str = "body") -> HTTPException:
+    return HTTPException(422, [{"loc": [where, field], "msg": message, "type": "value_error"}])
+
+
+def load_app(session: Session, caller: Caller, app_id: str) -> App:
+    app = session.get(App, app_id)
+    # Another project's app is indistinguishable from a missing one.
+    if app is None or app.project_id != caller.project_id:
+        raise HTTPException(404, f"app {app_id} not found")
+    return app
+
+
+def mutable(app: App) -> None:
+    if app.status == "deleting":
+        raise HTTPException(409, f"app {app.id} is being deleted")
+
+
+def check_replicas(settings: Settings, replicas: int | None) -> None:
+    if replicas is not None and replicas > settings.max_replicas:
+        raise unprocessable("replicas", f"must be at most {settings.max_replicas} (CONVEYOR_MAX_REPLICAS)")
+
+
+def require_image_source(app: App) -> None:
+    if app.source_type != "image":
+        raise HTTPException(
+            409, f"app {app.id} builds from {app.source_type} sources; building from source is not available in this version"
+        )
+
+
+@router.get("", response_model=list[AppPublic], summary="List apps")
+def list_apps(session: SessionDep, caller: Viewer) -> list[AppPublic]:
+    apps = session.scalars(select(App).where(App.project_id == caller.project_id).order_by(App.created_at, App.id))
+    return [app_public(app) for app in apps]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AppPublic,
+    summary="Create an app",
+    description="Creates the app and, for image apps, starts its first deployment.",
+)
+async def create_app(
+    body: AppCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    caller: Admin,
+    idempotency_key: IdempotencyKey = None,
+):
+    check_replicas(settings, body.replicas)
+    if body.template_id is not None:
+        raise unprocessable("template_id", f"unknown template {body.template_id!r}")
+
+    async def handle():
+        slug = slugify(body.name)
+        taken = session.scalars(
+            select(App).where(App.project_id == caller.project_id, (App.name == body.name) | (App.slug == slug))
+        ).first()
+        if taken is not None:
+            raise HTTPException(409, f"an app named {taken.name!r} (slug {taken.slug}) already exists in this project")
+        now = utcnow()
+        app = App(
+            id=new_id("app"),
+            project_id=caller.project_id,
+            name=body.name,
+            slug=slug,
+            source_type=body.source_type,
+            image_url=body.image_url,
+            repo_url=body.repo_url,
+            repo_branch=body.repo_branch or ("main" if body.source_type == "git" else None),
+            build_command=body.build_command,
+            port=body.port,
+            replicas=body.replicas,
+            env=dict(body.env),
+            progress_deadline_seconds=body.progress_deadline_seconds or settings.default_progress_deadline_seconds,
+            status="deploying" if body.source_type == "image" else "created",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(app)
+        session.flush()
+        add_audit(session, app, "create", caller.name, f"Created app {app.name} ({app.source_type})")
+        if app.source_type == "image":
+            dep = new_deployment(session, app, caller, "deploy", image=app.image_url, env=app.env, port=app.port)
+            await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
+        return 201, app_public(app).model_dump()
+
+    return await idempotent(request, session, caller, idempotency_key, handle)
+
+
+@router.get("/{app_id}", response_model=AppPublic, summary="Get an app")
+def get_app(app_id: str, session: SessionDep, caller: Viewer) -> AppPublic:
+    return app_public(load_app(session, caller, app_id))
+
+
+@router.patch(
+    "/{app_id}",
+    response_model=AppPublic,
+    summary="Update an app",
+    description=(
+        "A change of image, port or env is a new deployment; a change of replicas alone scales. "
+        "Answers 202 when a workflow was started, 200 when nothing in the cluster changes. "
+        "Scaling needs the deployer role; anything else needs admin."
+    ),
+    responses={202: {"model": AppPublic, "description": "the change was handed to a workflow"}},
+)
+async def update_app(
+    app_id: str,
+    body: AppUpdate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    caller: Deployer,
+    idempotency_key: IdempotencyKey = None,
+):
+    app = load_app(session, caller, app_id)
+    mutable(app)
+    check_replicas(settings, body.replicas)
+    given = body.model_dump(exclude_unset=True)
+    if set(given) - {"replicas"} and caller.role != "admin":
+        raise HTTPException(403, "changing anything but replicas needs the admin role; your token has deployer")
+    for field in ("port", "replicas"):
+        if field in given and given[field] is None:
+            raise unprocessable(field, "may not be null")
+
+    async def handle():
+        new_env = dict(app.env)
+        for key, value in (given.get("env") or {}).items():
+            if value is None:
+                new_env.pop(key, None)
+            else:
+                new_env[key] = value
+        release_changed = (
+            ("image_url" in given and given["image_url"] != app.image_url)
+            or ("port" in given and given["port"] != app.port)
+            or new_env != app.env
+        )
+        changed_keys = sorted(k for k in set(new_env) | set(app.env) if new_env.get(k) != app.env.get(k))
+        previous_replicas = app.replicas
+        for field in ("image_url", "port", "repo_branch", "build_command", "progress_deadline_seconds", "replicas"):
+            if field in given and given[field] is not None:
+                setattr(app, field, given[field])
+        app.env = new_env
+        app.updated_at = utcnow()
+        started = False
+        if release_changed and app.source_type == "image":
+            dep = new_deployment(session, app, caller, "update", image=app.image_url, env=app.env, port=app.port)
+            what = [f"env ({', '.join(changed_keys)})" if changed_keys else None]
+            what += [f"{f}={given[f]}" for f in ("image_url", "port") if f in given]
+            add_audit(session, app, "update", caller.name, "Changed " + ", ".join(w for w in what if w), dep.id)
+            await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
+            started = True
+        elif release_changed or set(given) - {"replicas"}:
+            add_audit(session, app, "update", caller.name, f"Changed {', '.join(sorted(set(given) - {'replicas'}))}")
+        if "replicas" in given and given["replicas"] != previous_replicas and not started:
+            op = Operation(
+                kind="scale",
+                app_id=app.id,
+                project_id=app.project_id,
+                workflow_id=f"scale-{app.id}-{new_id('op')}",
+                summary=f"scale {app.name} {previous_replicas} → {app.replicas}",
+                replicas=app.replicas,
+                previous_replicas=previous_replicas,
+                user=caller.name,
+            )
+            await enqueue(temporal, settings, app, op)
+            started = True
+        session.flush()
+        return (202 if started else 200), app_public(app).model_dump()
+
+    return await idempotent(request, session, caller, idempotency_key, handle)
+
+
+@router.put("/{app_id}", response_model=AppPublic, summary="Update an app (same as PATCH)", include_in_schema=True)
+async def replace_app(
+    app_id: str,
+    body: AppUpdate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    caller: Deployer,
+    idempotency_key: IdempotencyKey = None,
+):
+    return await update_app(app_id, body, request, session, settings, temporal, caller, idempotency_key)
+
+
+@router.delete(
+    "/{app_id}",
+    status_code=202,
+    response_model=AppPublic,
+    summary="Delete an app",
+    description="Removes the Deployment, Service, Ingress and ConfigMap, waits until they are gone, then removes the app.",
+)
+async def delete_app(
+    app_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    caller: Admin,
+    idempotency_key: IdempotencyKey = None,
+):
+    app = load_app(session, caller, app_id)
+
+    async def handle():
+        if app.status != "deleting":
+            app.status = "deleting"
+            add_audit(session, app, "delete_requested", caller.name, f"Requested deletion of {app.name}")
+            op = Operation(
+                kind="delete",
+                app_id=app.id,
+                project_id=app.project_id,
+                workflow_id=f"delete-{app.id}",
+                summary=f"delete {app.name} and its Kubernetes objects",
+                user=caller.name,
+            )
+            await enqueue(temporal, settings, app, op)
+        session.flush()
+        return 202, app_public(app).model_dump()
+
+    return await idempotent(request, session, caller, idempotency_key, handle)
+
+
+@router.post(
+    "/{app_id}/deploy",
+    status_code=202,
+    summary="Deploy / redeploy",
+    description="Resolves the image tag to the digest it names now and rolls it out.",
+)
+async def deploy_app(
+    app_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    caller: Deployer,
+    idempotency_key: IdempotencyKey = None,
+):
+    app = load_app(session, caller, app_id)
+    mutable(app)
+    require_image_source(app)
+
+    async def handle():
+        dep = new_deployment(session, app, caller, "deploy", image=app.image_url, env=app.env, port=app.port)
+        await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
+        return 202, deployment_public(dep).model_dump()
+
+    return await idempotent(request, session, caller, idempotency_key, handle)
+
+
+@router.post("/{app_id}/restart", status_code=202, summary="Restart all pods without redeploying")
+async def restart_app(
+    app_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    caller: Deployer,
+    idempotency_key: IdempotencyKey = None,
+):
+    app = load_app(session, caller, app_id)
+    mutable(app)
+
+    async def handle():
+        current = active_deployment(session, app.id)
+        if current is None:
+            raise HTTPException(409, f"app {app.id} has no active deployment to restart")
+        dep = new_deployment(
+            session,
+            app,
+            caller,
+            "restart",
+            image=current.image,
+            image_ref=current.image_ref,
+            image_digest=current.image_digest,
+            env=current.env,
+            port=current.port,
+            restarted_at=iso(utcnow()),
+        )
+        await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
+        return 202, deployment_public(dep).model_dump()
+
+    return await idempotent(request, session, caller, idempotency_key, handle)
+
+
+def _pods(settings: Settings, session: Session, app: App) -> list[dict]:
+    namespace = session.get(Project, app.project_id).namespace
+    core = k8s.CoreV1Api(api_client(settings))
+    pods = core.list_namespaced_pod(namespace, label_selector=f"{manifests.LABEL_APP}={app.slug}").items
+    return sorted((api_client(settings).sanitize_for_serialization(p) for p in pods), key=lambda p: p["metadata"]["name"])
+
+
+def _ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or [])
+
+
+@router.get("/{app_id}/status", response_model=AppStatus, summary="Runtime status: ready replicas and pod phases")
+def app_status(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> AppStatus:
+    app = load_app(session, caller, app_id)
+    namespace = session.get(Project, app.project_id).namespace
+    try:
+        obj = k8s.AppsV1Api(api_client(settings)).read_namespaced_deployment(app.slug, namespace)
+        desired, ready = obj.spec.replicas or 0, obj.status.ready_replicas or 0
+    except ApiException as exc:
+        if exc.status != 404:
+            raise HTTPException(502, f"Kubernetes answered {exc.status} {exc.reason}") from exc
+        desired, ready = 0, 0
+    pods = [
+        PodStatus(name=p["metadata"]["name"], phase=p.get("status", {}).get("phase", "Unknown"), ready=_ready(p))
+        for p in _pods(settings, session, app)
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    return AppStatus(desired_replicas=desired, ready_replicas=ready, pods=pods)
+
+
+@router.get("/{app_id}/pods", response_model=list[PodDetail], summary="List the app's pods")
+def app_pods(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> list[PodDetail]:
+    app = load_app(session, caller, app_id)
+    out = []
+    for pod in _pods(settings, session, app):
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        container = statuses[0] if statuses else {}
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        ready = _ready(pod)
+        out.append(
+            PodDetail(
+                name=pod["metadata"]["name"],
+                phase=pod.get("status", {}).get("phase", "Unknown"),
+                ready=ready,
+                restarts=sum(c.get("restartCount", 0) for c in statuses),
+                node=pod.get("spec", {}).get("nodeName"),
+                image=container.get("image") or pod["spec"]["containers"][0]["image"],
+                created_at=iso_from_k8s(pod["metadata"].get("creationTimestamp")),
+                reason=None if ready else (waiting.get("reason") or "not ready"),
+            )
+        )
+    return out
+
+
+def iso_from_k8s(value: str | None) -> str | None:
+    return value.replace("+00:00", "Z") if value else None
+

@@ -1,0 +1,52 @@
+"""Database rows to response bodies."""
+
+from __future__ import annotations
+
+from api.schemas import AppPublic, DeploymentPublic, DeploymentStep, masked_env
+from conveyor.db.models import App, Deployment
+from conveyor.ids import iso
+
+
+def app_public(app: App) -> AppPublic:
+    return AppPublic(
+        id=app.id,
+        project_id=app.project_id,
+        name=app.name,
+        slug=app.slug,
+        source_type=app.source_type,
+        image_url=app.image_url,
+        repo_url=app.repo_url,
+        repo_branch=app.repo_branch,
+        build_command=app.build_command,
+        replicas=app.replicas,
+        port=app.port,
+        env=masked_env(app.env or {}),
+        status=app.status,
+        progress_deadline_seconds=app.progress_deadline_seconds,
+        last_deploy_at=iso(app.last_deploy_at),
+        created_at=iso(app.created_at),
+    )
+
+
+def deployment_public(dep: Deployment, progress: list[dict] | None = None) -> DeploymentPublic:
+    return DeploymentPublic(
+        id=dep.id,
+        app_id=dep.app_id,
+        number=dep.number,
+        operation=dep.operation,
+        status=dep.status,
+        image=dep.image,
+        image_ref=dep.image_ref,
+        image_digest=dep.image_digest,
+        port=dep.port,
+        replicas=dep.replicas,
+        env_keys=sorted(dep.env or {}),
+        rollback_of=dep.rollback_of,
+        reason=dep.reason,
+        workflow_id=dep.workflow_id,
+        created_by=dep.created_by,
+        created_at=iso(dep.created_at),
+        started_at=iso(dep.started_at),
+        finished_at=iso(dep.finished_at),
+        progress=[DeploymentStep(**step) for step in progress] if progress is not None else None,
+    )

@@ -1,0 +1,126 @@
+"""Database models (SQLAlchemy 2.0, typed). Timestamps are stored as UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from conveyor.ids import utcnow
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, dict[str, str]: JSON}
+
+
+def _now() -> datetime:
+    return utcnow()
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    namespace: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class App(Base):
+    __tablename__ = "apps"
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_apps_project_name"),
+        UniqueConstraint("project_id", "slug", name="uq_apps_project_slug"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    slug: Mapped[str] = mapped_column(String(63))
+    source_type: Mapped[str] = mapped_column(String(10))
+    image_url: Mapped[str | None] = mapped_column(String(512))
+    repo_url: Mapped[str | None] = mapped_column(String(1024))
+    repo_branch: Mapped[str | None] = mapped_column(String(255))
+    build_command: Mapped[str | None] = mapped_column(Text)
+    port: Mapped[int] = mapped_column(Integer)
+    replicas: Mapped[int] = mapped_column(Integer)
+    env: Mapped[dict[str, str]] = mapped_column(default=dict)
+    template_id: Mapped[str | None] = mapped_column(String(100))
+    progress_deadline_seconds: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    last_deploy_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+    deployments: Mapped[list[Deployment]] = relationship(back_populates="app", cascade="all, delete-orphan")
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_app_number", "app_id", "number", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    operation: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    # The image as asked for (tag), and the digest-pinned reference deployed.
+    image: Mapped[str | None] = mapped_column(String(512))
+    image_ref: Mapped[str | None] = mapped_column(String(600))
+    image_digest: Mapped[str | None] = mapped_column(String(80))
+    env: Mapped[dict[str, str]] = mapped_column(default=dict)
+    port: Mapped[int] = mapped_column(Integer)
+    replicas: Mapped[int | None] = mapped_column(Integer)
+    source_commit: Mapped[str | None] = mapped_column(String(64))
+    build_id: Mapped[str | None] = mapped_column(String(40))
+    rollback_of: Mapped[str | None] = mapped_column(String(40))
+    restarted_at: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str | None] = mapped_column(Text)
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    app: Mapped[App] = relationship(back_populates="deployments")
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(40), index=True)
+    # No foreign key: the history of a deleted app stays readable.
+    app_id: Mapped[str] = mapped_column(String(40), index=True)
+    deployment_id: Mapped[str | None] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(40))
+    user: Mapped[str] = mapped_column(String(100))
+    details: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("project_id", "key", name="uq_idempotency_project_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(String(255))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

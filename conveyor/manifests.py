@@ -1,0 +1,115 @@
+"""Render an app's Kubernetes objects from a release snapshot (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from conveyor.payloads import ReleaseSpec
+
+MANAGED_BY = "conveyor"
+LABEL_APP = "app.kubernetes.io/name"
+LABEL_APP_ID = "conveyor.dev/app-id"
+ANNOTATION_DEPLOYMENT = "conveyor.dev/deployment-id"
+ANNOTATION_RESTARTED = "kubectl.kubernetes.io/restartedAt"
+ANNOTATION_ENV_CHECKSUM = "conveyor.dev/env-checksum"
+CONTAINER = "app"
+SERVICE_PORT = 80
+
+
+def env_config_map_name(slug: str) -> str:
+    return f"{slug}-env"
+
+
+def labels(spec: ReleaseSpec) -> dict[str, str]:
+    return {LABEL_APP: spec.slug, "app.kubernetes.io/managed-by": MANAGED_BY, LABEL_APP_ID: spec.app_id}
+
+
+def selector(spec: ReleaseSpec) -> dict[str, str]:
+    return {LABEL_APP: spec.slug}
+
+
+def env_checksum(env: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def render(spec: ReleaseSpec) -> list[dict]:
+    """Namespace, ConfigMap, Deployment, Service and Ingress, in apply order."""
+    meta = {"name": spec.slug, "namespace": spec.namespace, "labels": labels(spec)}
+    pod_annotations = {
+        ANNOTATION_DEPLOYMENT: spec.deployment_id,
+        ANNOTATION_ENV_CHECKSUM: env_checksum(spec.env),
+    }
+    if spec.restarted_at:
+        pod_annotations[ANNOTATION_RESTARTED] = spec.restarted_at
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": spec.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+    }
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {**meta, "name": env_config_map_name(spec.slug)},
+        "data": dict(sorted(spec.env.items())),
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**meta, "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_id}},
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 10,
+            "progressDeadlineSeconds": spec.progress_deadline_seconds,
+            "selector": {"matchLabels": selector(spec)},
+            # Never drop below the desired count while a new release comes up.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+            "template": {
+                "metadata": {"labels": labels(spec), "annotations": pod_annotations},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": CONTAINER,
+                            "image": spec.image_ref,
+                            "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+                            "envFrom": [{"configMapRef": {"name": env_config_map_name(spec.slug)}}],
+                            "readinessProbe": {"tcpSocket": {"port": spec.port}, "periodSeconds": 5},
+                        }
+                    ],
+                    "enableServiceLinks": False,
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(spec),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": spec.port, "protocol": "TCP"}],
+        },
+    }
+    ingress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": meta,
+        "spec": {
+            "rules": [
+                {
+                    "host": f"{spec.slug}.{spec.base_domain}",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": spec.slug, "port": {"number": SERVICE_PORT}}},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+    }
+    return [namespace, config_map, deployment, service, ingress]

@@ -1,0 +1,144 @@
+"""Workflow and activity inputs/outputs (one model per call, so fields can be
+added later). Serialised by the pydantic data converter everywhere."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Operation(BaseModel):
+    """One cluster-changing request queued on an app's lane."""
+
+    kind: str  # deploy | update | restart | rollback | scale | delete
+    app_id: str
+    project_id: str
+    workflow_id: str
+    summary: str
+    deployment_id: str | None = None
+    replicas: int | None = None
+    previous_replicas: int | None = None
+    user: str = "system"
+
+
+class LaneInput(BaseModel):
+    app_id: str
+    project_id: str
+    pending: list[Operation] = Field(default_factory=list)
+
+
+class ReleaseSpec(BaseModel):
+    """Everything needed to render an app's manifests for one deployment."""
+
+    app_id: str
+    project_id: str
+    deployment_id: str
+    name: str
+    slug: str
+    namespace: str
+    image_ref: str
+    port: int
+    replicas: int
+    env: dict[str, str] = Field(default_factory=dict)
+    progress_deadline_seconds: int = 600
+    base_domain: str = "apps.localhost"
+    restarted_at: str | None = None
+
+
+class BeginDeploymentInput(BaseModel):
+    deployment_id: str
+
+
+class DeploymentPlan(BaseModel):
+    """What a deploy workflow works from, read from the database."""
+
+    deployment_id: str
+    app_id: str
+    project_id: str
+    operation: str
+    status: str
+    stuck_seconds: int = 30
+    image: str | None
+    image_ref: str | None
+    spec: ReleaseSpec
+    previous: ReleaseSpec | None = None
+
+
+class ResolveImageInput(BaseModel):
+    image: str
+
+
+class ResolvedImage(BaseModel):
+    image: str
+    digest: str
+    # tag@digest: pinned bits, tag kept for people (and the KWOK markers).
+    reference: str
+
+
+class RecordImageInput(BaseModel):
+    deployment_id: str
+    image_ref: str
+    image_digest: str
+
+
+class ApplyInput(BaseModel):
+    spec: ReleaseSpec
+
+
+class RolloutInput(BaseModel):
+    namespace: str
+    name: str
+    deployment_id: str | None = None
+    deadline_seconds: int
+    stuck_seconds: int
+
+
+class RolloutResult(BaseModel):
+    ready_replicas: int
+    desired_replicas: int
+    message: str
+
+
+class FinishDeploymentInput(BaseModel):
+    deployment_id: str
+    status: str  # active | failed | cancelled
+    reason: str | None = None
+    user: str = "system"
+
+
+class ScaleInput(BaseModel):
+    namespace: str
+    name: str
+    replicas: int
+
+
+class ScaleRecordInput(BaseModel):
+    app_id: str
+    replicas: int
+    previous_replicas: int | None
+    user: str
+    outcome: str  # done | failed
+    reason: str | None = None
+
+
+class AppTargetInput(BaseModel):
+    app_id: str
+
+
+class AppTarget(BaseModel):
+    app_id: str
+    project_id: str
+    name: str
+    slug: str
+    namespace: str
+    progress_deadline_seconds: int
+
+
+class DeleteResourcesInput(BaseModel):
+    namespace: str
+    slug: str
+    timeout_seconds: int = 120
+
+
+class RemoveAppInput(BaseModel):
+    app_id: str
+    user: str

@@ -1,0 +1,70 @@
+"""Rollout status by the `kubectl rollout status` rules, plus the pod states
+that mean a rollout will not finish (pure: works on API objects as dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STUCK_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"}
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    done: bool
+    failed: bool
+    message: str
+    ready: int
+    desired: int
+
+
+def deployment_state(deployment: dict) -> RolloutState:
+    spec, status, meta = deployment.get("spec", {}), deployment.get("status", {}) or {}, deployment["metadata"]
+    desired = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+
+    def waiting(message: str) -> RolloutState:
+        return RolloutState(False, False, message, ready, desired)
+
+    if int(meta.get("generation", 0)) > int(status.get("observedGeneration") or 0):
+        return waiting("waiting for the deployment spec update to be observed")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return RolloutState(
+                False,
+                True,
+                f"the rollout did not finish within its progress deadline: {ready} of {desired} pods ready",
+                ready,
+                desired,
+            )
+    if updated < desired:
+        return waiting(f"{updated} of {desired} new pods created")
+    if total > updated:
+        return waiting(f"{total - updated} old pods pending termination")
+    if available < updated:
+        return waiting(f"{available} of {updated} updated pods available")
+    return RolloutState(True, False, f"{ready} of {desired} pods ready", ready, desired)
+
+
+def stuck_pod_reason(pod: dict) -> tuple[str, str] | None:
+    """(reason, words a user can act on) when a pod's container cannot run."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason not in STUCK_REASONS:
+            continue
+        image = status.get("image", "")
+        if reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+            return reason, f"image {image} cannot be pulled ({reason}): {waiting.get('message') or 'pull failed'}"
+        if reason == "CrashLoopBackOff":
+            last = ((status.get("lastState") or {}).get("terminated")) or {}
+            exit_code = last.get("exitCode")
+            detail = f", last exit code {exit_code}" if exit_code is not None else ""
+            return reason, (
+                f"container {status.get('name')} keeps crashing (CrashLoopBackOff, "
+                f"{status.get('restartCount', 0)} restarts{detail}); check the app's logs and start command"
+            )
+        return reason, f"container {status.get('name')} cannot start ({reason}): {waiting.get('message', '')}"
+    return None

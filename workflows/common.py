@@ -1,0 +1,43 @@
+"""Activity options shared by the workflows (temporalio and stdlib only)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Database writes and reads: quick, retried a few times.
+DB = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=10),
+)
+# Registry look-ups: the registry may be briefly away.
+REGISTRY = dict(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5),
+)
+# Single Kubernetes writes.
+KUBE_WRITE = dict(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15), maximum_attempts=8),
+)
+
+
+def long_wait(seconds: int) -> dict:
+    """Options for a heartbeating wait bounded by `seconds` of work."""
+    return dict(
+        start_to_close_timeout=timedelta(seconds=seconds + 120),
+        heartbeat_timeout=timedelta(seconds=20),
+        retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5),
+    )
+
+
+def failure_message(err: BaseException) -> str:
+    """The innermost message of an activity/child failure chain."""
+    message = str(err)
+    cause = err.__cause__
+    while cause is not None:
+        if str(cause):
+            message = str(cause)
+        cause = cause.__cause__
+    return message

@@ -1,0 +1,151 @@
+"""A release: deploy, update, restart or rollback of one app.
+
+resolve the image → apply the manifests → wait for the rollout → record.
+A failed or cancelled rollout puts the previous release back, so the app
+keeps serving what it served before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from conveyor.payloads import (
+        ApplyInput,
+        BeginDeploymentInput,
+        DeploymentPlan,
+        FinishDeploymentInput,
+        Operation,
+        RecordImageInput,
+        ReleaseSpec,
+        ResolvedImage,
+        ResolveImageInput,
+        RolloutInput,
+        RolloutResult,
+        ScaleInput,
+    )
+    from workflows.common import DB, KUBE_WRITE, REGISTRY, failure_message, long_wait
+
+
+@workflow.defn
+class DeployWorkflow:
+    def __init__(self) -> None:
+        self._steps: list[dict] = []
+
+    @workflow.query
+    def progress(self) -> list[dict]:
+        return self._steps
+
+    def _step(self, name: str, state: str, detail: str = "") -> None:
+        now = workflow.now().isoformat().replace("+00:00", "Z")
+        for step in self._steps:
+            if step["name"] == name:
+                step.update(state=state, detail=detail, updated_at=now)
+                return
+        self._steps.append({"name": name, "state": state, "detail": detail, "started_at": now, "updated_at": now})
+
+    async def _rollout(self, spec: ReleaseSpec, stuck_seconds: int, deployment_id: str | None) -> RolloutResult:
+        return await workflow.execute_activity(
+            "wait_for_rollout",
+            RolloutInput(
+                namespace=spec.namespace,
+                name=spec.slug,
+                deployment_id=deployment_id,
+                deadline_seconds=spec.progress_deadline_seconds,
+                stuck_seconds=stuck_seconds,
+            ),
+            result_type=RolloutResult,
+            summary=f"wait for {spec.slug} ×{spec.replicas} to roll out",
+            **long_wait(spec.progress_deadline_seconds),
+        )
+
+    @workflow.run
+    async def run(self, op: Operation) -> str:
+        plan: DeploymentPlan = await workflow.execute_activity(
+            "begin_deployment",
+            BeginDeploymentInput(deployment_id=op.deployment_id),
+            result_type=DeploymentPlan,
+            summary=f"start {op.deployment_id}",
+            **DB,
+        )
+        if plan.status in ("failed", "cancelled", "active", "superseded"):
+            return plan.status
+        spec = plan.spec
+        try:
+            if not plan.image_ref:
+                self._step("resolve", "running", plan.image or "")
+                resolved: ResolvedImage = await workflow.execute_activity(
+                    "resolve_image_digest",
+                    ResolveImageInput(image=plan.image or ""),
+                    result_type=ResolvedImage,
+                    summary=f"resolve {plan.image}",
+                    **REGISTRY,
+                )
+                await workflow.execute_activity(
+                    "record_image_digest",
+                    RecordImageInput(deployment_id=plan.deployment_id, image_ref=resolved.reference, image_digest=resolved.digest),
+                    summary=f"record {resolved.digest[:19]}",
+                    **DB,
+                )
+                spec.image_ref = resolved.reference
+                self._step("resolve", "done", resolved.reference)
+            self._step("apply", "running")
+            await workflow.execute_activity(
+                "apply_manifests", ApplyInput(spec=spec), summary=f"apply {spec.slug} → {spec.image_ref}", **KUBE_WRITE
+            )
+            self._step("apply", "done", "Namespace, ConfigMap, Deployment, Service, Ingress")
+            self._step("rollout", "running", f"0/{spec.replicas}")
+            result = await self._rollout(spec, plan.stuck_seconds, plan.deployment_id)
+            self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")
+            self._step("finalize", "running")
+            status = await self._finish(plan, "active", None, op.user)
+            self._step("finalize", "done", status)
+            return status
+        except ActivityError as err:
+            reason = failure_message(err)
+            running = [step["name"] for step in self._steps if step["state"] == "running"]
+            self._step(running[-1] if running else "rollout", "failed", reason)
+            reason = await self._restore(plan, reason)
+            return await self._finish(plan, "failed", reason, op.user)
+        except asyncio.CancelledError:
+            # Cancelled from the API or the Temporal UI: put the previous release back.
+            reason = await self._restore(plan, "cancelled by an operator")
+            await self._finish(plan, "cancelled", reason, op.user)
+            raise
+
+    async def _restore(self, plan: DeploymentPlan, reason: str) -> str:
+        self._step("restore", "running")
+        try:
+            if plan.previous is not None:
+                await workflow.execute_activity(
+                    "apply_manifests",
+                    ApplyInput(spec=plan.previous),
+                    summary=f"restore {plan.previous.deployment_id}",
+                    **KUBE_WRITE,
+                )
+                await self._rollout(plan.previous, plan.stuck_seconds, None)
+                self._step("restore", "done", f"back on {plan.previous.deployment_id}")
+                return f"{reason}; the previous deployment {plan.previous.deployment_id} keeps serving"
+            spec = plan.spec
+            await workflow.execute_activity(
+                "scale_deployment",
+                ScaleInput(namespace=spec.namespace, name=spec.slug, replicas=0),
+                summary=f"scale {spec.slug} to 0",
+                **KUBE_WRITE,
+            )
+            self._step("restore", "done", "no earlier release; scaled to 0")
+            return f"{reason}; there is no earlier deployment to restore, so the app was scaled to 0"
+        except ActivityError as err:
+            self._step("restore", "failed", failure_message(err))
+            return f"{reason}; restoring the previous deployment also failed: {failure_message(err)}"
+
+    async def _finish(self, plan: DeploymentPlan, status: str, reason: str | None, user: str) -> str:
+        return await workflow.execute_activity(
+            "finish_deployment",
+            FinishDeploymentInput(deployment_id=plan.deployment_id, status=status, reason=reason, user=user),
+            result_type=str,
+            summary=f"mark {plan.deployment_id} {status}",
+            **DB,
+        )

@@ -1,0 +1,95 @@
+"""One lane per app: its cluster-changing operations run one at a time, in
+the order they were requested. Each runs as a child workflow with its own id
+(`deploy-dep_…`), so operators can watch or cancel it on its own."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ChildWorkflowError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from conveyor.payloads import LaneInput, Operation
+    from workflows.delete import DeleteAppWorkflow
+    from workflows.deploy import DeployWorkflow
+    from workflows.scale import ScaleWorkflow
+
+IDLE = timedelta(minutes=5)
+MAX_HISTORY = 5000
+WORKFLOWS = {
+    "deploy": DeployWorkflow.run,
+    "update": DeployWorkflow.run,
+    "restart": DeployWorkflow.run,
+    "rollback": DeployWorkflow.run,
+    "scale": ScaleWorkflow.run,
+    "delete": DeleteAppWorkflow.run,
+}
+
+
+def search_attributes(op: Operation) -> TypedSearchAttributes:
+    pairs = [
+        SearchAttributePair(SearchAttributeKey.for_keyword("AppId"), op.app_id),
+        SearchAttributePair(SearchAttributeKey.for_keyword("ProjectId"), op.project_id),
+        SearchAttributePair(SearchAttributeKey.for_keyword("Operation"), op.kind),
+    ]
+    if op.deployment_id:
+        pairs.append(SearchAttributePair(SearchAttributeKey.for_keyword("DeploymentId"), op.deployment_id))
+    return TypedSearchAttributes(pairs)
+
+
+@workflow.defn
+class AppLaneWorkflow:
+    def __init__(self) -> None:
+        self._queue: list[Operation] = []
+        self._current: Operation | None = None
+
+    @workflow.signal
+    def enqueue(self, op: Operation) -> None:
+        if all(q.workflow_id != op.workflow_id for q in self._queue) and (
+            self._current is None or self._current.workflow_id != op.workflow_id
+        ):
+            self._queue.append(op)
+
+    @workflow.query
+    def queued(self) -> list[str]:
+        return [op.workflow_id for op in self._queue]
+
+    @workflow.query
+    def current(self) -> str | None:
+        return self._current.workflow_id if self._current else None
+
+    @workflow.run
+    async def run(self, lane: LaneInput) -> None:
+        self._queue = list(lane.pending) + self._queue
+        while True:
+            if not self._queue:
+                try:
+                    await workflow.wait_condition(lambda: bool(self._queue), timeout=IDLE)
+                except TimeoutError:
+                    pass
+            if not self._queue:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._queue:
+                    return
+            op = self._queue.pop(0)
+            self._current = op
+            try:
+                await workflow.execute_child_workflow(
+                    WORKFLOWS[op.kind],
+                    op,
+                    id=op.workflow_id,
+                    search_attributes=search_attributes(op),
+                    static_summary=op.summary,
+                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                )
+            except ChildWorkflowError as err:
+                # The child recorded its own outcome (failed or cancelled).
+                workflow.logger.info("operation %s ended: %s", op.workflow_id, err)
+            self._current = None
+            if op.kind == "delete":
+                return
+            if workflow.info().get_current_history_length() > MAX_HISTORY:
+                workflow.continue_as_new(LaneInput(app_id=lane.app_id, project_id=lane.project_id, pending=self._queue))
