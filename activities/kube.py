@@ -94,7 +94,10 @@ class KubeActivities:
             if state.done:
                 return RolloutResult(ready_replicas=state.ready, desired_replicas=state.desired, message=state.message)
             if state.failed:
-                raise ApplicationError(state.message, non_retryable=True, type="RolloutFailed")
+                # Say why, when a pod shows it.
+                stuck = self._stuck_pod(request, first_seen, 0)
+                message = f"{state.message}; {stuck}" if stuck else state.message
+                raise ApplicationError(message, non_retryable=True, type="RolloutFailed")
             stuck = self._stuck_pod(request, first_seen, stuck_after)
             if stuck:
                 raise ApplicationError(stuck, non_retryable=True, type="RolloutFailed")

@@ -51,8 +51,14 @@ def deployment_state(deployment: dict) -> RolloutState:
 def stuck_pod_reason(pod: dict) -> tuple[str, str] | None:
     """(reason, words a user can act on) when a pod's container cannot run."""
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        waiting = (status.get("state") or {}).get("waiting") or {}
+        state = status.get("state") or {}
+        waiting = state.get("waiting") or {}
         reason = waiting.get("reason")
+        terminated = state.get("terminated") or {}
+        if terminated and terminated.get("exitCode", 0) != 0:
+            # Between two back-offs a crash-looping container shows as terminated.
+            reason = "CrashLoopBackOff"
+            status = {**status, "lastState": {"terminated": terminated}}
         if reason not in STUCK_REASONS:
             continue
         image = status.get("image", "")

@@ -34,10 +34,11 @@ def long_wait(seconds: int) -> dict:
 
 def failure_message(err: BaseException) -> str:
     """The innermost message of an activity/child failure chain."""
-    message = str(err)
+    message = getattr(err, "message", None) or str(err)
     cause = err.__cause__
     while cause is not None:
-        if str(cause):
-            message = str(cause)
+        text = getattr(cause, "message", None) or str(cause)
+        if text:
+            message = text
         cause = cause.__cause__
     return message

@@ -1,0 +1,60 @@
+"""The rollout rules and stuck-pod reasons, on API objects as dicts."""
+
+from __future__ import annotations
+
+from conveyor.rollout import deployment_state, stuck_pod_reason
+
+
+def deployment(generation=2, observed=2, desired=3, **status) -> dict:
+    return {"metadata": {"generation": generation}, "spec": {"replicas": desired}, "status": {"observedGeneration": observed, **status}}
+
+
+def test_unobserved_generation_is_waiting():
+    state = deployment_state(deployment(generation=3, observed=2, updatedReplicas=3, replicas=3, availableReplicas=3))
+    assert not state.done and not state.failed and "observed" in state.message
+
+
+def test_rollout_steps_follow_kubectl_rules():
+    assert "1 of 3 new pods" in deployment_state(deployment(updatedReplicas=1, replicas=4)).message
+    assert "old pods pending termination" in deployment_state(deployment(updatedReplicas=3, replicas=4)).message
+    assert "2 of 3 updated pods available" in deployment_state(deployment(updatedReplicas=3, replicas=3, availableReplicas=2)).message
+    done = deployment_state(deployment(updatedReplicas=3, replicas=3, availableReplicas=3, readyReplicas=3))
+    assert done.done and done.ready == 3 and done.desired == 3
+
+
+def test_scaled_to_zero_is_done():
+    assert deployment_state(deployment(desired=0)).done
+
+
+def test_progress_deadline_exceeded_fails():
+    state = deployment_state(
+        deployment(updatedReplicas=1, replicas=4, readyReplicas=3, conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}])
+    )
+    assert state.failed and "progress deadline" in state.message and "3 of 3" in state.message
+
+
+def pod(state: dict, **extra) -> dict:
+    return {"status": {"containerStatuses": [{"name": "app", "image": "r/web:v1", "restartCount": 4, "state": state, **extra}]}}
+
+
+def test_crash_loop_reason_names_restarts_and_exit_code():
+    reason, words = stuck_pod_reason(
+        pod({"waiting": {"reason": "CrashLoopBackOff"}}, lastState={"terminated": {"exitCode": 3}})
+    )
+    assert reason == "CrashLoopBackOff" and "4 restarts" in words and "exit code 3" in words
+
+
+def test_terminated_with_an_error_counts_as_crash_looping():
+    reason, words = stuck_pod_reason(pod({"terminated": {"exitCode": 1, "reason": "Error"}}))
+    assert reason == "CrashLoopBackOff" and "exit code 1" in words
+
+
+def test_pull_failure_reason_names_the_image():
+    reason, words = stuck_pod_reason(pod({"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}))
+    assert reason == "ImagePullBackOff" and "r/web:v1" in words
+
+
+def test_running_or_creating_pods_are_not_stuck():
+    assert stuck_pod_reason(pod({"running": {"startedAt": "now"}})) is None
+    assert stuck_pod_reason(pod({"waiting": {"reason": "ContainerCreating"}})) is None
+    assert stuck_pod_reason(pod({"terminated": {"exitCode": 0, "reason": "Completed"}})) is None
