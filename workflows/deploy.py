@@ -40,6 +40,8 @@ class DeployWorkflow:
 
     def _step(self, name: str, state: str, detail: str = "") -> None:
         now = workflow.now().isoformat().replace("+00:00", "Z")
+        # Shown as the workflow's current details in the Temporal Web UI.
+        workflow.set_current_details(f"{name}: {state}" + (f" ({detail})" if detail else ""))
         for step in self._steps:
             if step["name"] == name:
                 step.update(state=state, detail=detail, updated_at=now)
@@ -91,7 +93,7 @@ class DeployWorkflow:
                 )
                 spec.image_ref = resolved.reference
                 self._step("resolve", "done", resolved.reference)
-            self._step("apply", "running")
+            self._step("apply", "running", spec.image_ref)
             await workflow.execute_activity(
                 "apply_manifests", ApplyInput(spec=spec), summary=f"apply {spec.slug} → {spec.image_ref}", **KUBE_WRITE
             )
@@ -101,7 +103,7 @@ class DeployWorkflow:
             self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")
             self._step("finalize", "running")
             status = await self._finish(plan, "active", None, op.user)
-            self._step("finalize", "done", status)
+            self._step("finalize", "done", f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}: {status}")
             return status
         except ActivityError as err:
             reason = failure_message(err)

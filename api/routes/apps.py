@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, TemporalDep, Viewer
 from api.operations import deployment_operation, enqueue, idempotent, new_deployment
-from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, PodDetail, PodStatus, slugify
+from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, slugify
 from api.serializers import app_public, deployment_public
 from conveyor import manifests
 from conveyor.db.models import App, Project
@@ -257,6 +257,7 @@ async def delete_app(
 @router.post(
     "/{app_id}/deploy",
     status_code=202,
+    response_model=DeploymentPublic,
     summary="Deploy / redeploy",
     description="Resolves the image tag to the digest it names now and rolls it out.",
 )
@@ -281,7 +282,9 @@ async def deploy_app(
     return await idempotent(request, session, caller, idempotency_key, handle)
 
 
-@router.post("/{app_id}/restart", status_code=202, summary="Restart all pods without redeploying")
+@router.post(
+    "/{app_id}/restart", status_code=202, response_model=DeploymentPublic, summary="Restart all pods without redeploying"
+)
 async def restart_app(
     app_id: str,
     request: Request,

@@ -51,6 +51,7 @@ async def get_deployment(
 @router.post(
     "/{deployment_id}/revert",
     status_code=202,
+    response_model=DeploymentPublic,
     summary="Roll back to a previous deployment",
     description=(
         "A new deployment with the target's image digest, env and port; the replica count stays. "
