@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Awaitable, Callable
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +20,8 @@ from sqlalchemy.orm import Session
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
-from api.deps import Caller
+from api.deps import Caller, SessionDep, SettingsDep, TemporalDep
+from api.serializers import deployment_public
 from conveyor.db.models import App, Deployment, IdempotencyRecord
 from conveyor.db.records import in_flight
 from conveyor.ids import new_id, utcnow
@@ -156,3 +158,44 @@ async def idempotent(
         session.rollback()
         raise
     return JSONResponse(json.loads(json.dumps(body)), status_code=code)
+
+
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", description="Repeat-safe key: a repeat returns the first answer")
+]
+
+
+@dataclass
+class Mutation:
+    """What every mutating route needs: the request, a session, Temporal and the key."""
+
+    request: Request
+    session: Session
+    settings: Settings
+    temporal: Client
+    idempotency_key: str | None
+
+    async def once(self, caller: Caller, handler: Callable[[], Awaitable[tuple[int, Any]]]) -> JSONResponse:
+        return await idempotent(self.request, self.session, caller, self.idempotency_key, handler)
+
+    async def start(self, app: App, op: Operation) -> None:
+        await enqueue(self.temporal, self.settings, app, op)
+
+    async def release(self, app: App, caller: Caller, operation: str, **snapshot: Any) -> tuple[int, dict]:
+        """Record a new deployment and queue it on the app's lane: (202, its record)."""
+        dep = new_deployment(self.session, app, caller, operation, **snapshot)
+        await self.start(app, deployment_operation(app, dep, caller))
+        return 202, deployment_public(dep).model_dump()
+
+
+def get_mutation(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Mutation:
+    return Mutation(request, session, settings, temporal, idempotency_key)
+
+
+MutationDep = Annotated[Mutation, Depends(get_mutation)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from conveyor import images
 
@@ -34,7 +34,9 @@ def masked_env(env: dict[str, str]) -> dict[str, str]:
     return {k: (MASK if is_secret_key(k) else v) for k, v in sorted(env.items())}
 
 
-def _check_env_keys(env: dict[str, object]) -> None:
+def _check_env_keys(env: dict[str, object] | None) -> dict | None:
+    if env is None:
+        return None
     if len(env) > MAX_ENV_ENTRIES:
         raise ValueError(f"at most {MAX_ENV_ENTRIES} variables")
     for key, value in env.items():
@@ -42,6 +44,7 @@ def _check_env_keys(env: dict[str, object]) -> None:
             raise ValueError(f"{key!r} is not a valid environment variable name (letters, digits, _; not starting with a digit)")
         if isinstance(value, str) and len(value) > MAX_ENV_VALUE:
             raise ValueError(f"the value of {key} is longer than {MAX_ENV_VALUE} characters")
+    return env
 
 
 def _check_image(value: str | None) -> str | None:
@@ -53,18 +56,23 @@ def _check_image(value: str | None) -> str | None:
     return value
 
 
+ImageUrl = Annotated[str, AfterValidator(_check_image)]
+Env = Annotated[dict[str, StrictStr], AfterValidator(_check_env_keys)]
+EnvPatch = Annotated[dict[str, StrictStr | None], AfterValidator(_check_env_keys)]
+
+
 class AppCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=63, description="Application name (used for subdomain)")
     source_type: SourceType = Field(default="image", description="Source type: image, git, or upload")
-    image_url: str | None = Field(default=None, description="Docker image URL (required for image source type)")
+    image_url: ImageUrl | None = Field(default=None, description="Docker image URL (required for image source type)")
     repo_url: str | None = Field(default=None, max_length=1024, description="Git repository URL (required for git source type)")
     repo_branch: str | None = Field(default=None, max_length=255, description="Git branch to deploy (default: main)")
     build_command: str | None = Field(default=None, max_length=4096, description="Build command for git/upload sources")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the application listens on")
     replicas: int = Field(default=1, ge=0, description="Number of replicas (default: 1)")
-    env: dict[str, StrictStr] = Field(default_factory=dict, description="Environment variables as key-value pairs")
+    env: Env = Field(default_factory=dict, description="Environment variables as key-value pairs")
     template_id: str | None = Field(default=None, description="Marketplace template ID for one-click deploys")
     progress_deadline_seconds: int | None = Field(
         default=None, ge=10, le=3600, description="How long a rollout may take before it fails (default 600)"
@@ -80,17 +88,6 @@ class AppCreate(BaseModel):
             )
         return value
 
-    @field_validator("env")
-    @classmethod
-    def _env_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        _check_env_keys(value)
-        return value
-
-    @field_validator("image_url")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return _check_image(value)
-
     @model_validator(mode="after")
     def _source_fields(self) -> AppCreate:
         if self.source_type == "image" and not self.image_url:
@@ -105,27 +102,15 @@ class AppUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image_url: str | None = Field(default=None, description="New image; a new deployment follows")
+    image_url: ImageUrl | None = Field(default=None, description="New image; a new deployment follows")
     repo_branch: str | None = Field(default=None, max_length=255)
     build_command: str | None = Field(default=None, max_length=4096)
     port: int | None = Field(default=None, ge=1, le=65535, description="New port; a new deployment follows")
     replicas: int | None = Field(default=None, ge=0, description="New replica count; scales without a new deployment")
-    env: dict[str, StrictStr | None] | None = Field(
+    env: EnvPatch | None = Field(
         default=None, description="Variables to set (null removes one); a new deployment follows"
     )
     progress_deadline_seconds: int | None = Field(default=None, ge=10, le=3600)
-
-    @field_validator("env")
-    @classmethod
-    def _env_keys(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
-        if value is not None:
-            _check_env_keys(value)
-        return value
-
-    @field_validator("image_url")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return _check_image(value)
 
 
 class AppPublic(BaseModel):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, TemporalDep, Viewer
-from api.operations import deployment_operation, enqueue, idempotent, new_deployment
+from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, Viewer
+from api.operations import MutationDep
 from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, slugify
-from api.serializers import app_public, deployment_public
+from api.serializers import app_public
 from conveyor import manifests
 from conveyor.db.models import App, Project
 from conveyor.db.records import active_deployment, add_audit
@@ -23,8 +21,6 @@ from conveyor.payloads import Operation
 from conveyor.settings import Settings
 
 router = APIRouter(prefix="/apps", tags=["apps"])
-
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description="Repeat-safe key: a repeat returns the first answer")]
 
 
 def unprocessable(field: str, message: str, where: str = "body") -> HTTPException:
@@ -71,13 +67,10 @@ def list_apps(session: SessionDep, caller: Viewer) -> list[AppPublic]:
 )
 async def create_app(
     body: AppCreate,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
+    m: MutationDep,
     caller: Admin,
-    idempotency_key: IdempotencyKey = None,
 ):
+    session, settings = m.session, m.settings
     check_replicas(settings, body.replicas)
     if body.template_id is not None:
         raise unprocessable("template_id", f"unknown template {body.template_id!r}")
@@ -112,11 +105,10 @@ async def create_app(
         session.flush()
         add_audit(session, app, "create", caller.name, f"Created app {app.name} ({app.source_type})")
         if app.source_type == "image":
-            dep = new_deployment(session, app, caller, "deploy", image=app.image_url, env=app.env, port=app.port)
-            await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
+            await m.release(app, caller, "deploy", image=app.image_url, env=app.env, port=app.port)
         return 201, app_public(app).model_dump()
 
-    return await idempotent(request, session, caller, idempotency_key, handle)
+    return await m.once(caller, handle)
 
 
 @router.get("/{app_id}", response_model=AppPublic, summary="Get an app")
@@ -138,16 +130,13 @@ def get_app(app_id: str, session: SessionDep, caller: Viewer) -> AppPublic:
 async def update_app(
     app_id: str,
     body: AppUpdate,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
+    m: MutationDep,
     caller: Deployer,
-    idempotency_key: IdempotencyKey = None,
 ):
+    session = m.session
     app = load_app(session, caller, app_id)
     mutable(app)
-    check_replicas(settings, body.replicas)
+    check_replicas(m.settings, body.replicas)
     given = body.model_dump(exclude_unset=True)
     if set(given) - {"replicas"} and caller.role != "admin":
         raise HTTPException(403, "changing anything but replicas needs the admin role; your token has deployer")
@@ -176,11 +165,10 @@ async def update_app(
         app.updated_at = utcnow()
         started = False
         if release_changed and app.source_type == "image":
-            dep = new_deployment(session, app, caller, "update", image=app.image_url, env=app.env, port=app.port)
             what = [f"env ({', '.join(changed_keys)})" if changed_keys else None]
             what += [f"{f}={given[f]}" for f in ("image_url", "port") if f in given]
-            add_audit(session, app, "update", caller.name, "Changed " + ", ".join(w for w in what if w), dep.id)
-            await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
+            add_audit(session, app, "update", caller.name, "Changed " + ", ".join(w for w in what if w))
+            await m.release(app, caller, "update", image=app.image_url, env=app.env, port=app.port)
             started = True
         elif release_changed or set(given) - {"replicas"}:
             add_audit(session, app, "update", caller.name, f"Changed {', '.join(sorted(set(given) - {'replicas'}))}")
@@ -195,26 +183,22 @@ async def update_app(
                 previous_replicas=previous_replicas,
                 user=caller.name,
             )
-            await enqueue(temporal, settings, app, op)
+            await m.start(app, op)
             started = True
         session.flush()
         return (202 if started else 200), app_public(app).model_dump()
 
-    return await idempotent(request, session, caller, idempotency_key, handle)
+    return await m.once(caller, handle)
 
 
 @router.put("/{app_id}", response_model=AppPublic, summary="Update an app (same as PATCH)", include_in_schema=True)
 async def replace_app(
     app_id: str,
     body: AppUpdate,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
+    m: MutationDep,
     caller: Deployer,
-    idempotency_key: IdempotencyKey = None,
 ):
-    return await update_app(app_id, body, request, session, settings, temporal, caller, idempotency_key)
+    return await update_app(app_id, body, m, caller)
 
 
 @router.delete(
@@ -226,13 +210,10 @@ async def replace_app(
 )
 async def delete_app(
     app_id: str,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
+    m: MutationDep,
     caller: Admin,
-    idempotency_key: IdempotencyKey = None,
 ):
+    session = m.session
     app = load_app(session, caller, app_id)
 
     async def handle():
@@ -247,11 +228,11 @@ async def delete_app(
                 summary=f"delete {app.name} and its Kubernetes objects",
                 user=caller.name,
             )
-            await enqueue(temporal, settings, app, op)
+            await m.start(app, op)
         session.flush()
         return 202, app_public(app).model_dump()
 
-    return await idempotent(request, session, caller, idempotency_key, handle)
+    return await m.once(caller, handle)
 
 
 @router.post(
@@ -263,23 +244,17 @@ async def delete_app(
 )
 async def deploy_app(
     app_id: str,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
+    m: MutationDep,
     caller: Deployer,
-    idempotency_key: IdempotencyKey = None,
 ):
-    app = load_app(session, caller, app_id)
+    app = load_app(m.session, caller, app_id)
     mutable(app)
     require_image_source(app)
 
     async def handle():
-        dep = new_deployment(session, app, caller, "deploy", image=app.image_url, env=app.env, port=app.port)
-        await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
-        return 202, deployment_public(dep).model_dump()
+        return await m.release(app, caller, "deploy", image=app.image_url, env=app.env, port=app.port)
 
-    return await idempotent(request, session, caller, idempotency_key, handle)
+    return await m.once(caller, handle)
 
 
 @router.post(
@@ -287,22 +262,17 @@ async def deploy_app(
 )
 async def restart_app(
     app_id: str,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
+    m: MutationDep,
     caller: Deployer,
-    idempotency_key: IdempotencyKey = None,
 ):
-    app = load_app(session, caller, app_id)
+    app = load_app(m.session, caller, app_id)
     mutable(app)
 
     async def handle():
-        current = active_deployment(session, app.id)
+        current = active_deployment(m.session, app.id)
         if current is None:
             raise HTTPException(409, f"app {app.id} has no active deployment to restart")
-        dep = new_deployment(
-            session,
+        return await m.release(
             app,
             caller,
             "restart",
@@ -313,10 +283,8 @@ async def restart_app(
             port=current.port,
             restarted_at=iso(utcnow()),
         )
-        await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
-        return 202, deployment_public(dep).model_dump()
 
-    return await idempotent(request, session, caller, idempotency_key, handle)
+    return await m.once(caller, handle)
 
 
 def _pods(settings: Settings, session: Session, app: App) -> list[dict]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 from temporalio.client import Client
 
-from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer
-from api.operations import deployment_operation, enqueue, idempotent, new_deployment
-from api.routes.apps import IdempotencyKey, load_app, mutable
+from api.deps import Deployer, SessionDep, TemporalDep, Viewer
+from api.operations import MutationDep
+from api.routes.apps import load_app, mutable
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from conveyor.db.models import Deployment
@@ -61,22 +61,18 @@ async def get_deployment(
 async def revert(
     app_id: str,
     deployment_id: str,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
+    m: MutationDep,
     caller: Deployer,
-    idempotency_key: IdempotencyKey = None,
 ):
-    app = load_app(session, caller, app_id)
+    app = load_app(m.session, caller, app_id)
     mutable(app)
-    target = _load(session, app, deployment_id)
+    target = _load(m.session, app, deployment_id)
 
     async def handle():
         if target.status not in ("active", "superseded") or not target.image_ref:
             raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
-        dep = new_deployment(
-            session,
+        app.env, app.port = dict(target.env), target.port
+        return await m.release(
             app,
             caller,
             "rollback",
@@ -87,8 +83,5 @@ async def revert(
             port=target.port,
             rollback_of=target.id,
         )
-        app.env, app.port = dict(target.env), target.port
-        await enqueue(temporal, settings, app, deployment_operation(app, dep, caller))
-        return 202, deployment_public(dep).model_dump()
 
-    return await idempotent(request, session, caller, idempotency_key, handle)
+    return await m.once(caller, handle)
