@@ -7,11 +7,14 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+from opentelemetry.sdk.trace import TracerProvider
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.kube import KubeActivities
 from activities.records import RecordActivities
 from activities.registry import RegistryActivities
+from conveyor import telemetry
 from conveyor.db.session import migrate
 from conveyor.settings import Settings, get_settings
 from conveyor.temporal_client import connect
@@ -40,23 +43,28 @@ def activities(settings: Settings) -> list:
     ]
 
 
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor, tracer: TracerProvider) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=activities(settings),
+        activity_executor=executor,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        interceptors=[telemetry.temporal_interceptor(tracer)],
+    )
+
+
 async def run(settings: Settings) -> None:
     migrate(settings.effective_database_url)
-    client = await connect(settings)
+    tracer = telemetry.tracer_provider("conveyor-worker", settings)
+    client = await connect(settings, [telemetry.temporal_interceptor(tracer)])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
-        worker = Worker(
-            client,
-            task_queue=settings.temporal_task_queue,
-            workflows=WORKFLOWS,
-            activities=activities(settings),
-            activity_executor=executor,
-            max_concurrent_activities=settings.max_concurrent_activities,
-        )
-        async with worker:
+        async with build_worker(client, settings, executor, tracer):
             logging.info("worker polling task queue %s", settings.temporal_task_queue)
             await stop.wait()
 

@@ -37,8 +37,9 @@ SessionDep = Annotated[Session, Depends(get_db)]
 class TemporalConnector:
     """Connects on first use, so the API starts even while Temporal is down."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, interceptors: list | None = None):
         self.settings = settings
+        self.interceptors = interceptors or []
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
@@ -46,7 +47,7 @@ class TemporalConnector:
         async with self._lock:
             if self._client is None:
                 try:
-                    self._client = await connect(self.settings)
+                    self._client = await connect(self.settings, self.interceptors)
                 except Exception as exc:  # noqa: BLE001
                     raise HTTPException(
                         status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal at {self.settings.temporal_address} is unreachable: {exc}"

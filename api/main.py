@@ -8,16 +8,26 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+
+from api import metrics
 from api.deps import TemporalConnector
-from api.routes import apps, audit, deployments
+from api.routes import apps, audit, deployments, observe
 from conveyor.db.records import ensure_default_project
 from conveyor.db.session import migrate, session_scope
+from conveyor import telemetry
 from conveyor.kube import namespace_for
 from conveyor.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, tracer: TracerProvider | None = None) -> FastAPI:
     settings = settings or get_settings()
+    tracer = tracer or telemetry.tracer_provider("conveyor-api", settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -33,7 +43,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.temporal = TemporalConnector(settings)
+    app.state.temporal = TemporalConnector(settings, [telemetry.temporal_interceptor(tracer)])
+    metrics.install(app, settings, API_PREFIX)
+
+    @app.middleware("http")
+    async def trace_id_header(request: Request, call_next):
+        response = await call_next(request)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            response.headers["X-Trace-Id"] = format(context.trace_id, "032x")
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -48,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict:
         return {"status": "ok"}
 
-    for router in (apps.router, deployments.router, audit.router):
-        app.include_router(router, prefix="/api/v1")
+    for router in (apps.router, deployments.router, audit.router, observe.router):
+        app.include_router(router, prefix=API_PREFIX)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer, excluded_urls="healthz,metrics")
     return app
 

@@ -46,6 +46,7 @@ def new_deployment(
     image_ref: str | None = None,
     image_digest: str | None = None,
     rollback_of: str | None = None,
+    retry_of: str | None = None,
     restarted_at: str | None = None,
 ) -> Deployment:
     number = (session.scalar(select(func.max(Deployment.number)).where(Deployment.app_id == app.id)) or 0) + 1
@@ -63,6 +64,7 @@ def new_deployment(
         env=dict(env),
         port=port,
         rollback_of=rollback_of,
+        retry_of=retry_of,
         restarted_at=restarted_at,
         workflow_id=f"{operation}-{dep_id}",
         created_by=caller.name,

@@ -153,6 +153,7 @@ class DeploymentPublic(BaseModel):
     replicas: int | None
     env_keys: list[str] = Field(description="Names of the environment variables of this release")
     rollback_of: str | None
+    retry_of: str | None = Field(default=None, description="The failed or cancelled deployment this one retries")
     reason: str | None = Field(description="Why it failed or was cancelled")
     workflow_id: str = Field(description="Temporal workflow id, searchable in the Web UI")
     created_by: str

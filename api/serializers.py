@@ -42,6 +42,7 @@ def deployment_public(dep: Deployment, progress: list[dict] | None = None) -> De
         replicas=dep.replicas,
         env_keys=sorted(dep.env or {}),
         rollback_of=dep.rollback_of,
+        retry_of=dep.retry_of,
         reason=dep.reason,
         workflow_id=dep.workflow_id,
         created_by=dep.created_by,

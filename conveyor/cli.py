@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="recorded as the user in audit entries")
     create.set_defaults(func=cmd_token_create)
 
+    from conveyor import client_cli
+
+    client_cli.add_commands(sub)
+
     build = sub.add_parser("build-binaries", help="build the Kubernetes, etcd and KWOK binaries into the cache")
     build.set_defaults(func=cmd_build_binaries)
     return parser
@@ -138,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "api_func"):
+        from conveyor import client_cli
+
+        return client_cli.run(args)
     return args.func(args)
 
 

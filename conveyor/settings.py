@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # rollout before the progress deadline (never later than the deadline).
     rollout_stuck_seconds: int = 30
     namespace_prefix: str = "conveyor-"
+    # OpenTelemetry collector base URL (OTLP over HTTP), e.g. http://127.0.0.1:4318
+    otlp_endpoint: str | None = None
     max_concurrent_activities: int = 16
 
     @property

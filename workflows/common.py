@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import CancelledError
 
 # Database writes and reads: quick, retried a few times.
 DB = dict(
@@ -42,3 +44,10 @@ def failure_message(err: BaseException) -> str:
             message = text
         cause = cause.__cause__
     return message
+
+
+def cancelled(err: BaseException) -> bool:
+    """The workflow was cancelled: directly, or through the activity it awaited."""
+    if isinstance(err, asyncio.CancelledError):
+        return True
+    return isinstance(getattr(err, "cause", None), CancelledError)

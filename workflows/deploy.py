@@ -26,13 +26,14 @@ with workflow.unsafe.imports_passed_through():
         RolloutResult,
         ScaleInput,
     )
-    from workflows.common import DB, KUBE_WRITE, REGISTRY, failure_message, long_wait
+    from workflows.common import DB, KUBE_WRITE, REGISTRY, cancelled, failure_message, long_wait
 
 
 @workflow.defn
 class DeployWorkflow:
     def __init__(self) -> None:
         self._steps: list[dict] = []
+        self._finalizing = False
 
     @workflow.query
     def progress(self) -> list[dict]:
@@ -102,20 +103,29 @@ class DeployWorkflow:
             result = await self._rollout(spec, plan.stuck_seconds, plan.deployment_id)
             self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")
             self._step("finalize", "running")
+            self._finalizing = True
             status = await self._finish(plan, "active", None, op.user)
             self._step("finalize", "done", f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}: {status}")
             return status
-        except ActivityError as err:
-            reason = failure_message(err)
-            running = [step["name"] for step in self._steps if step["state"] == "running"]
-            self._step(running[-1] if running else "rollout", "failed", reason)
-            reason = await self._restore(plan, reason)
-            return await self._finish(plan, "failed", reason, op.user)
-        except asyncio.CancelledError:
+        except (ActivityError, asyncio.CancelledError) as err:
+            if not cancelled(err):
+                reason = failure_message(err)
+                self._mark_running_failed(reason)
+                reason = await self._restore(plan, reason)
+                return await self._finish(plan, "failed", reason, op.user)
+            if self._finalizing:
+                # Too late to cancel: the release is out; finish recording it.
+                return await self._finish(plan, "active", None, op.user)
             # Cancelled from the API or the Temporal UI: put the previous release back.
+            self._mark_running_failed("cancelled")
             reason = await self._restore(plan, "cancelled by an operator")
             await self._finish(plan, "cancelled", reason, op.user)
-            raise
+            raise asyncio.CancelledError(reason) from err
+
+    def _mark_running_failed(self, detail: str) -> None:
+        running = [step["name"] for step in self._steps if step["state"] == "running"]
+        if running:
+            self._step(running[-1], "failed", detail)
 
     async def _restore(self, plan: DeploymentPlan, reason: str) -> str:
         self._step("restore", "running")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request, Response
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import select
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, Viewer
 from api.operations import MutationDep
+from api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode, finish
 from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, slugify
 from api.serializers import app_public
 from conveyor import manifests
@@ -52,10 +53,21 @@ def require_image_source(app: App) -> None:
         )
 
 
-@router.get("", response_model=list[AppPublic], summary="List apps")
-def list_apps(session: SessionDep, caller: Viewer) -> list[AppPublic]:
-    apps = session.scalars(select(App).where(App.project_id == caller.project_id).order_by(App.created_at, App.id))
-    return [app_public(app) for app in apps]
+@router.get("", response_model=list[AppPublic], summary="List apps by name (paginated)")
+def list_apps(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    caller: Viewer,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> list[AppPublic]:
+    query = select(App).where(App.project_id == caller.project_id)
+    after = decode(cursor)
+    if after is not None:
+        query = query.where(App.name > after)
+    apps = session.scalars(query.order_by(App.name).limit(limit + 1)).all()
+    return [app_public(app) for app in finish(apps, limit, request, response, lambda app: app.name)]
 
 
 @router.post(
@@ -287,10 +299,14 @@ async def restart_app(
     return await m.once(caller, handle)
 
 
-def _pods(settings: Settings, session: Session, app: App) -> list[dict]:
-    namespace = session.get(Project, app.project_id).namespace
+def app_namespace(session: Session, app: App) -> str:
+    return session.get(Project, app.project_id).namespace
+
+
+def app_pod_objects(settings: Settings, session: Session, app: App) -> list[dict]:
+    """The app's pods as API dicts, by name."""
     core = k8s.CoreV1Api(api_client(settings))
-    pods = core.list_namespaced_pod(namespace, label_selector=f"{manifests.LABEL_APP}={app.slug}").items
+    pods = core.list_namespaced_pod(app_namespace(session, app), label_selector=f"{manifests.LABEL_APP}={app.slug}").items
     return sorted((api_client(settings).sanitize_for_serialization(p) for p in pods), key=lambda p: p["metadata"]["name"])
 
 
@@ -301,7 +317,7 @@ def _ready(pod: dict) -> bool:
 @router.get("/{app_id}/status", response_model=AppStatus, summary="Runtime status: ready replicas and pod phases")
 def app_status(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> AppStatus:
     app = load_app(session, caller, app_id)
-    namespace = session.get(Project, app.project_id).namespace
+    namespace = app_namespace(session, app)
     try:
         obj = k8s.AppsV1Api(api_client(settings)).read_namespaced_deployment(app.slug, namespace)
         desired, ready = obj.spec.replicas or 0, obj.status.ready_replicas or 0
@@ -311,7 +327,7 @@ def app_status(app_id: str, session: SessionDep, settings: SettingsDep, caller: 
         desired, ready = 0, 0
     pods = [
         PodStatus(name=p["metadata"]["name"], phase=p.get("status", {}).get("phase", "Unknown"), ready=_ready(p))
-        for p in _pods(settings, session, app)
+        for p in app_pod_objects(settings, session, app)
         if not p["metadata"].get("deletionTimestamp")
     ]
     return AppStatus(desired_replicas=desired, ready_replicas=ready, pods=pods)
@@ -321,7 +337,7 @@ def app_status(app_id: str, session: SessionDep, settings: SettingsDep, caller: 
 def app_pods(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> list[PodDetail]:
     app = load_app(session, caller, app_id)
     out = []
-    for pod in _pods(settings, session, app):
+    for pod in app_pod_objects(settings, session, app):
         statuses = pod.get("status", {}).get("containerStatuses") or []
         container = statuses[0] if statuses else {}
         waiting = (container.get("state") or {}).get("waiting") or {}

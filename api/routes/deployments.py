@@ -2,26 +2,47 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
-from sqlalchemy import select
+import asyncio
+import json
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select, update
 from temporalio.client import Client
 
-from api.deps import Deployer, SessionDep, TemporalDep, Viewer
+from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer
 from api.operations import MutationDep
+from api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode, finish
 from api.routes.apps import load_app, mutable
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from conveyor.db.models import Deployment
+from conveyor.db.records import TERMINAL, add_audit
+from conveyor.db.session import session_scope
+from conveyor.ids import utcnow
 from workflows.deploy import DeployWorkflow
 
 router = APIRouter(prefix="/apps/{app_id}/deployments", tags=["deployments"])
 
 
-@router.get("", response_model=list[DeploymentPublic], summary="Deployment history, newest first")
-def list_deployments(app_id: str, session: SessionDep, caller: Viewer) -> list[DeploymentPublic]:
+@router.get("", response_model=list[DeploymentPublic], summary="Deployment history, newest first (paginated)")
+def list_deployments(
+    app_id: str,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    caller: Viewer,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> list[DeploymentPublic]:
     app = load_app(session, caller, app_id)
-    deps = session.scalars(select(Deployment).where(Deployment.app_id == app.id).order_by(Deployment.number.desc()))
-    return [deployment_public(dep) for dep in deps]
+    query = select(Deployment).where(Deployment.app_id == app.id)
+    before = decode(cursor)
+    if before is not None:
+        query = query.where(Deployment.number < int(before))
+    deps = session.scalars(query.order_by(Deployment.number.desc()).limit(limit + 1)).all()
+    return [deployment_public(dep) for dep in finish(deps, limit, request, response, lambda dep: dep.number)]
 
 
 def _load(session, app, deployment_id: str) -> Deployment:
@@ -46,6 +67,44 @@ async def get_deployment(
     app = load_app(session, caller, app_id)
     dep = _load(session, app, deployment_id)
     return deployment_public(dep, await workflow_progress(temporal, dep))
+
+
+@router.get(
+    "/{deployment_id}/progress",
+    summary="Live progress as Server-Sent Events",
+    description=(
+        "`event: step` for each step as it starts, finishes or fails (resolve, build, apply, rollout with "
+        "ready/desired, finalize, restore), in order; then `event: end` with the final status and reason."
+    ),
+    response_class=StreamingResponse,
+)
+async def progress_stream(
+    app_id: str, deployment_id: str, session: SessionDep, settings: SettingsDep, temporal: TemporalDep, caller: Viewer
+):
+    app = load_app(session, caller, app_id)
+    dep = _load(session, app, deployment_id)
+    url = settings.effective_database_url
+
+    def current() -> Deployment:
+        with session_scope(url) as fresh:
+            return fresh.get(Deployment, dep.id)
+
+    async def stream():
+        sent: dict[str, tuple] = {}
+        while True:
+            row = await run_in_threadpool(current)
+            for step in await workflow_progress(temporal, row):
+                seen = (step["state"], step.get("detail"))
+                if sent.get(step["name"]) != seen:
+                    sent[step["name"]] = seen
+                    yield f"event: step\ndata: {json.dumps(step)}\n\n"
+            if row.status in TERMINAL:
+                final = {"id": row.id, "status": row.status, "reason": row.reason}
+                yield f"event: end\ndata: {json.dumps(final)}\n\n"
+                return
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @router.post(
@@ -82,6 +141,75 @@ async def revert(
             env=target.env,
             port=target.port,
             rollback_of=target.id,
+        )
+
+    return await m.once(caller, handle)
+
+
+@router.post(
+    "/{deployment_id}/cancel",
+    status_code=202,
+    response_model=DeploymentPublic,
+    summary="Cancel a queued or running deployment",
+    description=(
+        "A queued deployment is cancelled at once. A running one is cancelled through its workflow, which puts the "
+        "previous release back and then marks it cancelled (the same as cancelling the workflow in the Temporal Web UI)."
+    ),
+)
+async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer):
+    app = load_app(m.session, caller, app_id)
+    dep = _load(m.session, app, deployment_id)
+
+    async def handle():
+        if dep.status in TERMINAL:
+            raise HTTPException(409, f"deployment {dep.id} is already {dep.status}")
+        # Not started yet: cancel it here; its workflow will find it cancelled and do nothing.
+        claimed = m.session.execute(
+            update(Deployment)
+            .where(Deployment.id == dep.id, Deployment.status.in_(("queued", "pending")))
+            .values(status="cancelled", reason=f"cancelled by {caller.name} before it started", finished_at=utcnow())
+        ).rowcount
+        if claimed:
+            add_audit(m.session, app, f"{dep.operation}_cancelled", caller.name, f"Cancelled deployment v{dep.number} before it started", dep.id)
+        else:
+            add_audit(m.session, app, "cancel_requested", caller.name, f"Requested cancellation of deployment v{dep.number}", dep.id)
+            try:
+                await m.temporal.get_workflow_handle(dep.workflow_id).cancel()
+            except Exception as exc:  # noqa: BLE001
+                raise HTTPException(503, f"could not reach the deployment's workflow: {exc}") from exc
+        m.session.flush()
+        m.session.refresh(dep)
+        return 202, deployment_public(dep).model_dump()
+
+    return await m.once(caller, handle)
+
+
+@router.post(
+    "/{deployment_id}/retry",
+    status_code=202,
+    response_model=DeploymentPublic,
+    summary="Retry a failed or cancelled deployment",
+    description="A new deployment with the same snapshot (image, env, port) as the failed or cancelled one.",
+)
+async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer):
+    app = load_app(m.session, caller, app_id)
+    mutable(app)
+    dep = _load(m.session, app, deployment_id)
+
+    async def handle():
+        if dep.status not in ("failed", "cancelled"):
+            raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
+        return await m.release(
+            app,
+            caller,
+            dep.operation,
+            image=dep.image,
+            image_ref=dep.image_ref,
+            image_digest=dep.image_digest,
+            env=dep.env,
+            port=dep.port,
+            rollback_of=dep.rollback_of,
+            retry_of=dep.id,
         )
 
     return await m.once(caller, handle)

@@ -88,6 +88,7 @@ class Deployment(Base):
     source_commit: Mapped[str | None] = mapped_column(String(64))
     build_id: Mapped[str | None] = mapped_column(String(40))
     rollback_of: Mapped[str | None] = mapped_column(String(40))
+    retry_of: Mapped[str | None] = mapped_column(String(40))
     restarted_at: Mapped[str | None] = mapped_column(String(40))
     reason: Mapped[str | None] = mapped_column(Text)
     workflow_id: Mapped[str] = mapped_column(String(200))

@@ -1,0 +1,80 @@
+"""Prometheus metrics on /metrics: API latency, deployments by outcome and
+rollout durations (the latter two read from the database at scrape time, so
+every API replica reports the same figures)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from sqlalchemy import func, select
+
+from conveyor.db.models import Deployment
+from conveyor.db.session import session_scope
+from conveyor.settings import Settings
+
+OUTCOMES = {"active": "succeeded", "superseded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
+ROLLOUT_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+
+
+class DeploymentCollector:
+    def __init__(self, settings: Settings):
+        self.url = settings.effective_database_url
+
+    def collect(self):
+        by_outcome = GaugeMetricFamily(
+            "conveyor_deployments", "Deployments on record by outcome (in_flight: not finished yet)", labels=["outcome", "operation"]
+        )
+        durations = HistogramMetricFamily(
+            "conveyor_rollout_duration_seconds", "Start to finish of finished deployments", labels=["outcome"]
+        )
+        with session_scope(self.url) as session:
+            counts: dict[tuple[str, str], int] = {}
+            for status, operation, count in session.execute(
+                select(Deployment.status, Deployment.operation, func.count()).group_by(Deployment.status, Deployment.operation)
+            ):
+                key = (OUTCOMES.get(status, "in_flight"), operation)
+                counts[key] = counts.get(key, 0) + count
+            for (outcome, operation), count in sorted(counts.items()):
+                by_outcome.add_metric([outcome, operation], count)
+            finished: dict[str, list[float]] = {}
+            for status, started, ended in session.execute(
+                select(Deployment.status, Deployment.started_at, Deployment.finished_at).where(
+                    Deployment.started_at.is_not(None), Deployment.finished_at.is_not(None)
+                )
+            ):
+                finished.setdefault(OUTCOMES.get(status, status), []).append(max(0.0, (ended - started).total_seconds()))
+        for outcome, values in sorted(finished.items()):
+            buckets = [(str(b), sum(v <= b for v in values)) for b in ROLLOUT_BUCKETS] + [("+Inf", len(values))]
+            durations.add_metric([outcome], buckets, sum(values))
+        yield by_outcome
+        yield durations
+
+
+def install(app: FastAPI, settings: Settings, prefix: str) -> None:
+    registry = CollectorRegistry()
+    latency = Histogram(
+        "conveyor_api_request_duration_seconds",
+        "API request latency",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    registry.register(DeploymentCollector(settings))
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        # Routes of included routers report their path without the router prefix.
+        if request.url.path.startswith(prefix) and not template.startswith(prefix) and route is not None:
+            template = prefix + template
+        latency.labels(request.method, template, str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=True)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

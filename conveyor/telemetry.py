@@ -1,0 +1,38 @@
+"""Tracing: one trace from an API request through the workflow, its activities
+and their Kubernetes calls. Spans are exported over OTLP/HTTP when
+CONVEYOR_OTLP_ENDPOINT is set; the trace id is returned to API callers either way."""
+
+from __future__ import annotations
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from temporalio.contrib.opentelemetry import TracingInterceptor
+
+from conveyor.settings import Settings
+
+_instrumented_urllib3 = False
+
+
+def tracer_provider(service: str, settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    elif settings.otlp_endpoint:
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{settings.otlp_endpoint.rstrip('/')}/v1/traces")))
+    instrument_kubernetes_calls(provider)
+    return provider
+
+
+def instrument_kubernetes_calls(provider: TracerProvider) -> None:
+    """The kubernetes client speaks through urllib3: one span per API call."""
+    global _instrumented_urllib3
+    if not _instrumented_urllib3:
+        URLLib3Instrumentor().instrument(tracer_provider=provider)
+        _instrumented_urllib3 = True
+
+
+def temporal_interceptor(provider: TracerProvider) -> TracingInterceptor:
+    return TracingInterceptor(tracer=provider.get_tracer("conveyor.temporal"))
