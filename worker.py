@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.builder import BuilderActivities
 from activities.kube import KubeActivities
 from activities.records import RecordActivities
 from activities.registry import RegistryActivities
@@ -28,7 +29,12 @@ WORKFLOWS = [AppLaneWorkflow, DeployWorkflow, ScaleWorkflow, DeleteAppWorkflow]
 
 def activities(settings: Settings) -> list:
     kube, records, registry = KubeActivities(settings), RecordActivities(settings), RegistryActivities(settings)
+    builder = BuilderActivities(settings)
     return [
+        builder.resolve_git_commit,
+        builder.find_built_image,
+        builder.build_image,
+        builder.record_build,
         registry.resolve_image_digest,
         kube.apply_manifests,
         kube.wait_for_rollout,

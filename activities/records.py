@@ -7,14 +7,15 @@ from sqlalchemy import delete
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from conveyor.db.models import App, Deployment, Project
-from conveyor.db.records import TERMINAL, active_deployment, add_audit
+from conveyor.db.models import App, Build, Deployment, Project
+from conveyor.db.records import TERMINAL, active_deployment, add_audit, build_log_path
 from conveyor.db.session import session_scope
-from conveyor.ids import utcnow
+from conveyor.ids import new_id, utcnow
 from conveyor.payloads import (
     AppTarget,
     AppTargetInput,
     BeginDeploymentInput,
+    BuildPlan,
     DeploymentPlan,
     FinishDeploymentInput,
     RecordImageInput,
@@ -75,6 +76,9 @@ class RecordActivities:
                 dep.replicas = app.replicas
             previous = active_deployment(session, app.id)
             replicas = dep.replicas if dep.replicas is not None else app.replicas
+            build = None
+            if app.source_type in ("git", "upload") and not dep.image_ref:
+                build = self._build_plan(session, app, dep)
             return DeploymentPlan(
                 deployment_id=dep.id,
                 app_id=app.id,
@@ -86,7 +90,35 @@ class RecordActivities:
                 image_ref=dep.image_ref,
                 spec=release_spec(app, project, dep, self.settings, replicas),
                 previous=release_spec(app, project, previous, self.settings, replicas) if previous else None,
+                build=build,
             )
+
+    def _build_plan(self, session, app: App, dep: Deployment) -> BuildPlan:
+        build = session.get(Build, dep.build_id) if dep.build_id else None
+        if build is None:
+            build_id = dep.build_id or new_id("bld")
+            build = Build(
+                id=build_id,
+                app_id=app.id,
+                deployment_id=dep.id,
+                source_type=app.source_type,
+                status="pending",
+                log_path=str(build_log_path(self.settings, build_id)),
+                created_at=utcnow(),
+            )
+            session.add(build)
+            dep.build_id = build.id
+        return BuildPlan(
+            build_id=build.id,
+            source_type=app.source_type,
+            repo_url=app.repo_url,
+            branch=app.repo_branch or "main",
+            commit=dep.source_commit,
+            upload_path=build.upload_path,
+            build_command=app.build_command,
+            log_path=build.log_path,
+            timeout_seconds=self.settings.build_timeout_seconds,
+        )
 
     @activity.defn(name="record_image_digest")
     def record_image_digest(self, request: RecordImageInput) -> None:

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from api import metrics
 from api.deps import TemporalConnector
-from api.routes import apps, audit, deployments, observe
+from api.routes import apps, audit, builds, deployments, observe
 from conveyor.db.records import ensure_default_project
 from conveyor.db.session import migrate, session_scope
 from conveyor import telemetry
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     def healthz() -> dict:
         return {"status": "ok"}
 
-    for router in (apps.router, deployments.router, audit.router, observe.router):
+    for router in (apps.router, deployments.router, audit.router, observe.router, builds.router):
         app.include_router(router, prefix=API_PREFIX)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer, excluded_urls="healthz,metrics")
     return app

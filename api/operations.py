@@ -48,6 +48,7 @@ def new_deployment(
     rollback_of: str | None = None,
     retry_of: str | None = None,
     restarted_at: str | None = None,
+    build_id: str | None = None,
 ) -> Deployment:
     number = (session.scalar(select(func.max(Deployment.number)).where(Deployment.app_id == app.id)) or 0) + 1
     dep_id = new_id("dep")
@@ -66,6 +67,7 @@ def new_deployment(
         rollback_of=rollback_of,
         retry_of=retry_of,
         restarted_at=restarted_at,
+        build_id=build_id,
         workflow_id=f"{operation}-{dep_id}",
         created_by=caller.name,
         created_at=utcnow(),
@@ -122,13 +124,15 @@ async def idempotent(
     caller: Caller,
     key: str | None,
     handler: Callable[[], Awaitable[tuple[int, Any]]],
+    body_digest: str | None = None,
 ) -> JSONResponse:
-    """Run `handler` once per Idempotency-Key; a repeat returns the first answer."""
+    """Run `handler` once per Idempotency-Key; a repeat returns the first answer.
+
+    `body_digest` stands for the body when it was consumed already (uploads)."""
     if key is not None and not (1 <= len(key) <= 255):
         raise HTTPException(422, [{"loc": ["header", "Idempotency-Key"], "msg": "must be 1 to 255 characters", "type": "value_error"}])
-    fingerprint = hashlib.sha256(
-        b"\n".join([request.method.encode(), request.url.path.encode(), await request.body()])
-    ).hexdigest()
+    body = body_digest.encode() if body_digest is not None else await request.body()
+    fingerprint = hashlib.sha256(b"\n".join([request.method.encode(), request.url.path.encode(), body])).hexdigest()
     if key is not None:
         found = session.scalars(
             select(IdempotencyRecord).where(IdempotencyRecord.project_id == caller.project_id, IdempotencyRecord.key == key)
@@ -177,8 +181,10 @@ class Mutation:
     temporal: Client
     idempotency_key: str | None
 
-    async def once(self, caller: Caller, handler: Callable[[], Awaitable[tuple[int, Any]]]) -> JSONResponse:
-        return await idempotent(self.request, self.session, caller, self.idempotency_key, handler)
+    async def once(
+        self, caller: Caller, handler: Callable[[], Awaitable[tuple[int, Any]]], body_digest: str | None = None
+    ) -> JSONResponse:
+        return await idempotent(self.request, self.session, caller, self.idempotency_key, handler, body_digest)
 
     async def start(self, app: App, op: Operation) -> None:
         await enqueue(self.temporal, self.settings, app, op)

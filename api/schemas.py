@@ -90,7 +90,7 @@ class AppCreate(BaseModel):
 
     @model_validator(mode="after")
     def _source_fields(self) -> AppCreate:
-        if self.source_type == "image" and not self.image_url:
+        if self.source_type == "image" and not self.image_url and not self.template_id:
             raise ValueError("image_url is required when source_type is image")
         if self.source_type == "git" and not self.repo_url:
             raise ValueError("repo_url is required when source_type is git")
@@ -154,6 +154,8 @@ class DeploymentPublic(BaseModel):
     env_keys: list[str] = Field(description="Names of the environment variables of this release")
     rollback_of: str | None
     retry_of: str | None = Field(default=None, description="The failed or cancelled deployment this one retries")
+    build_id: str | None = Field(default=None, description="bld_…: the build that made the image (git and upload apps)")
+    source_commit: str | None = Field(default=None, description="The git commit deployed (git apps)")
     reason: str | None = Field(description="Why it failed or was cancelled")
     workflow_id: str = Field(description="Temporal workflow id, searchable in the Web UI")
     created_by: str

@@ -48,6 +48,20 @@ class BeginDeploymentInput(BaseModel):
     deployment_id: str
 
 
+class BuildPlan(BaseModel):
+    """How to get an image for a deployment of a git or upload app."""
+
+    build_id: str
+    source_type: str  # git | upload
+    repo_url: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    upload_path: str | None = None
+    build_command: str | None = None
+    log_path: str
+    timeout_seconds: int = 900
+
+
 class DeploymentPlan(BaseModel):
     """What a deploy workflow works from, read from the database."""
 
@@ -61,6 +75,7 @@ class DeploymentPlan(BaseModel):
     image_ref: str | None
     spec: ReleaseSpec
     previous: ReleaseSpec | None = None
+    build: BuildPlan | None = None
 
 
 class ResolveImageInput(BaseModel):
@@ -142,3 +157,35 @@ class DeleteResourcesInput(BaseModel):
 class RemoveAppInput(BaseModel):
     app_id: str
     user: str
+
+
+class ResolveCommitInput(BaseModel):
+    repo_url: str
+    branch: str
+
+
+class FindBuildInput(BaseModel):
+    app_id: str
+    commit: str
+
+
+class BuildInput(BaseModel):
+    plan: BuildPlan
+    app_id: str
+    project_id: str
+    slug: str
+
+
+class BuiltImage(BaseModel):
+    image: str
+    digest: str
+    reference: str
+
+
+class RecordBuildInput(BaseModel):
+    build_id: str
+    deployment_id: str
+    status: str  # building | succeeded | reused | failed
+    commit: str | None = None
+    image: BuiltImage | None = None
+    reason: str | None = None

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     # rollout before the progress deadline (never later than the deadline).
     rollout_stuck_seconds: int = 30
     namespace_prefix: str = "conveyor-"
+    # Builds from source
+    base_image: str | None = None  # default: <registry>/conveyor/base:busybox
+    allowed_repo_schemes: str = "https,ssh"
+    build_timeout_seconds: int = 900
+    upload_max_bytes: int = 50 * 1024 * 1024
+    upload_max_uncompressed_bytes: int = 200 * 1024 * 1024
+    upload_max_entries: int = 10_000
+
     # OpenTelemetry collector base URL (OTLP over HTTP), e.g. http://127.0.0.1:4318
     otlp_endpoint: str | None = None
     max_concurrent_activities: int = 16
@@ -74,6 +82,14 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'conveyor.db'}"
+
+    @property
+    def repo_schemes(self) -> list[str]:
+        return [s.strip().lower() for s in self.allowed_repo_schemes.split(",") if s.strip()]
+
+    @property
+    def build_base_image(self) -> str:
+        return self.base_image or f"{self.registry}/conveyor/base:busybox"
 
     @property
     def admin_token_file(self) -> Path:

@@ -10,9 +10,13 @@ import os
 import uuid
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client, config  # noqa: E402
 
-from conveyor.settings import Settings
+# Tests serve git repositories on loopback over git://; the platform this
+# session starts takes the setting from here.
+os.environ.setdefault("CONVEYOR_ALLOWED_REPO_SCHEMES", "https,ssh,git")
+
+from conveyor.settings import Settings  # noqa: E402
 from conveyor.stack.platform import Platform
 
 

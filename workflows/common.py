@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ActivityError, CancelledError, ChildWorkflowError
 
 # Database writes and reads: quick, retried a few times.
 DB = dict(
@@ -35,15 +35,10 @@ def long_wait(seconds: int) -> dict:
 
 
 def failure_message(err: BaseException) -> str:
-    """The innermost message of an activity/child failure chain."""
-    message = getattr(err, "message", None) or str(err)
-    cause = err.__cause__
-    while cause is not None:
-        text = getattr(cause, "message", None) or str(cause)
-        if text:
-            message = text
-        cause = cause.__cause__
-    return message
+    """The message of the error the activity (or child) raised, under Temporal's wrappers."""
+    while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
+        err = err.cause
+    return getattr(err, "message", None) or str(err)
 
 
 def cancelled(err: BaseException) -> bool:

@@ -8,13 +8,21 @@ keeps serving what it served before.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
+
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from conveyor.payloads import (
         ApplyInput,
         BeginDeploymentInput,
+        BuildInput,
+        BuiltImage,
+        FindBuildInput,
+        RecordBuildInput,
+        ResolveCommitInput,
         DeploymentPlan,
         FinishDeploymentInput,
         Operation,
@@ -34,6 +42,7 @@ class DeployWorkflow:
     def __init__(self) -> None:
         self._steps: list[dict] = []
         self._finalizing = False
+        self._applied = False
 
     @workflow.query
     def progress(self) -> list[dict]:
@@ -77,7 +86,9 @@ class DeployWorkflow:
             return plan.status
         spec = plan.spec
         try:
-            if not plan.image_ref:
+            if plan.build is not None:
+                spec.image_ref = await self._image_from_source(op, plan)
+            elif not plan.image_ref:
                 self._step("resolve", "running", plan.image or "")
                 resolved: ResolvedImage = await workflow.execute_activity(
                     "resolve_image_digest",
@@ -95,6 +106,7 @@ class DeployWorkflow:
                 spec.image_ref = resolved.reference
                 self._step("resolve", "done", resolved.reference)
             self._step("apply", "running", spec.image_ref)
+            self._applied = True
             await workflow.execute_activity(
                 "apply_manifests", ApplyInput(spec=spec), summary=f"apply {spec.slug} → {spec.image_ref}", **KUBE_WRITE
             )
@@ -127,7 +139,61 @@ class DeployWorkflow:
         if running:
             self._step(running[-1], "failed", detail)
 
+    async def _image_from_source(self, op: Operation, plan: DeploymentPlan) -> str:
+        """Resolve the commit, reuse the image built for it, or build one."""
+        build = plan.build
+        commit = build.commit
+        if build.source_type == "git" and not commit:
+            self._step("resolve", "running", f"{build.repo_url} {build.branch}")
+            commit = await workflow.execute_activity(
+                "resolve_git_commit",
+                ResolveCommitInput(repo_url=build.repo_url or "", branch=build.branch or "main"),
+                result_type=str,
+                summary=f"head of {build.branch}",
+                **REGISTRY,
+            )
+            self._step("resolve", "done", commit)
+        record = RecordBuildInput(build_id=build.build_id, deployment_id=plan.deployment_id, status="building", commit=commit)
+        await workflow.execute_activity("record_build", record, summary=f"record {build.build_id}", **DB)
+        if commit:
+            reused: BuiltImage | None = await workflow.execute_activity(
+                "find_built_image",
+                FindBuildInput(app_id=plan.app_id, commit=commit),
+                result_type=BuiltImage,
+                summary=f"image built for {commit[:12]}?",
+                **DB,
+            )
+            if reused is not None:
+                self._step("build", "done", f"reused {reused.reference} built for {commit[:12]}")
+                record.status, record.image = "reused", reused
+                await workflow.execute_activity("record_build", record, summary="record reuse", **DB)
+                return reused.reference
+        build.commit = commit
+        self._step("build", "running", build.build_id)
+        try:
+            built: BuiltImage = await workflow.execute_activity(
+                "build_image",
+                BuildInput(plan=build, app_id=plan.app_id, project_id=plan.project_id, slug=plan.spec.slug),
+                result_type=BuiltImage,
+                summary=f"build {plan.spec.slug} ({build.source_type}{' ' + commit[:12] if commit else ''})",
+                start_to_close_timeout=timedelta(seconds=build.timeout_seconds + 120),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+            )
+        except (ActivityError, asyncio.CancelledError) as err:
+            record.status, record.reason = "failed", "cancelled" if cancelled(err) else failure_message(err)
+            await workflow.execute_activity("record_build", record, summary="record the failed build", **DB)
+            raise
+        self._step("build", "done", built.reference)
+        record.status, record.image = "succeeded", built
+        await workflow.execute_activity("record_build", record, summary="record build", **DB)
+        return built.reference
+
     async def _restore(self, plan: DeploymentPlan, reason: str) -> str:
+        if not self._applied:
+            # Nothing reached the cluster: whatever ran before still runs.
+            kept = f"the previous deployment {plan.previous.deployment_id} keeps serving" if plan.previous else "nothing was deployed"
+            return f"{reason}; {kept}"
         self._step("restore", "running")
         try:
             if plan.previous is not None:

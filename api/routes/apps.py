@@ -13,13 +13,14 @@ from api.operations import MutationDep
 from api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode, finish
 from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, slugify
 from api.serializers import app_public
-from conveyor import manifests
-from conveyor.db.models import App, Project
-from conveyor.db.records import active_deployment, add_audit
+from conveyor import manifests, sources
+from conveyor.db.models import App, Build, Project
+from conveyor.db.records import active_deployment, add_audit, build_log_path
 from conveyor.ids import iso, new_id, utcnow
 from conveyor.kube import api_client
 from conveyor.payloads import Operation
 from conveyor.settings import Settings
+from conveyor.templates import catalogue
 
 router = APIRouter(prefix="/apps", tags=["apps"])
 
@@ -46,11 +47,43 @@ def check_replicas(settings: Settings, replicas: int | None) -> None:
         raise unprocessable("replicas", f"must be at most {settings.max_replicas} (CONVEYOR_MAX_REPLICAS)")
 
 
-def require_image_source(app: App) -> None:
-    if app.source_type != "image":
-        raise HTTPException(
-            409, f"app {app.id} builds from {app.source_type} sources; building from source is not available in this version"
-        )
+def check_repo_url(settings: Settings, url: str | None) -> None:
+    if url is None:
+        return
+    try:
+        sources.check_repo_url(url, settings.repo_schemes)
+    except sources.UnsafeSource as exc:
+        raise unprocessable("repo_url", str(exc)) from exc
+
+
+def new_upload_build(session: Session, settings: Settings, app: App, upload_path: str) -> Build:
+    build_id = new_id("bld")
+    build = Build(
+        id=build_id,
+        app_id=app.id,
+        source_type="upload",
+        upload_path=upload_path,
+        status="pending",
+        log_path=str(build_log_path(settings, build_id)),
+        created_at=utcnow(),
+    )
+    session.add(build)
+    session.flush()
+    return build
+
+
+def source_release(session: Session, settings: Settings, app: App) -> dict | None:
+    """How a new deployment of `app` gets its image; None when there is nothing to deploy yet."""
+    if app.source_type == "image":
+        return {"image": app.image_url}
+    if app.source_type == "git":
+        return {"image": None}  # the workflow resolves the branch head, then builds or reuses
+    latest = session.scalars(
+        select(Build).where(Build.app_id == app.id, Build.upload_path.is_not(None)).order_by(Build.created_at.desc())
+    ).first()
+    if latest is None:
+        return None
+    return {"image": None, "build_id": new_upload_build(session, settings, app, latest.upload_path).id}
 
 
 @router.get("", response_model=list[AppPublic], summary="List apps by name (paginated)")
@@ -78,14 +111,28 @@ def list_apps(
     description="Creates the app and, for image apps, starts its first deployment.",
 )
 async def create_app(
-    body: AppCreate,
+    body: AppCreate,  # noqa: PLR0915
     m: MutationDep,
     caller: Admin,
 ):
     session, settings = m.session, m.settings
     check_replicas(settings, body.replicas)
+    check_repo_url(settings, body.repo_url)
     if body.template_id is not None:
-        raise unprocessable("template_id", f"unknown template {body.template_id!r}")
+        template = catalogue().get(body.template_id)
+        if template is None:
+            raise unprocessable("template_id", f"unknown template {body.template_id!r}; GET /api/v1/templates lists them")
+        # Fields given explicitly win over the template's.
+        given = body.model_fields_set
+        body = body.model_copy(
+            update={
+                "image_url": body.image_url if "image_url" in given else template.image_url,
+                "port": body.port if "port" in given else template.port,
+                "replicas": body.replicas if "replicas" in given else template.replicas,
+                "env": {**template.env, **body.env},
+            }
+        )
+        check_replicas(settings, body.replicas)
 
     async def handle():
         slug = slugify(body.name)
@@ -109,15 +156,15 @@ async def create_app(
             replicas=body.replicas,
             env=dict(body.env),
             progress_deadline_seconds=body.progress_deadline_seconds or settings.default_progress_deadline_seconds,
-            status="deploying" if body.source_type == "image" else "created",
+            status="created" if body.source_type == "upload" else "deploying",
             created_at=now,
             updated_at=now,
         )
         session.add(app)
         session.flush()
         add_audit(session, app, "create", caller.name, f"Created app {app.name} ({app.source_type})")
-        if app.source_type == "image":
-            await m.release(app, caller, "deploy", image=app.image_url, env=app.env, port=app.port)
+        if app.source_type != "upload":
+            await m.release(app, caller, "deploy", env=app.env, port=app.port, **source_release(session, settings, app))
         return 201, app_public(app).model_dump()
 
     return await m.once(caller, handle)
@@ -176,11 +223,17 @@ async def update_app(
         app.env = new_env
         app.updated_at = utcnow()
         started = False
-        if release_changed and app.source_type == "image":
+        current = active_deployment(session, app.id)
+        if release_changed and app.source_type != "image" and current is not None:
+            # Same build, new configuration.
+            snapshot = {"image": current.image, "image_ref": current.image_ref, "image_digest": current.image_digest}
+        elif release_changed:
+            snapshot = source_release(session, m.settings, app)
+        if release_changed and snapshot is not None:
             what = [f"env ({', '.join(changed_keys)})" if changed_keys else None]
             what += [f"{f}={given[f]}" for f in ("image_url", "port") if f in given]
             add_audit(session, app, "update", caller.name, "Changed " + ", ".join(w for w in what if w))
-            await m.release(app, caller, "update", image=app.image_url, env=app.env, port=app.port)
+            await m.release(app, caller, "update", env=app.env, port=app.port, **snapshot)
             started = True
         elif release_changed or set(given) - {"replicas"}:
             add_audit(session, app, "update", caller.name, f"Changed {', '.join(sorted(set(given) - {'replicas'}))}")
@@ -252,7 +305,11 @@ async def delete_app(
     status_code=202,
     response_model=DeploymentPublic,
     summary="Deploy / redeploy",
-    description="Resolves the image tag to the digest it names now and rolls it out.",
+    description=(
+        "Image apps: resolves the image tag to the digest it names now and rolls it out. Git apps: resolves the head "
+        "commit of repo_branch, builds it (or reuses the image built for that commit) and rolls it out. Upload apps: "
+        "rebuilds the latest uploaded source."
+    ),
 )
 async def deploy_app(
     app_id: str,
@@ -261,10 +318,12 @@ async def deploy_app(
 ):
     app = load_app(m.session, caller, app_id)
     mutable(app)
-    require_image_source(app)
 
     async def handle():
-        return await m.release(app, caller, "deploy", image=app.image_url, env=app.env, port=app.port)
+        snapshot = source_release(m.session, m.settings, app)
+        if snapshot is None:
+            raise HTTPException(409, f"app {app.id} has no uploaded source yet: POST a tarball to /apps/{app.id}/build")
+        return await m.release(app, caller, "deploy", env=app.env, port=app.port, **snapshot)
 
     return await m.once(caller, handle)
 

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer
 from api.operations import MutationDep
 from api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode, finish
-from api.routes.apps import load_app, mutable
+from api.routes.apps import load_app, mutable, source_release
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from conveyor.db.models import Deployment
@@ -199,17 +199,13 @@ async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deploye
     async def handle():
         if dep.status not in ("failed", "cancelled"):
             raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
+        if dep.image_ref or app.source_type == "image":
+            snapshot = {"image": dep.image, "image_ref": dep.image_ref, "image_digest": dep.image_digest}
+        else:
+            # It never got an image: build its source again.
+            snapshot = source_release(m.session, m.settings, app) or {"image": None}
         return await m.release(
-            app,
-            caller,
-            dep.operation,
-            image=dep.image,
-            image_ref=dep.image_ref,
-            image_digest=dep.image_digest,
-            env=dep.env,
-            port=dep.port,
-            rollback_of=dep.rollback_of,
-            retry_of=dep.id,
+            app, caller, dep.operation, env=dep.env, port=dep.port, rollback_of=dep.rollback_of, retry_of=dep.id, **snapshot
         )
 
     return await m.once(caller, handle)

@@ -125,3 +125,21 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Build(Base):
+    __tablename__ = "builds"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(40), index=True)
+    deployment_id: Mapped[str | None] = mapped_column(String(40))
+    source_type: Mapped[str] = mapped_column(String(10))
+    source_commit: Mapped[str | None] = mapped_column(String(64), index=True)
+    upload_path: Mapped[str | None] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(20))  # pending | building | succeeded | failed | reused
+    image_ref: Mapped[str | None] = mapped_column(String(600))
+    image_digest: Mapped[str | None] = mapped_column(String(80))
+    log_path: Mapped[str] = mapped_column(String(1024))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

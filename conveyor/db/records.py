@@ -48,3 +48,7 @@ def ensure_default_project(session: Session, namespace: str) -> Project:
         session.add(project)
         session.flush()
     return project
+
+
+def build_log_path(settings, build_id: str):
+    return settings.home / "builds" / f"{build_id}.log"

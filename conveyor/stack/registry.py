@@ -118,11 +118,27 @@ class Buildah:
             raise RuntimeError(f"buildah {args[0]} failed (exit {proc.returncode}): {(proc.stdout or '')[-2000:]}")
         return proc.stdout or ""
 
-    def build(self, context: Path, image: str, log=None, dockerfile: str = "Dockerfile") -> None:
-        args = ["bud", "--isolation", "chroot", "--layers", "-f", str(context / dockerfile), "-t", image]
+    def bud_args(self, context: Path, image: str, dockerfile: Path | None = None) -> list[str]:
+        args = ["bud", "--isolation", "chroot", "--layers", "-f", str(dockerfile or context / "Dockerfile"), "-t", image]
         if self.settings.registry_insecure:
             args.append("--tls-verify=false")
-        self.run(args + [str(context)], cwd=context, log=log)
+        return args + [str(context)]
+
+    def build(self, context: Path, image: str, log=None, dockerfile: str = "Dockerfile") -> None:
+        self.run(self.bud_args(context, image, context / dockerfile), cwd=context, log=log)
+
+    def popen(self, args: list[str], cwd: Path) -> subprocess.Popen:
+        """A buildah command whose output is read as it comes (own process group, so it can be killed whole)."""
+        return subprocess.Popen(
+            self.base_args() + args,
+            cwd=cwd,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
 
     def push(self, image: str, destination: str | None = None) -> str:
         """Push and return the pushed manifest digest."""

@@ -1,0 +1,217 @@
+"""Builds from source: resolve a branch head, reuse an image built for the same
+commit, or build with buildah and push. The build log is written to a file as
+the build runs, so the API can stream it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from conveyor import sources
+from conveyor.db.models import Build, Deployment
+from conveyor.db.session import session_scope
+from conveyor.ids import utcnow
+from conveyor.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
+from conveyor.settings import Settings
+from conveyor.stack.registry import Buildah, manifest_digest
+
+LOG_TAIL = 20
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def default_dockerfile(base_image: str, build_command: str | None, start_command: str | None) -> str:
+    """The recipe for a source tree without a Dockerfile (pure)."""
+    lines = [f"FROM {base_image}", "WORKDIR /app", "COPY . /app"]
+    if build_command:
+        lines.append(f"RUN {build_command}")
+    if start_command:
+        lines.append(f'CMD ["/bin/sh", "-c", {start_command!r}]'.replace("'", '"'))
+    return "\n".join(lines) + "\n"
+
+
+def tail_of(path: Path, lines: int = LOG_TAIL) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class BuildFailed(Exception):
+    pass
+
+
+class BuilderActivities:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.url = settings.effective_database_url
+        self.buildah = Buildah(settings)
+
+    @activity.defn(name="resolve_git_commit")
+    def resolve_git_commit(self, request: ResolveCommitInput) -> str:
+        try:
+            sources.check_repo_url(request.repo_url, self.settings.repo_schemes)
+        except sources.UnsafeSource as exc:
+            raise ApplicationError(str(exc), non_retryable=True) from exc
+        proc = subprocess.run(
+            ["git", "ls-remote", "--", request.repo_url, f"refs/heads/{request.branch}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **GIT_ENV},
+        )
+        if proc.returncode != 0:
+            message = proc.stderr.strip()[-500:]
+            permanent = any(w in message.lower() for w in ("not found", "does not appear", "not a git repository", "denied"))
+            raise ApplicationError(f"cannot read {request.repo_url}: {message}", non_retryable=permanent)
+        line = proc.stdout.strip().splitlines()
+        if not line:
+            raise ApplicationError(f"branch {request.branch!r} does not exist in {request.repo_url}", non_retryable=True)
+        return line[0].split()[0]
+
+    @activity.defn(name="find_built_image")
+    def find_built_image(self, request: FindBuildInput) -> BuiltImage | None:
+        """An image already built for this app and commit, if the registry still has it."""
+        with session_scope(self.url) as session:
+            build = session.scalars(
+                select(Build)
+                .where(Build.app_id == request.app_id, Build.source_commit == request.commit, Build.status == "succeeded")
+                .order_by(Build.created_at.desc())
+            ).first()
+            if build is None or not build.image_ref:
+                return None
+            image, reference, digest = build.image_ref.split("@")[0], build.image_ref, build.image_digest
+        repository, tag = image.split("/", 1)[1].rsplit(":", 1)
+        if manifest_digest(self.settings, repository, digest) != digest:
+            return None
+        return BuiltImage(image=image, digest=digest, reference=reference)
+
+    def _fetch(self, request: BuildInput, src: Path, log) -> None:
+        plan = request.plan
+        if plan.source_type == "git":
+            log(f"==> fetching {plan.repo_url} at {plan.commit}")
+            for args in (
+                ["git", "clone", "--quiet", "--no-tags", "--", plan.repo_url, str(src)],
+                ["git", "-C", str(src), "checkout", "--quiet", "--detach", plan.commit],
+            ):
+                proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, **GIT_ENV})
+                if proc.returncode != 0:
+                    log(proc.stderr.strip())
+                    raise BuildFailed(f"git {args[1] if args[1] != '-C' else args[3]} failed")
+            shutil.rmtree(src / ".git", ignore_errors=True)
+        else:
+            log("==> unpacking the uploaded source")
+            limits = sources.Limits(self.settings.upload_max_uncompressed_bytes, self.settings.upload_max_entries)
+            try:
+                sources.extract(Path(plan.upload_path or ""), src, limits)
+            except sources.UnsafeSource as exc:
+                raise BuildFailed(str(exc)) from exc
+
+    def _run_streaming(self, args: list[str], cwd: Path, log, deadline: float) -> None:
+        proc = self.buildah.popen(args, cwd)
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        last = ""
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=2.0)
+                except queue.Empty:
+                    line = ""
+                if line is None:
+                    break
+                if line:
+                    log(line)
+                    last = line
+                activity.heartbeat(last)
+                if activity.is_cancelled():
+                    raise CancelledError("build cancelled")
+                if time.monotonic() > deadline:
+                    raise BuildFailed(f"the build took longer than {self.settings.build_timeout_seconds}s and was stopped")
+            if proc.wait() != 0:
+                raise BuildFailed(f"buildah {args[0]} exited with status {proc.returncode}")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    @activity.defn(name="build_image")
+    def build_image(self, request: BuildInput) -> BuiltImage:
+        plan = request.plan
+        log_path = Path(plan.log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        workspaces = self.settings.home / "workspaces"
+        workspaces.mkdir(parents=True, exist_ok=True)
+        workspace = Path(tempfile.mkdtemp(prefix=f"{plan.build_id}-", dir=workspaces))
+        image = f"{self.settings.registry}/{request.project_id}/{request.slug}:{plan.build_id}"
+        deadline = time.monotonic() + plan.timeout_seconds
+        with log_path.open("a", buffering=1) as out:
+
+            def log(line: str) -> None:
+                out.write(line + "\n")
+
+            try:
+                src = workspace / "src"
+                self._fetch(request, src, log)
+                dockerfile = src / "Dockerfile"
+                if dockerfile.is_file():
+                    log("==> building with the source's Dockerfile")
+                else:
+                    procfile = src / "Procfile"
+                    start = sources.procfile_web(procfile.read_text(errors="replace")) if procfile.is_file() else None
+                    dockerfile = workspace / "Dockerfile.conveyor"
+                    dockerfile.write_text(default_dockerfile(self.settings.build_base_image, plan.build_command, start))
+                    log(f"==> no Dockerfile: building on {self.settings.build_base_image} with the default recipe")
+                self._run_streaming(self.buildah.bud_args(src, image, dockerfile), src, log, deadline)
+                log(f"==> pushing {image}")
+                digest = self.buildah.push(image)
+                log(f"==> pushed {image}@{digest}")
+                return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}")
+            except BuildFailed as exc:
+                log(f"==> build failed: {exc}")
+                out.flush()
+                raise ApplicationError(f"the build failed: {exc}\n{tail_of(log_path)}", non_retryable=True) from exc
+            except CancelledError:
+                log("==> build cancelled")
+                raise
+            finally:
+                shutil.rmtree(workspace, ignore_errors=True)
+                subprocess.run(self.buildah.base_args() + ["rmi", "-f", image], capture_output=True)
+
+    @activity.defn(name="record_build")
+    def record_build(self, request: RecordBuildInput) -> None:
+        with session_scope(self.url) as session:
+            build = session.get(Build, request.build_id)
+            dep = session.get(Deployment, request.deployment_id)
+            if build is None or dep is None:
+                raise ApplicationError(f"build {request.build_id} or deployment {request.deployment_id} is not recorded yet")
+            build.status = request.status
+            if request.commit:
+                build.source_commit = dep.source_commit = request.commit
+            if request.reason:
+                build.reason = request.reason
+            if request.status == "building":
+                dep.status = "building"
+            if request.image is not None:
+                build.image_ref = request.image.reference
+                build.image_digest = request.image.digest
+                dep.image, dep.image_ref, dep.image_digest = request.image.image, request.image.reference, request.image.digest
+                dep.status = "deploying"
+            if request.status in ("succeeded", "reused", "failed"):
+                build.finished_at = utcnow()

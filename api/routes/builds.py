@@ -1,0 +1,132 @@
+"""Builds from source: upload a tarball, read or follow a build log; the template catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from sqlalchemy import select
+
+from api.deps import Deployer, SessionDep, SettingsDep, Viewer
+from api.operations import MutationDep
+from api.routes.apps import load_app, mutable, new_upload_build
+from api.schemas import DeploymentPublic
+from conveyor import sources
+from conveyor.db.models import Build
+from conveyor.db.session import session_scope
+from conveyor.ids import new_id
+from conveyor.templates import Template, catalogue
+
+router = APIRouter(tags=["builds"])
+FINISHED = {"succeeded", "failed", "reused"}
+
+
+@router.get("/templates", response_model=list[Template], summary="One-click app templates")
+def list_templates(caller: Viewer) -> list[Template]:
+    return list(catalogue().values())
+
+
+@router.post(
+    "/apps/{app_id}/build",
+    status_code=202,
+    response_model=DeploymentPublic,
+    summary="Build from an uploaded source tarball and deploy it",
+    description=(
+        "Multipart form with the field `file`: a .tar or .tar.gz of the source. A Dockerfile at its root is used; "
+        "without one the default recipe builds on the base image, runs build_command and starts the Procfile's web "
+        "command. Archives with absolute paths, '..', links leading outside, devices or duplicate names are refused; "
+        "size and entry count are limited."
+    ),
+)
+async def upload_build(app_id: str, m: MutationDep, caller: Deployer, file: Annotated[UploadFile, File(description="The source tarball")]):
+    app = load_app(m.session, caller, app_id)
+    mutable(app)
+    if app.source_type != "upload":
+        raise HTTPException(409, f"app {app.id} has source_type {app.source_type}; only upload apps take tarballs")
+    settings = m.settings
+    uploads = settings.home / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    target = uploads / f"{new_id('src')}.tar"
+    digest = hashlib.sha256()
+    size = 0
+    with target.open("wb") as out:
+        while chunk := await file.read(1024 * 1024):
+            size += len(chunk)
+            if size > settings.upload_max_bytes:
+                out.close()
+                target.unlink(missing_ok=True)
+                raise HTTPException(413, f"file: the upload is larger than {settings.upload_max_bytes} bytes")
+            digest.update(chunk)
+            out.write(chunk)
+    limits = sources.Limits(settings.upload_max_uncompressed_bytes, settings.upload_max_entries)
+    try:
+        await run_in_threadpool(sources.check_tarball, target, limits)
+    except sources.UnsafeSource as exc:
+        target.unlink(missing_ok=True)
+        raise HTTPException(exc.status, f"file: {exc}") from exc
+
+    async def handle():
+        build = new_upload_build(m.session, settings, app, str(target))
+        return await m.release(app, caller, "deploy", image=None, env=app.env, port=app.port, build_id=build.id)
+
+    try:
+        return await m.once(caller, handle, body_digest=digest.hexdigest())
+    except BaseException:
+        if not m.session.scalars(select(Build).where(Build.upload_path == str(target))).first():
+            target.unlink(missing_ok=True)
+        raise
+
+
+@router.get(
+    "/apps/{app_id}/build-log",
+    response_class=PlainTextResponse,
+    summary="The log of the latest build (or ?build_id=)",
+    description="`follow=true` streams new lines while the build runs and ends when it does.",
+)
+async def build_log(
+    app_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: Viewer,
+    build_id: Annotated[str | None, Query(description="bld_…; default: the latest build")] = None,
+    follow: Annotated[bool, Query(description="Stream until the build ends")] = False,
+):
+    app = load_app(session, caller, app_id)
+    query = select(Build).where(Build.app_id == app.id)
+    query = query.where(Build.id == build_id) if build_id else query.order_by(Build.created_at.desc())
+    build = session.scalars(query).first()
+    if build is None:
+        raise HTTPException(404, f"no build {build_id or ''} for app {app.id}".replace("  ", " "))
+    path = Path(build.log_path)
+    if not follow:
+        return PlainTextResponse(path.read_text(errors="replace") if path.exists() else "")
+    url = settings.effective_database_url
+
+    def finished() -> bool:
+        with session_scope(url) as fresh:
+            row = fresh.get(Build, build.id)
+            return row is None or row.status in FINISHED
+
+    async def stream():
+        position = 0
+        while True:
+            done = await run_in_threadpool(finished)
+            if path.exists():
+                with path.open("rb") as f:
+                    f.seek(position)
+                    chunk = f.read()
+                # Only whole lines; the rest waits for its end.
+                cut = chunk.rfind(b"\n") + 1 if not done else len(chunk)
+                if cut:
+                    position += cut
+                    yield chunk[:cut]
+            if done:
+                return
+            await asyncio.sleep(0.3)
+
+    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")

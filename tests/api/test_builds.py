@@ -1,0 +1,239 @@
+"""Builds from source end to end: uploaded tarballs and git repositories served
+on loopback become images in the registry and running deployments."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import tarfile
+import uuid
+
+import httpx
+import pytest
+from kubernetes import client
+
+from conveyor.kube import namespace_for
+from conveyor.stack import registry
+from tests.api.test_operate import collect_until, stream_lines
+from tests.helpers import eventually
+
+
+def tarball(files: dict[str, str], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def upload(api, app_id: str, data: bytes, name: str = "src.tar.gz", expect: int | None = 202) -> httpx.Response:
+    return api.call("POST", f"/apps/{app_id}/build", expect, files={"file": (name, data, "application/gzip")})
+
+
+def upload_app(api, **fields) -> dict:
+    return api.call("POST", "/apps", 201, json={"name": f"up-{uuid.uuid4().hex[:8]}", "source_type": "upload", "port": 8080, **fields}).json()
+
+
+def image_config(settings, image_ref: str) -> dict:
+    repository = image_ref.split("/", 1)[1].split(":")[0]
+    digest = image_ref.split("@")[1]
+    base = registry.url(settings)
+    manifest = httpx.get(f"{base}/v2/{repository}/manifests/{digest}", headers={"Accept": registry.MANIFEST_ACCEPT}).json()
+    return httpx.get(f"{base}/v2/{repository}/blobs/{manifest['config']['digest']}").json()["config"]
+
+
+def deployed_image(kube_api, settings, slug: str) -> str:
+    dep = client.AppsV1Api(kube_api).read_namespaced_deployment(slug, namespace_for(settings, "proj_default"))
+    return dep.spec.template.spec.containers[0].image
+
+
+def test_tarball_with_a_dockerfile_becomes_a_running_deployment(api, kube_api, settings):
+    app = upload_app(api, replicas=2)
+    source = {
+        "Dockerfile": f"FROM {settings.build_base_image}\nCOPY index.html /www/index.html\nRUN echo compiled > /www/build.txt\n",
+        "index.html": "hello from an upload\n",
+    }
+    dep = upload(api, app["id"], tarball(source)).json()
+    assert dep["build_id"].startswith("bld_")
+    dep = api.wait_active(app["id"], dep["id"], timeout=180)
+    tag = f"proj_default/{app['slug']}"
+    assert registry.manifest_digest(settings, tag, dep["build_id"]) == dep["image_digest"]
+    assert dep["image_ref"] == f"{settings.registry}/{tag}:{dep['build_id']}@{dep['image_digest']}"
+    assert deployed_image(kube_api, settings, app["slug"]) == dep["image_ref"]
+    api.wait_ready(app["id"], 2)
+    log = api.call("GET", f"/apps/{app['id']}/build-log", 200).text
+    assert "building with the source's Dockerfile" in log and "pushed" in log
+
+
+def test_tarball_without_a_dockerfile_uses_the_default_recipe(api, settings):
+    app = upload_app(api, build_command="mkdir -p out && echo built-by-recipe > out/result.txt && cat out/result.txt")
+    source = {"Procfile": "web: httpd -f -p 8080 -h /app\n", "index.html": "recipe\n"}
+    dep = upload(api, app["id"], tarball(source)).json()
+    dep = api.wait_active(app["id"], dep["id"], timeout=180)
+    log = api.call("GET", f"/apps/{app['id']}/build-log", 200, params={"build_id": dep["build_id"]}).text
+    assert "default recipe" in log and "built-by-recipe" in log
+    config = image_config(settings, dep["image_ref"])
+    assert config["WorkingDir"] == "/app"
+    assert config["Cmd"] == ["/bin/sh", "-c", "httpd -f -p 8080 -h /app"]
+
+
+@pytest.fixture(scope="module")
+def git_server(tmp_path_factory):
+    """A bare repository served by `git daemon` on loopback, and a working clone to commit in."""
+    base = tmp_path_factory.mktemp("git")
+    bare, work = base / "app.git", base / "work"
+    run = lambda *args, cwd=None: subprocess.run(args, cwd=cwd, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    run("git", "init", "--quiet", "--initial-branch=main", str(work))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    eventually(lambda: subprocess.run(["git", "ls-remote", f"git://127.0.0.1:{port}/app.git"], capture_output=True).returncode == 0, 20)
+
+    def commit(files: dict[str, str], message: str) -> str:
+        for name, text in files.items():
+            (work / name).write_text(text)
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+        subprocess.run(["git", "add", "-A"], cwd=work, check=True, env=env)
+        subprocess.run(["git", "commit", "--quiet", "-m", message], cwd=work, check=True, env=env)
+        subprocess.run(["git", "push", "--quiet", str(bare), "main"], cwd=work, check=True, env=env, capture_output=True)
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, check=True, capture_output=True, text=True).stdout.strip()
+
+    yield f"git://127.0.0.1:{port}/app.git", commit
+    daemon.terminate()
+    daemon.wait()
+
+
+def test_git_app_deploys_its_branch_head_and_reuses_the_image_of_a_known_commit(api, kube_api, settings, git_server):
+    url, commit = git_server
+    first_sha = commit({"index.html": "v1\n", "Procfile": "web: httpd -f -p 8080 -h /app\n"}, "first")
+    app = api.call(
+        "POST", "/apps", 201, json={"name": f"git-{uuid.uuid4().hex[:6]}", "source_type": "git", "repo_url": url, "port": 8080}
+    ).json()
+    assert app["repo_branch"] == "main"
+    first = api.wait_active(app["id"], api.deployments(app["id"])[0]["id"], timeout=180)
+    assert first["source_commit"] == first_sha
+
+    second_sha = commit({"index.html": "v2\n"}, "second")
+    second = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
+    second = api.wait_active(app["id"], second["id"], timeout=180)
+    assert second["source_commit"] == second_sha and second["image_digest"] != first["image_digest"]
+    assert deployed_image(kube_api, settings, app["slug"]) == second["image_ref"]
+
+    again = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
+    again = api.wait_active(app["id"], again["id"], timeout=120)
+    assert again["source_commit"] == second_sha
+    assert again["image_ref"] == second["image_ref"], "the same commit reuses the image built for it"
+    assert any("reused" in (step["detail"] or "") for step in again["progress"] if step["name"] == "build")
+
+
+def test_disallowed_repo_scheme_is_a_422(api):
+    response = api.call(
+        "POST", "/apps", json={"name": "local-repo", "source_type": "git", "repo_url": "file:///etc/passwd", "port": 8080}
+    )
+    assert response.status_code == 422 and "repo_url" in response.text
+
+
+def test_build_log_follow_streams_lines_before_the_build_ends(api, settings):
+    app = upload_app(api)
+    source = {"Dockerfile": f"FROM {settings.build_base_image}\nRUN echo step-one && sleep 4 && echo step-two\n"}
+    dep = upload(api, app["id"], tarball(source)).json()
+    eventually(lambda: api.call("GET", f"/apps/{app['id']}/build-log").status_code == 200, 30)
+    sink = stream_lines(api, f"/apps/{app['id']}/build-log", {"follow": "true", "build_id": dep["build_id"]})
+    collect_until(sink, lambda lines: any("step-one" in line for line in lines), timeout=60)
+    # The first line is here while the build still runs.
+    assert api.deployment(app["id"], dep["id"])["status"] == "building"
+    lines = collect_until(sink, lambda lines: any("pushed" in line for line in lines), timeout=120)
+    assert any("step-two" in line for line in lines)
+    api.wait_active(app["id"], dep["id"], timeout=120)
+
+
+def test_failing_build_leaves_the_app_on_its_previous_deployment(api, kube_api, settings):
+    app = upload_app(api)
+    good = upload(api, app["id"], tarball({"Dockerfile": f"FROM {settings.build_base_image}\nRUN echo fine\n"})).json()
+    good = api.wait_active(app["id"], good["id"], timeout=180)
+    bad = upload(api, app["id"], tarball({"Dockerfile": f"FROM {settings.build_base_image}\nRUN echo about-to-fail && exit 3\n"})).json()
+    bad = api.wait_finished(app["id"], bad["id"], timeout=180)
+    assert bad["status"] == "failed"
+    assert "build failed" in bad["reason"] and "about-to-fail" in bad["reason"]
+    assert good["id"] in bad["reason"]
+    assert api.deployment(app["id"], good["id"])["status"] == "active"
+    assert deployed_image(kube_api, settings, app["slug"]) == good["image_ref"]
+
+
+@pytest.mark.parametrize(
+    ("entries", "status", "words"),
+    [
+        ([("../escape.txt", tarfile.REGTYPE, "")], 400, "climbs out"),
+        ([("/abs.txt", tarfile.REGTYPE, "")], 400, "absolute path"),
+        ([("link", tarfile.SYMTYPE, "../../../../etc/passwd")], 400, "outside the source tree"),
+        ([("dev", tarfile.CHRTYPE, "")], 400, "device"),
+    ],
+)
+def test_malicious_uploads_are_refused_and_start_nothing(api, settings, entries, status, words):
+    app = upload_app(api)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, kind, link in entries:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            archive.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    before = set((settings.home / "uploads").glob("*")) if (settings.home / "uploads").exists() else set()
+    response = upload(api, app["id"], buffer.getvalue(), expect=None)
+    assert response.status_code == status and words in response.text and "file" in response.text
+    assert api.deployments(app["id"]) == []
+    assert set((settings.home / "uploads").glob("*")) == before
+
+
+def test_oversize_and_bomb_uploads_are_413(api, settings):
+    app = upload_app(api)
+    bomb = io.BytesIO()
+    with tarfile.open(fileobj=bomb, mode="w:gz") as archive:
+        info = tarfile.TarInfo("zeros")
+        info.size = settings.upload_max_uncompressed_bytes + 1
+        archive.addfile(info, io.BytesIO(bytes(info.size)))
+    response = upload(api, app["id"], bomb.getvalue(), expect=None)
+    assert response.status_code == 413 and "unpacks to more than" in response.text
+    huge = os.urandom(settings.upload_max_bytes + 1024)
+    response = upload(api, app["id"], huge, name="huge.tar", expect=None)
+    assert response.status_code == 413
+    assert api.deployments(app["id"]) == []
+
+
+def test_env_secrets_never_reach_the_build_log(api, settings):
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    app = upload_app(api, env={"API_TOKEN": secret})
+    dep = upload(api, app["id"], tarball({"Dockerfile": f"FROM {settings.build_base_image}\nRUN env\n"})).json()
+    api.wait_active(app["id"], dep["id"], timeout=180)
+    log = api.call("GET", f"/apps/{app['id']}/build-log", 200).text
+    assert "PATH=" in log and secret not in log
+
+
+def test_template_creates_and_deploys_an_app(api, settings):
+    templates = api.call("GET", "/templates", 200).json()
+    hello = next(t for t in templates if t["id"] == "hello-web")
+    app = api.call("POST", "/apps", 201, json={"name": f"tpl-{uuid.uuid4().hex[:6]}", "template_id": "hello-web", "replicas": 1}).json()
+    assert app["image_url"] == hello["image_url"] and app["port"] == hello["port"]
+    assert app["replicas"] == 1, "an explicit field wins over the template"
+    assert app["env"] == hello["env"]
+    api.wait_active(app["id"], api.deployments(app["id"])[0]["id"])
+    api.wait_ready(app["id"], 1)
+    unknown = api.call("POST", "/apps", json={"name": "nope", "template_id": "no-such"})
+    assert unknown.status_code == 422 and "template_id" in unknown.text
+
+
+def test_upload_app_deploy_without_source_is_409(api):
+    app = upload_app(api)
+    response = api.call("POST", f"/apps/{app['id']}/deploy")
+    assert response.status_code == 409 and "/build" in response.text
