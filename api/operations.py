@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Awaitable, Callable
 
 from fastapi import Depends, Header, HTTPException, Request, status
+from opentelemetry import propagate
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -95,6 +96,7 @@ def deployment_operation(app: App, dep: Deployment, caller: Caller) -> Operation
 
 async def enqueue(client: Client, settings: Settings, app: App, op: Operation) -> None:
     """Signal-with-start the app's lane: it runs operations one at a time, in order."""
+    propagate.inject(op.trace_context)
     try:
         await client.start_workflow(
             AppLaneWorkflow.run,

@@ -181,7 +181,9 @@ class PodDetail(PodStatus):
     restarts: int
     node: str | None
     image: str | None
+    image_digest: str | None = Field(description="sha256 digest the pod runs")
     created_at: str | None
+    age_seconds: int | None
     reason: str | None = Field(description="Why the pod is not ready, when it is not")
 
 

@@ -18,6 +18,9 @@ class Operation(BaseModel):
     replicas: int | None = None
     previous_replicas: int | None = None
     user: str = "system"
+    # W3C trace context of the request that asked for it, so the operation's
+    # workflow joins that request's trace even when the lane runs already.
+    trace_context: dict[str, str] = Field(default_factory=dict)
 
 
 class LaneInput(BaseModel):

@@ -12,6 +12,9 @@ from temporalio.exceptions import ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate
+
     from conveyor.payloads import LaneInput, Operation
     from workflows.delete import DeleteAppWorkflow
     from workflows.deploy import DeployWorkflow
@@ -76,6 +79,8 @@ class AppLaneWorkflow:
                     return
             op = self._queue.pop(0)
             self._current = op
+            # The child belongs to the trace of the request that asked for it.
+            token = otel_context.attach(propagate.extract(op.trace_context)) if op.trace_context else None
             try:
                 await workflow.execute_child_workflow(
                     WORKFLOWS[op.kind],
@@ -88,6 +93,9 @@ class AppLaneWorkflow:
             except ChildWorkflowError as err:
                 # The child recorded its own outcome (failed or cancelled).
                 workflow.logger.info("operation %s ended: %s", op.workflow_id, err)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
             self._current = None
             if op.kind == "delete":
                 return

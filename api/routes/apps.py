@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, HTTPException, Request, Response
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -401,6 +403,9 @@ def app_pods(app_id: str, session: SessionDep, settings: SettingsDep, caller: Vi
         container = statuses[0] if statuses else {}
         waiting = (container.get("state") or {}).get("waiting") or {}
         ready = _ready(pod)
+        image = container.get("image") or pod["spec"]["containers"][0]["image"]
+        image_id = container.get("imageID") or image
+        created = pod["metadata"].get("creationTimestamp")
         out.append(
             PodDetail(
                 name=pod["metadata"]["name"],
@@ -408,8 +413,10 @@ def app_pods(app_id: str, session: SessionDep, settings: SettingsDep, caller: Vi
                 ready=ready,
                 restarts=sum(c.get("restartCount", 0) for c in statuses),
                 node=pod.get("spec", {}).get("nodeName"),
-                image=container.get("image") or pod["spec"]["containers"][0]["image"],
-                created_at=iso_from_k8s(pod["metadata"].get("creationTimestamp")),
+                image=image,
+                image_digest=image_id.split("@", 1)[1] if "@" in image_id else None,
+                created_at=iso_from_k8s(created),
+                age_seconds=int((utcnow() - datetime.fromisoformat(created)).total_seconds()) if created else None,
                 reason=None if ready else (waiting.get("reason") or "not ready"),
             )
         )

@@ -234,4 +234,5 @@ def test_status_of_a_fresh_app_reports_its_pods(api):
     assert status["pods"][0]["name"].startswith(app["slug"] + "-")
     pods = api.call("GET", f"/apps/{app['id']}/pods", 200).json()
     assert pods[0]["node"].startswith("kwok-node-") and pods[0]["restarts"] == 0 and pods[0]["reason"] is None
-    assert "@sha256:" in pods[0]["image"]
+    assert "@sha256:" in pods[0]["image"] and pods[0]["image"].endswith(pods[0]["image_digest"])
+    assert 0 <= pods[0]["age_seconds"] < 300

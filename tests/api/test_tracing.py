@@ -39,18 +39,30 @@ async def test_one_trace_spans_api_workflow_activities_and_kubernetes(platform, 
             assert response.status_code == 201, response.text
             trace_id = response.headers["X-Trace-Id"]
             app_id = response.json()["id"]
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                [dep] = http.get(f"/api/v1/apps/{app_id}/deployments", headers=headers).json()
-                if dep["status"] in ("active", "failed"):
-                    return trace_id, dep
-                time.sleep(0.5)
+            first = wait_finished(http, app_id)
+            # A second operation on the app's running lane joins its own request's trace.
+            again = http.post(f"/api/v1/apps/{app_id}/deploy", headers=headers)
+            assert again.status_code == 202, again.text
+            second = wait_finished(http, app_id, again.json()["id"])
+            return trace_id, first, again.headers["X-Trace-Id"], second
+
+    def wait_finished(http, app_id: str, dep_id: str | None = None) -> dict:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            deps = http.get(f"/api/v1/apps/{app_id}/deployments", headers=headers).json()
+            dep = next(d for d in deps if dep_id in (None, d["id"]))
+            if dep["status"] in ("active", "failed"):
+                return dep
+            time.sleep(0.5)
         raise AssertionError("the deployment did not finish")
 
     with ThreadPoolExecutor(max_workers=local.max_concurrent_activities) as executor:
         async with build_worker(client, local, executor, tracer):
-            trace_id, dep = await asyncio.to_thread(create_and_wait)
-    assert dep["status"] == "active"
+            trace_id, dep, second_trace_id, second = await asyncio.to_thread(create_and_wait)
+    assert dep["status"] == "active" and second["status"] == "active"
+    assert second_trace_id != trace_id
+    second_spans = {s.name for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == second_trace_id}
+    assert {"RunWorkflow:DeployWorkflow", "RunActivity:apply_manifests", "RunActivity:wait_for_rollout"} <= second_spans, second_spans
 
     spans = [s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]
     names = {s.name for s in spans}
