@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Annotated, Any, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Sequence, TypeVar
 
-from fastapi import HTTPException, Query, Request, Response
+from fastapi import Depends, HTTPException, Query, Request, Response
 
 T = TypeVar("T")
 
@@ -29,11 +30,27 @@ def encode(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-def finish(items: Sequence[T], limit: int, request: Request, response: Response, next_key) -> list[T]:
-    """`items` holds up to limit+1 rows; trim to limit and announce the next cursor."""
-    page = list(items[:limit])
-    if len(items) > limit and page:
-        cursor = encode(next_key(page[-1]))
-        response.headers["X-Next-Cursor"] = cursor
-        response.headers["Link"] = f'<{request.url.include_query_params(cursor=cursor, limit=limit)}>; rel="next"'
-    return page
+@dataclass
+class Page:
+    """The page a list route was asked for: fetch `limit + 1` rows after `after`, then `finish`."""
+
+    request: Request
+    response: Response
+    limit: int
+    after: Any
+
+    def finish(self, items: Sequence[T], next_key: Callable[[T], Any]) -> list[T]:
+        """Trim to the limit and announce the next page's cursor."""
+        page = list(items[: self.limit])
+        if len(items) > self.limit and page:
+            cursor = encode(next_key(page[-1]))
+            self.response.headers["X-Next-Cursor"] = cursor
+            self.response.headers["Link"] = f'<{self.request.url.include_query_params(cursor=cursor, limit=self.limit)}>; rel="next"'
+        return page
+
+
+def get_page(request: Request, response: Response, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page:
+    return Page(request, response, limit, decode(cursor))
+
+
+PageDep = Annotated[Page, Depends(get_page)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import select
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, Viewer
 from api.operations import MutationDep
-from api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode, finish
+from api.pagination import PageDep
 from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, slugify
 from api.serializers import app_public
 from conveyor import manifests, sources
@@ -90,19 +90,15 @@ def source_release(session: Session, settings: Settings, app: App) -> dict | Non
 
 @router.get("", response_model=list[AppPublic], summary="List apps by name (paginated)")
 def list_apps(
-    request: Request,
-    response: Response,
     session: SessionDep,
     caller: Viewer,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    page: PageDep,
 ) -> list[AppPublic]:
     query = select(App).where(App.project_id == caller.project_id)
-    after = decode(cursor)
-    if after is not None:
-        query = query.where(App.name > after)
-    apps = session.scalars(query.order_by(App.name).limit(limit + 1)).all()
-    return [app_public(app) for app in finish(apps, limit, request, response, lambda app: app.name)]
+    if page.after is not None:
+        query = query.where(App.name > page.after)
+    apps = session.scalars(query.order_by(App.name).limit(page.limit + 1)).all()
+    return [app_public(app) for app in page.finish(apps, lambda app: app.name)]
 
 
 @router.post(
@@ -113,7 +109,7 @@ def list_apps(
     description="Creates the app and, for image apps, starts its first deployment.",
 )
 async def create_app(
-    body: AppCreate,  # noqa: PLR0915
+    body: AppCreate,
     m: MutationDep,
     caller: Admin,
 ):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 from sqlalchemy import select
 
 from api.deps import SessionDep, Viewer
-from api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode, finish
+from api.pagination import PageDep
 from api.routes.apps import load_app
 from api.schemas import AuditPublic
 from conveyor.db.models import AuditEntry
@@ -18,20 +18,16 @@ router = APIRouter(prefix="/apps/{app_id}/audit", tags=["audit"])
 @router.get("", response_model=list[AuditPublic], summary="Audit log of the app, newest first (paginated)")
 def list_audit(
     app_id: str,
-    request: Request,
-    response: Response,
     session: SessionDep,
     caller: Viewer,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    page: PageDep,
 ) -> list[AuditPublic]:
     app = load_app(session, caller, app_id)
     query = select(AuditEntry).where(AuditEntry.app_id == app.id)
-    before = decode(cursor)
-    if before is not None:
-        query = query.where(AuditEntry.id < int(before))
-    rows = session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit + 1)).all()
-    entries = finish(rows, limit, request, response, lambda entry: entry.id)
+    if page.after is not None:
+        query = query.where(AuditEntry.id < int(page.after))
+    rows = session.scalars(query.order_by(AuditEntry.id.desc()).limit(page.limit + 1)).all()
+    entries = page.finish(rows, lambda entry: entry.id)
     return [
         AuditPublic(action=e.action, user=e.user, details=e.details, created_at=iso(e.created_at), deployment_id=e.deployment_id)
         for e in entries

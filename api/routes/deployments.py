@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select, update
@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer
 from api.operations import MutationDep
-from api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode, finish
+from api.pagination import PageDep
 from api.routes.apps import load_app, mutable, source_release
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
@@ -29,20 +29,16 @@ router = APIRouter(prefix="/apps/{app_id}/deployments", tags=["deployments"])
 @router.get("", response_model=list[DeploymentPublic], summary="Deployment history, newest first (paginated)")
 def list_deployments(
     app_id: str,
-    request: Request,
-    response: Response,
     session: SessionDep,
     caller: Viewer,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    page: PageDep,
 ) -> list[DeploymentPublic]:
     app = load_app(session, caller, app_id)
     query = select(Deployment).where(Deployment.app_id == app.id)
-    before = decode(cursor)
-    if before is not None:
-        query = query.where(Deployment.number < int(before))
-    deps = session.scalars(query.order_by(Deployment.number.desc()).limit(limit + 1)).all()
-    return [deployment_public(dep) for dep in finish(deps, limit, request, response, lambda dep: dep.number)]
+    if page.after is not None:
+        query = query.where(Deployment.number < int(page.after))
+    deps = session.scalars(query.order_by(Deployment.number.desc()).limit(page.limit + 1)).all()
+    return [deployment_public(dep) for dep in page.finish(deps, lambda dep: dep.number)]
 
 
 def _load(session, app, deployment_id: str) -> Deployment:

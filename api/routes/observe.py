@@ -10,7 +10,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Annotated, AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from kubernetes import client as k8s
@@ -19,7 +19,7 @@ from kubernetes.utils import parse_quantity
 from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, SettingsDep, Viewer
-from api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode, finish
+from api.pagination import PageDep
 from api.routes.apps import app_namespace, app_pod_objects, load_app
 from conveyor import manifests
 from conveyor.kube import api_client
@@ -214,20 +214,17 @@ def app_events(settings, session, app) -> list[EventPublic]:
 )
 async def events(
     app_id: str,
-    request: Request,
-    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     caller: Viewer,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    page: PageDep,
 ) -> list[EventPublic]:
     app = load_app(session, caller, app_id)
     everything = await run_in_threadpool(app_events, settings, session, app)
-    start = int(decode(cursor) or 0)
-    window = everything[start : start + limit + 1]
+    start = int(page.after or 0)
+    window = everything[start : start + page.limit + 1]
     offsets = {id(item): start + i + 1 for i, item in enumerate(window)}
-    return finish(window, limit, request, response, lambda item: offsets[id(item)])
+    return page.finish(window, lambda item: offsets[id(item)])
 
 
 class Measure(BaseModel):
