@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 from kubernetes import client, config
@@ -25,8 +26,6 @@ def api_client(settings: Settings) -> client.ApiClient:
 
 
 def _in_cluster() -> bool:
-    import os
-
     return "KUBERNETES_SERVICE_HOST" in os.environ
 
 

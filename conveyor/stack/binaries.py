@@ -252,6 +252,3 @@ def ensure_binaries(progress: Progress = print) -> Path:
         progress(f"[{i}/{len(todo)}] {binary.name} built in {time.monotonic() - started:.0f}s")
     return bin_dir()
 
-
-def go_available() -> bool:
-    return shutil.which("go") is not None
