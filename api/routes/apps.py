@@ -200,6 +200,8 @@ async def update_app(
     for field in ("port", "replicas"):
         if field in given and given[field] is None:
             raise unprocessable(field, "may not be null")
+    if given.get("image_url") is not None and app.source_type != "image":
+        raise unprocessable("image_url", f"only image apps have one; this app builds from {app.source_type} sources")
 
     async def handle():
         new_env = dict(app.env)

@@ -237,3 +237,5 @@ def test_upload_app_deploy_without_source_is_409(api):
     app = upload_app(api)
     response = api.call("POST", f"/apps/{app['id']}/deploy")
     assert response.status_code == 409 and "/build" in response.text
+    response = api.call("PATCH", f"/apps/{app['id']}", json={"image_url": "127.0.0.1:5000/demo/web:v1"})
+    assert response.status_code == 422 and "image_url" in response.text
