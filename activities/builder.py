@@ -4,6 +4,7 @@ the build runs, so the API can stream it."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from conveyor import sources
+from conveyor import images, sources
 from conveyor.db.models import Build, Deployment
 from conveyor.db.session import session_scope
 from conveyor.ids import utcnow
@@ -36,7 +37,7 @@ def default_dockerfile(base_image: str, build_command: str | None, start_command
     if build_command:
         lines.append(f"RUN {build_command}")
     if start_command:
-        lines.append(f'CMD ["/bin/sh", "-c", {start_command!r}]'.replace("'", '"'))
+        lines.append(f"CMD {json.dumps(['/bin/sh', '-c', start_command])}")
     return "\n".join(lines) + "\n"
 
 
@@ -90,11 +91,11 @@ class BuilderActivities:
             ).first()
             if build is None or not build.image_ref:
                 return None
-            image, reference, digest = build.image_ref.split("@")[0], build.image_ref, build.image_digest
-        repository, tag = image.split("/", 1)[1].rsplit(":", 1)
-        if manifest_digest(self.settings, repository, digest) != digest:
+            reference, digest = build.image_ref, build.image_digest
+        ref = images.parse(reference)
+        if manifest_digest(self.settings, ref.repository, digest) != digest:
             return None
-        return BuiltImage(image=image, digest=digest, reference=reference)
+        return BuiltImage(image=reference.split("@", 1)[0], digest=digest, reference=reference)
 
     def _fetch(self, request: BuildInput, src: Path, log) -> None:
         plan = request.plan

@@ -18,7 +18,6 @@ from api.routes import apps, audit, builds, deployments, observe
 from conveyor.db.records import ensure_default_project
 from conveyor.db.session import migrate, session_scope
 from conveyor import telemetry
-from conveyor.kube import namespace_for
 from conveyor.settings import Settings, get_settings
 
 
@@ -33,7 +32,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     async def lifespan(app: FastAPI):
         migrate(settings.effective_database_url)
         with session_scope(settings.effective_database_url) as session:
-            ensure_default_project(session, namespace_for(settings, "proj_default"))
+            ensure_default_project(session, settings)
         yield
 
     app = FastAPI(

@@ -92,13 +92,12 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from conveyor import auth
     from conveyor.db.records import ensure_default_project
     from conveyor.db.session import migrate, session_scope
-    from conveyor.kube import namespace_for
 
     settings = get_settings()
     migrate(settings.effective_database_url)
     try:
         with session_scope(settings.effective_database_url) as session:
-            ensure_default_project(session, namespace_for(settings, "proj_default"))
+            ensure_default_project(session, settings)
             token = auth.create_token(session, args.project, args.role, args.name)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

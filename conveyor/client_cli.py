@@ -8,7 +8,6 @@ follow the deployment's live progress and exit non-zero unless it ends active.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -138,18 +137,17 @@ def apps_get(api: ApiClient, args) -> int:
     return 0
 
 
-def _release(api: ApiClient, args, path: str) -> int:
-    app_id = api.app_id(args.app)
+def _release(api: ApiClient, app_id: str, path: str, no_follow: bool) -> int:
     deployment = api.call("POST", f"/apps/{app_id}{path}").json()
-    return 0 if args.no_follow else api.follow(app_id, deployment)
+    return 0 if no_follow else api.follow(app_id, deployment)
 
 
 def apps_deploy(api: ApiClient, args) -> int:
-    return _release(api, args, "/deploy")
+    return _release(api, api.app_id(args.app), "/deploy", args.no_follow)
 
 
 def apps_restart(api: ApiClient, args) -> int:
-    return _release(api, args, "/restart")
+    return _release(api, api.app_id(args.app), "/restart", args.no_follow)
 
 
 def apps_rollback(api: ApiClient, args) -> int:
@@ -162,7 +160,7 @@ def apps_rollback(api: ApiClient, args) -> int:
         if not earlier:
             raise CliError("there is no earlier deployment to roll back to")
         target = earlier[0]["id"]
-    return _release(api, argparse.Namespace(app=app_id, no_follow=args.no_follow), f"/deployments/{target}/revert")
+    return _release(api, app_id, f"/deployments/{target}/revert", args.no_follow)
 
 
 def apps_scale(api: ApiClient, args) -> int:

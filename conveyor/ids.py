@@ -14,10 +14,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def iso(value: datetime | None) -> str | None:
-    """ISO-8601 UTC ending in Z (naive values from the database are UTC)."""
+def iso(value: datetime | str | None) -> str | None:
+    """ISO-8601 UTC ending in Z (naive values from the database are UTC; strings
+    are ISO timestamps as the Kubernetes client serialises them)."""
     if value is None:
         return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
     return value.isoformat(timespec="seconds") + "Z"

@@ -30,4 +30,4 @@ def _in_cluster() -> bool:
 
 
 def namespace_for(settings: Settings, project_id: str) -> str:
-    return settings.namespace_prefix + project_id.removeprefix("proj_").replace("_", "-").lower()
+    return settings.project_namespace(project_id)

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'conveyor.db'}"
 
+    def project_namespace(self, project_id: str) -> str:
+        """Apps of project `proj_x` live in namespace `<prefix>x`."""
+        return self.namespace_prefix + project_id.removeprefix("proj_").replace("_", "-").lower()
+
     @property
     def repo_schemes(self) -> list[str]:
         return [s.strip().lower() for s in self.allowed_repo_schemes.split(",") if s.strip()]

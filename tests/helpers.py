@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from typing import Callable, TypeVar
+
+import httpx
 
 T = TypeVar("T")
 
@@ -22,3 +26,40 @@ def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 
                 return last  # type: ignore[return-value]
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+
+
+def stream_lines(api, path: str, params: dict | None = None, sink: queue.Queue | None = None) -> queue.Queue:
+    """Read a streaming response in a thread; lines land in the returned queue."""
+    sink = sink or queue.Queue()
+
+    def run():
+        try:
+            with api.http.stream("GET", path, params=params, timeout=httpx.Timeout(120, read=120)) as response:
+                sink.put(("status", response.status_code))
+                for line in response.iter_lines():
+                    sink.put(("line", line))
+        except httpx.HTTPError as exc:
+            sink.put(("error", exc))
+        sink.put(("closed", None))
+
+    threading.Thread(target=run, daemon=True).start()
+    return sink
+
+
+def collect_until(sink: queue.Queue, predicate, timeout: float = 60) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            kind, value = sink.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if kind == "line":
+            lines.append(value)
+            if predicate(lines):
+                return lines
+        elif kind == "status":
+            assert value == 200, value
+        elif kind == "closed":
+            break
+    raise AssertionError(f"stream did not deliver what was expected; got {lines}")

@@ -413,14 +413,10 @@ def app_pods(app_id: str, session: SessionDep, settings: SettingsDep, caller: Vi
                 node=pod.get("spec", {}).get("nodeName"),
                 image=image,
                 image_digest=image_id.split("@", 1)[1] if "@" in image_id else None,
-                created_at=iso_from_k8s(created),
+                created_at=iso(created),
                 age_seconds=int((utcnow() - datetime.fromisoformat(created)).total_seconds()) if created else None,
                 reason=None if ready else (waiting.get("reason") or "not ready"),
             )
         )
     return out
-
-
-def iso_from_k8s(value: str | None) -> str | None:
-    return value.replace("+00:00", "Z") if value else None
 

@@ -76,10 +76,9 @@ async def upload_build(app_id: str, m: MutationDep, caller: Deployer, file: Anno
 
     try:
         return await m.once(caller, handle, body_digest=digest.hexdigest())
-    except BaseException:
+    finally:
         if not m.session.scalars(select(Build).where(Build.upload_path == str(target))).first():
             target.unlink(missing_ok=True)
-        raise
 
 
 @router.get(

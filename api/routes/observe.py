@@ -22,6 +22,7 @@ from api.deps import SessionDep, SettingsDep, Viewer
 from api.pagination import PageDep
 from api.routes.apps import app_namespace, app_pod_objects, load_app
 from conveyor import manifests
+from conveyor.ids import iso
 from conveyor.kube import api_client
 
 router = APIRouter(prefix="/apps/{app_id}", tags=["observe"])
@@ -163,14 +164,6 @@ class EventPublic(BaseModel):
     last_seen: str | None
 
 
-def _when(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return str(value)
-
-
 def app_events(settings, session, app) -> list[EventPublic]:
     namespace = app_namespace(session, app)
     slug = re.escape(app.slug)
@@ -198,8 +191,8 @@ def app_events(settings, session, app) -> list[EventPublic]:
                     message=event.message or "",
                     object=f"{obj.kind}/{obj.name}",
                     count=event.count or (event.series.count if event.series else 1) or 1,
-                    first_seen=_when(first),
-                    last_seen=_when(last),
+                    first_seen=iso(first),
+                    last_seen=iso(last),
                 ),
             )
         )

@@ -41,10 +41,10 @@ def in_flight(session: Session, app_id: str) -> list[Deployment]:
     )
 
 
-def ensure_default_project(session: Session, namespace: str) -> Project:
+def ensure_default_project(session: Session, settings) -> Project:
     project = session.get(Project, DEFAULT_PROJECT)
     if project is None:
-        project = Project(id=DEFAULT_PROJECT, name="default", namespace=namespace)
+        project = Project(id=DEFAULT_PROJECT, name="default", namespace=settings.project_namespace(DEFAULT_PROJECT))
         session.add(project)
         session.flush()
     return project

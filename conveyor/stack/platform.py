@@ -303,11 +303,10 @@ def bootstrap_admin_token(settings: Settings) -> bool:
     from conveyor import auth
     from conveyor.db.records import ensure_default_project
     from conveyor.db.session import session_scope
-    from conveyor.kube import namespace_for
 
     path = settings.admin_token_file
     with session_scope(settings.effective_database_url) as session:
-        ensure_default_project(session, namespace_for(settings, "proj_default"))
+        ensure_default_project(session, settings)
         if path.exists() and auth.find_token(session, path.read_text().strip()) is not None:
             return False
         token = auth.create_token(session, "proj_default", "admin", "admin")

@@ -16,8 +16,7 @@ from kubernetes import client
 
 from conveyor.kube import namespace_for
 from conveyor.stack import registry
-from tests.api.test_operate import collect_until, stream_lines
-from tests.helpers import eventually
+from tests.helpers import collect_until, eventually, stream_lines
 
 
 def tarball(files: dict[str, str], mode: str = "w:gz") -> bytes:

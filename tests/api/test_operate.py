@@ -6,56 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
-import time
 import uuid
 
-import httpx
 from temporalio.client import Client
 
 from conveyor.kube import namespace_for
 from conveyor.stack import cluster
-from tests.helpers import eventually
-
-
-def stream_lines(api, path: str, params: dict | None = None, sink: queue.Queue | None = None) -> queue.Queue:
-    """Read a streaming response in a thread; lines land in the returned queue."""
-    sink = sink or queue.Queue()
-
-    def run():
-        try:
-            with api.http.stream("GET", path, params=params, timeout=httpx.Timeout(120, read=120)) as response:
-                sink.put(("status", response.status_code))
-                for line in response.iter_lines():
-                    sink.put(("line", line))
-        except httpx.HTTPError as exc:
-            sink.put(("error", exc))
-        sink.put(("closed", None))
-
-    threading.Thread(target=run, daemon=True).start()
-    return sink
-
-
-def collect_until(sink: queue.Queue, predicate, timeout: float = 60) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            kind, value = sink.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if kind == "line":
-            lines.append(value)
-            if predicate(lines):
-                return lines
-        elif kind == "status":
-            assert value == 200, value
-        elif kind == "closed":
-            break
-    raise AssertionError(f"stream did not deliver what was expected; got {lines}")
+from tests.helpers import collect_until, eventually, stream_lines
 
 
 def test_logs_tail_and_follow_return_the_lines_kwok_serves(api, settings, deployed_app):
