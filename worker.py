@@ -16,7 +16,7 @@ from activities.kube import KubeActivities
 from activities.records import RecordActivities
 from activities.registry import RegistryActivities
 from conveyor import telemetry
-from conveyor.db.session import migrate
+from conveyor.db.session import configure_pool, migrate
 from conveyor.settings import Settings, get_settings
 from conveyor.temporal_client import connect
 from workflows.delete import DeleteAppWorkflow
@@ -62,7 +62,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 
 
 async def run(settings: Settings) -> None:
-    migrate(settings.effective_database_url)
+    configure_pool(settings.db_pool_size, settings.db_max_overflow)
+    await asyncio.to_thread(migrate, settings.effective_database_url)
     tracer = telemetry.tracer_provider("conveyor-worker", settings)
     client = await connect(settings, [telemetry.temporal_interceptor(tracer)])
     stop = asyncio.Event()

@@ -4,9 +4,11 @@ or an idempotent delete, so running an activity twice leaves the same state."""
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Iterator
 
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from temporalio import activity
@@ -26,17 +28,33 @@ def _raise_api_error(exc: ApiException, what: str) -> None:
     raise ApplicationError(f"{what}: Kubernetes answered {exc.status} {exc.reason}: {exc.body}", non_retryable=not retryable) from exc
 
 
+# A rollout wait reacts to every change of the Deployment at once (a watch);
+# between changes it wakes this often to heartbeat and look for stuck pods.
+WATCH_SLICE_SECONDS = 2
+
+
 class KubeActivities:
+    """One API client and one discovery cache per worker process."""
+
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._dynamic: DynamicClient | None = None
+        self._lock = threading.Lock()
 
     @property
     def api(self) -> client.ApiClient:
         return api_client(self.settings)
 
+    @property
+    def dynamic(self) -> DynamicClient:
+        with self._lock:
+            if self._dynamic is None:
+                self._dynamic = DynamicClient(self.api)
+            return self._dynamic
+
     @activity.defn(name="apply_manifests")
     def apply_manifests(self, request: ApplyInput) -> list[str]:
-        dynamic = DynamicClient(self.api)
+        dynamic = self.dynamic
         applied = []
         for obj in manifests.render(request.spec):
             resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
@@ -73,23 +91,61 @@ class KubeActivities:
                 return f"pod {pod.metadata.name}: {found[1]}"
         return None
 
+    def _deployment_changes(self, request: RolloutInput) -> Iterator[dict | None]:
+        """The Deployment as a dict now, then after each change; None when a
+        watch slice passed without one."""
+        apps = client.AppsV1Api(self.api)
+        while True:
+            try:
+                current = apps.read_namespaced_deployment(request.name, request.namespace)
+            except ApiException as exc:
+                _raise_api_error(exc, f"reading Deployment {request.name}")
+            obj = self.api.sanitize_for_serialization(current)
+            yield obj
+            version = obj["metadata"]["resourceVersion"]
+            while version is not None:
+                stream = watch.Watch().stream(
+                    apps.list_namespaced_deployment,
+                    request.namespace,
+                    field_selector=f"metadata.name={request.name}",
+                    resource_version=version,
+                    timeout_seconds=WATCH_SLICE_SECONDS,
+                    _request_timeout=WATCH_SLICE_SECONDS + 10,
+                )
+                changed = False
+                try:
+                    for event in stream:
+                        if event["type"] == "ERROR":
+                            version = None  # too old (410 Gone): read again
+                            break
+                        obj = event["raw_object"]
+                        version = obj["metadata"]["resourceVersion"]
+                        changed = True
+                        yield obj
+                except ApiException as exc:
+                    if exc.status == 410:
+                        version = None
+                    else:
+                        _raise_api_error(exc, f"watching Deployment {request.name}")
+                if not changed and version is not None:
+                    yield None
+
     @activity.defn(name="wait_for_rollout")
     def wait_for_rollout(self, request: RolloutInput) -> RolloutResult:
         """Wait until the Deployment is rolled out, heartbeating its progress."""
-        apps = client.AppsV1Api(self.api)
         info = activity.info()
         # A retried attempt keeps the original start, so the deadline holds.
         started_wall = float(info.heartbeat_details[0]) if info.heartbeat_details else time.time()
         stuck_after = min(request.stuck_seconds, request.deadline_seconds)
         first_seen: dict[str, float] = {}
-        while True:
+        state = None
+        next_pod_check = time.monotonic() + WATCH_SLICE_SECONDS
+        for obj in self._deployment_changes(request):
             if activity.is_cancelled():
                 raise CancelledError("rollout wait cancelled")
-            try:
-                obj = apps.read_namespaced_deployment(request.name, request.namespace)
-            except ApiException as exc:
-                _raise_api_error(exc, f"reading Deployment {request.name}")
-            state = rollout.deployment_state(self.api.sanitize_for_serialization(obj))
+            if obj is not None:
+                state = rollout.deployment_state(obj)
+            assert state is not None
             activity.heartbeat(started_wall, state.message, state.ready, state.desired)
             if state.done:
                 return RolloutResult(ready_replicas=state.ready, desired_replicas=state.desired, message=state.message)
@@ -98,9 +154,11 @@ class KubeActivities:
                 stuck = self._stuck_pod(request, first_seen, 0)
                 message = f"{state.message}; {stuck}" if stuck else state.message
                 raise ApplicationError(message, non_retryable=True, type="RolloutFailed")
-            stuck = self._stuck_pod(request, first_seen, stuck_after)
-            if stuck:
-                raise ApplicationError(stuck, non_retryable=True, type="RolloutFailed")
+            if time.monotonic() >= next_pod_check:
+                next_pod_check = time.monotonic() + WATCH_SLICE_SECONDS
+                stuck = self._stuck_pod(request, first_seen, stuck_after)
+                if stuck:
+                    raise ApplicationError(stuck, non_retryable=True, type="RolloutFailed")
             # The Deployment's own deadline only counts while it makes no
             # progress; this one bounds the whole wait.
             if time.time() - started_wall > request.deadline_seconds + 5:
@@ -109,7 +167,7 @@ class KubeActivities:
                     non_retryable=True,
                     type="RolloutFailed",
                 )
-            time.sleep(1.0)
+        raise AssertionError("the change stream never ends")
 
     @activity.defn(name="scale_deployment")
     def scale_deployment(self, request: ScaleInput) -> int:

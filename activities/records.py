@@ -3,7 +3,7 @@ safe to run twice (a repeated call finds the state already written)."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -69,6 +69,14 @@ class RecordActivities:
             dep = self._deployment(session, request.deployment_id)
             app = dep.app
             project = session.get(Project, app.project_id)
+            overtaken = self._overtaken_by(session, dep)
+            if dep.status in ("queued", "pending") and overtaken is not None:
+                # Handed to the lane after a later request that has rolled out
+                # already (two API replicas, or a hand-off retried after a
+                # crash): running it now would put older code back.
+                dep.status, dep.finished_at = "cancelled", utcnow()
+                dep.reason = f"deployment v{overtaken.number}, requested later, was rolled out first"
+                add_audit(session, app, f"{dep.operation}_cancelled", "system", f"Skipped deployment v{dep.number}: {dep.reason}", dep.id)
             if dep.status in ("queued", "pending"):
                 dep.status = "deploying"
                 dep.started_at = utcnow()
@@ -92,6 +100,16 @@ class RecordActivities:
                 previous=release_spec(app, project, previous, self.settings, replicas) if previous else None,
                 build=build,
             )
+
+    @staticmethod
+    def _overtaken_by(session, dep: Deployment) -> Deployment | None:
+        return session.scalars(
+            select(Deployment).where(
+                Deployment.app_id == dep.app_id,
+                Deployment.number > dep.number,
+                Deployment.status.in_(("active", "superseded")),
+            )
+        ).first()
 
     def _build_plan(self, session, app: App, dep: Deployment) -> BuildPlan:
         build = session.get(Build, dep.build_id) if dep.build_id else None
@@ -131,6 +149,8 @@ class RecordActivities:
     def finish_deployment(self, request: FinishDeploymentInput) -> str:
         with session_scope(self.url) as session:
             dep = self._deployment(session, request.deployment_id)
+            if request.image_ref and not dep.image_ref:
+                dep.image_ref, dep.image_digest = request.image_ref, request.image_digest
             if dep.status in TERMINAL:
                 return dep.status
             app = dep.app
@@ -177,6 +197,7 @@ class RecordActivities:
                 slug=app.slug,
                 namespace=project.namespace,
                 progress_deadline_seconds=app.progress_deadline_seconds,
+                replicas=app.replicas,
             )
 
     @activity.defn(name="record_scale")

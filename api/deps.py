@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Iterator
+from typing import Annotated, Any, Callable, Iterator, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from temporalio.client import Client
 
 from conveyor import auth
-from conveyor.db.session import session_factory
+from conveyor.db.session import read_scope
 from conveyor.settings import Settings
 from conveyor.temporal_client import connect
 
@@ -24,14 +25,27 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_db(settings: SettingsDep) -> Iterator[Session]:
-    session = session_factory(settings.effective_database_url)()
-    try:
+    """A read session for plain `def` routes (FastAPI runs them in its thread pool)."""
+    with read_scope(settings.effective_database_url) as session:
         yield session
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
+
+T = TypeVar("T")
+
+
+async def read_off_loop(settings: Settings, work: Callable[..., T], *args: Any) -> T:
+    """Run `work(session, *args)` in a short read session on the thread pool.
+
+    For `async` routes: nothing touches the database on the event loop, and no
+    transaction stays open while the route awaits Temporal or Kubernetes."""
+
+    def run() -> T:
+        with read_scope(settings.effective_database_url) as session:
+            return work(session, *args)
+
+    return await run_in_threadpool(run)
 
 
 class TemporalConnector:
@@ -43,16 +57,22 @@ class TemporalConnector:
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Client:
+    async def client(self) -> Client:
+        """The shared client; raises when Temporal cannot be reached yet."""
+        if self._client is not None:
+            return self._client
         async with self._lock:
             if self._client is None:
-                try:
-                    self._client = await connect(self.settings, self.interceptors)
-                except Exception as exc:  # noqa: BLE001
-                    raise HTTPException(
-                        status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal at {self.settings.temporal_address} is unreachable: {exc}"
-                    ) from exc
+                self._client = await connect(self.settings, self.interceptors)
             return self._client
+
+    async def get(self) -> Client:
+        try:
+            return await self.client()
+        except Exception as exc:  # noqa: BLE001
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal at {self.settings.temporal_address} is unreachable: {exc}"
+            ) from exc
 
 
 async def get_temporal(request: Request) -> Client:
@@ -70,17 +90,19 @@ class Caller:
     project_id: str
 
 
-def get_caller(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Caller:
+def get_caller(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> Caller:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing Authorization: Bearer <token> header",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    token = auth.find_token(session, authorization[7:].strip())
-    if token is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
-    return Caller(token_id=token.id, name=token.name, role=token.role, project_id=token.project_id)
+    # Its own short read: the caller's identity must not keep a transaction open.
+    with read_scope(settings.effective_database_url) as session:
+        token = auth.find_token(session, authorization[7:].strip())
+        if token is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        return Caller(token_id=token.id, name=token.name, role=token.role, project_id=token.project_id)
 
 
 def require(role: str):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from contextlib import asynccontextmanager
+
+from anyio import to_thread
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,8 +19,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from api import metrics
 from api.deps import TemporalConnector
 from api.routes import apps, audit, builds, deployments, observe
-from conveyor.db.records import ensure_default_project
-from conveyor.db.session import migrate, session_scope
+from api.operations import HandoffReconciler
+from conveyor.db.records import ensure_default_project, handoff_backlog
+from conveyor.db.session import configure_pool, migrate, session_scope
 from conveyor import telemetry
 from conveyor.settings import Settings, get_settings
 
@@ -28,12 +33,23 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     settings = settings or get_settings()
     tracer = tracer or telemetry.tracer_provider("conveyor-api", settings)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    def prepare_database() -> None:
+        configure_pool(settings.db_pool_size, settings.db_max_overflow)
         migrate(settings.effective_database_url)
         with session_scope(settings.effective_database_url) as session:
             ensure_default_project(session, settings)
-        yield
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        await to_thread.run_sync(prepare_database)
+        reconciler = asyncio.create_task(app.state.handoff.run_forever(), name="handoff-reconciler")
+        try:
+            yield
+        finally:
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
 
     app = FastAPI(
         title="Conveyor",
@@ -43,6 +59,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     )
     app.state.settings = settings
     app.state.temporal = TemporalConnector(settings, [telemetry.temporal_interceptor(tracer)])
+    app.state.handoff = HandoffReconciler(settings, app.state.temporal)
     metrics.install(app, settings, API_PREFIX)
 
     @app.middleware("http")
@@ -62,9 +79,30 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness")
-    def healthz() -> dict:
+    @app.get("/healthz", tags=["health"], summary="Liveness: answers from the event loop alone")
+    async def healthz() -> dict:
         return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: the database answers, Temporal is reachable, and how many operations wait for hand-off",
+        responses={503: {"description": "the database or Temporal is unreachable"}},
+    )
+    async def readyz() -> JSONResponse:
+        checks: dict = {}
+        try:
+            checks["handoff_backlog"] = await to_thread.run_sync(handoff_backlog, settings)
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            await app.state.temporal.client()
+            checks["temporal"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["temporal"] = f"unreachable: {type(exc).__name__}"
+        ready = checks["database"] == "ok" and checks["temporal"] == "ok"
+        return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
 
     for router in (apps.router, deployments.router, audit.router, observe.router, builds.router):
         app.include_router(router, prefix=API_PREFIX)

@@ -1,34 +1,60 @@
-"""Record intent and hand it to the app's lane workflow.
+"""Record intent, then hand it to the app's lane workflow.
 
-The API never touches the cluster: it writes the deployment row, starts (or
-signals) the lane, and commits only when Temporal has accepted the operation,
-so a rejected request leaves nothing half-written.
+The hand-off is a transactional outbox:
+
+1. One short write transaction (in a worker thread, never on the event loop)
+   checks the request, writes its rows and a `handoffs` row per operation,
+   and commits. Nothing reaches Temporal before that commit, and no
+   transaction is open while Temporal is called.
+2. The operation is then signalled to the app's lane (signal-with-start,
+   deterministic workflow ids) and its `handoffs` row is deleted.
+3. If the process dies between 1 and 2, or Temporal is away, the row stays;
+   the reconciler (`HandoffReconciler`, running in every API process) hands it
+   off again. A second hand-off never runs an operation twice: the lane
+   ignores an operation it holds already, and an operation whose workflow
+   exists is only crossed off.
+
+So a `202` means the operation is committed and will run; an error means
+nothing was written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Annotated, Any, Awaitable, Callable
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any, Callable
 
-from fastapi import Depends, Header, HTTPException, Request, status
-from opentelemetry import propagate
+from fastapi import Depends, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select
+from opentelemetry import propagate
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Caller, SessionDep, SettingsDep, TemporalDep
+from api.deps import Caller, SettingsDep, TemporalConnector
 from api.serializers import deployment_public
-from conveyor.db.models import App, Deployment, IdempotencyRecord
+from conveyor.db.models import App, Deployment, Handoff, IdempotencyRecord
 from conveyor.db.records import in_flight
+from conveyor.db.session import read_scope, session_scope
 from conveyor.ids import new_id, utcnow
 from conveyor.payloads import LaneInput, Operation
 from conveyor.settings import Settings
 from workflows.lane import AppLaneWorkflow
+
+log = logging.getLogger("conveyor.handoff")
+# How long one signal-with-start may take before the reconciler takes over,
+# and how long a request waits for its hand-off before answering anyway.
+HANDOFF_RPC_TIMEOUT = timedelta(seconds=5)
+HANDOFF_WAIT_SECONDS = 10.0
 
 
 def lane_id(app_id: str) -> str:
@@ -94,78 +120,117 @@ def deployment_operation(app: App, dep: Deployment, caller: Caller) -> Operation
     )
 
 
-async def enqueue(client: Client, settings: Settings, app: App, op: Operation) -> None:
+def lane_attributes(app_id: str, project_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SearchAttributeKey.for_keyword("AppId"), app_id),
+            SearchAttributePair(SearchAttributeKey.for_keyword("ProjectId"), project_id),
+            SearchAttributePair(SearchAttributeKey.for_keyword("Operation"), "lane"),
+        ]
+    )
+
+
+async def signal_lane(client: Client, settings: Settings, op: Operation) -> None:
     """Signal-with-start the app's lane: it runs operations one at a time, in order."""
-    propagate.inject(op.trace_context)
-    try:
-        await client.start_workflow(
-            AppLaneWorkflow.run,
-            LaneInput(app_id=app.id, project_id=app.project_id),
-            id=lane_id(app.id),
-            task_queue=settings.temporal_task_queue,
-            start_signal="enqueue",
-            start_signal_args=[op],
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SearchAttributeKey.for_keyword("AppId"), app.id),
-                    SearchAttributePair(SearchAttributeKey.for_keyword("ProjectId"), app.project_id),
-                    SearchAttributePair(SearchAttributeKey.for_keyword("Operation"), "lane"),
-                ]
-            ),
-            static_summary=f"operations of app {app.name} ({app.id}), one at a time",
+    await client.start_workflow(
+        AppLaneWorkflow.run,
+        LaneInput(app_id=op.app_id, project_id=op.project_id),
+        id=lane_id(op.app_id),
+        task_queue=settings.temporal_task_queue,
+        start_signal="enqueue",
+        start_signal_args=[op],
+        search_attributes=lane_attributes(op.app_id, op.project_id),
+        static_summary=f"operations of app {op.app_id}, one at a time",
+        rpc_timeout=HANDOFF_RPC_TIMEOUT,
+    )
+
+
+def _crossed_off(url: str, workflow_ids: list[str]) -> None:
+    with session_scope(url) as session:
+        session.execute(delete(Handoff).where(Handoff.workflow_id.in_(workflow_ids)))
+
+
+def _note_failure(url: str, workflow_id: str, error: str) -> None:
+    with session_scope(url) as session:
+        session.execute(
+            update(Handoff)
+            .where(Handoff.workflow_id == workflow_id)
+            .values(attempts=Handoff.attempts + 1, last_error=error[:2000])
         )
-    except Exception as exc:  # noqa: BLE001 - any failure here means nothing was started
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"could not hand the operation to Temporal, nothing was changed: {exc}"
-        ) from exc
 
 
-async def idempotent(
-    request: Request,
-    session: Session,
-    caller: Caller,
-    key: str | None,
-    handler: Callable[[], Awaitable[tuple[int, Any]]],
-    body_digest: str | None = None,
-) -> JSONResponse:
-    """Run `handler` once per Idempotency-Key; a repeat returns the first answer.
+class HandoffReconciler:
+    """Hands committed operations to Temporal: right after the request, and
+    again in the background for whatever a crash or an outage left behind."""
 
-    `body_digest` stands for the body when it was consumed already (uploads)."""
-    if key is not None and not (1 <= len(key) <= 255):
-        raise HTTPException(422, [{"loc": ["header", "Idempotency-Key"], "msg": "must be 1 to 255 characters", "type": "value_error"}])
-    body = body_digest.encode() if body_digest is not None else await request.body()
-    fingerprint = hashlib.sha256(b"\n".join([request.method.encode(), request.url.path.encode(), body])).hexdigest()
-    if key is not None:
-        found = session.scalars(
-            select(IdempotencyRecord).where(IdempotencyRecord.project_id == caller.project_id, IdempotencyRecord.key == key)
-        ).first()
-        if found is not None:
-            if found.request_fingerprint != fingerprint:
-                raise HTTPException(
-                    422,
-                    [{"loc": ["header", "Idempotency-Key"], "msg": "this key was used for a different request", "type": "value_error"}],
-                )
-            return JSONResponse(found.body, status_code=found.status_code, headers={"Idempotent-Replayed": "true"})
-    try:
-        record = None
-        if key is not None:
-            # Claim the key before doing anything: a concurrent twin blocks or fails here.
-            record = IdempotencyRecord(
-                project_id=caller.project_id, key=key, request_fingerprint=fingerprint, status_code=0, body={}, created_at=utcnow()
-            )
-            session.add(record)
-            session.flush()
-        code, body = await handler()
-        if record is not None:
-            record.status_code, record.body = code, body
-        session.commit()
-    except IntegrityError as exc:
-        session.rollback()
-        raise HTTPException(409, "a concurrent request with the same Idempotency-Key or name won the race; retry") from exc
-    except BaseException:
-        session.rollback()
-        raise
-    return JSONResponse(json.loads(json.dumps(body)), status_code=code)
+    def __init__(self, settings: Settings, temporal: TemporalConnector):
+        self.settings = settings
+        self.temporal = temporal
+        self.url = settings.effective_database_url
+
+    async def deliver(self, ops: list[Operation]) -> list[str]:
+        """Signal each operation to its lane; returns the workflow ids handed off."""
+        delivered = []
+        for op in ops:
+            try:
+                client = await self.temporal.client()
+                await signal_lane(client, self.settings, op)
+            except Exception as exc:  # noqa: BLE001 - the row stays; the reconciler retries
+                log.warning("hand-off of %s to Temporal failed, will retry: %s", op.workflow_id, exc)
+                await run_in_threadpool(_note_failure, self.url, op.workflow_id, str(exc))
+                continue
+            delivered.append(op.workflow_id)
+        if delivered:
+            await run_in_threadpool(_crossed_off, self.url, delivered)
+        return delivered
+
+    def _left_behind(self) -> list[Operation]:
+        cutoff = utcnow() - timedelta(seconds=self.settings.handoff_grace_seconds)
+        with read_scope(self.url) as session:
+            rows = session.scalars(
+                select(Handoff).where(Handoff.created_at < cutoff).order_by(Handoff.created_at).limit(200)
+            ).all()
+            return [Operation.model_validate(row.operation) for row in rows]
+
+    async def _started(self, client: Client, workflow_id: str) -> bool:
+        try:
+            await client.get_workflow_handle(workflow_id).describe(rpc_timeout=HANDOFF_RPC_TIMEOUT)
+            return True
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+
+    async def reconcile(self) -> int:
+        """One pass: hand off every operation committed more than the grace period ago."""
+        ops = await run_in_threadpool(self._left_behind)
+        if not ops:
+            return 0
+        client = await self.temporal.client()
+        pending, started = [], []
+        for op in ops:
+            # Its workflow exists: the lane had it; only the crossing-off was lost.
+            (started if await self._started(client, op.workflow_id) else pending).append(op)
+        if started:
+            await run_in_threadpool(_crossed_off, self.url, [op.workflow_id for op in started])
+        delivered = await self.deliver(pending)
+        if pending:
+            log.info("reconciler handed off %d of %d left-behind operations", len(delivered), len(pending))
+        return len(started) + len(delivered)
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.handoff_interval_seconds)
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Temporal or the database away: next round
+                log.warning("hand-off reconciler: %s", exc)
+
+
+def _unprocessable_key(message: str) -> HTTPException:
+    return HTTPException(422, [{"loc": ["header", "Idempotency-Key"], "msg": message, "type": "value_error"}])
 
 
 IdempotencyKey = Annotated[
@@ -174,38 +239,91 @@ IdempotencyKey = Annotated[
 
 
 @dataclass
+class Outcome:
+    status_code: int
+    body: Any
+    operations: list[Operation] = field(default_factory=list)
+    replayed: bool = False
+
+
+@dataclass
 class Mutation:
-    """What every mutating route needs: the request, a session, Temporal and the key."""
+    """One mutating request: its transaction, the operations it queues, the hand-off.
+
+    Route handlers are plain functions run in a worker thread with `session`
+    open; they call `release` / `queue`, and return (status, body)."""
 
     request: Request
-    session: Session
     settings: Settings
-    temporal: Client
+    handoff: HandoffReconciler
     idempotency_key: str | None
+    caller: Caller | None = None
+    session: Session = None  # type: ignore[assignment]  # set while a handler runs
+    _queued: list[Operation] = field(default_factory=list)
 
-    async def once(
-        self, caller: Caller, handler: Callable[[], Awaitable[tuple[int, Any]]], body_digest: str | None = None
-    ) -> JSONResponse:
-        return await idempotent(self.request, self.session, caller, self.idempotency_key, handler, body_digest)
+    async def once(self, caller: Caller, handler: Callable[[], tuple[int, Any]], body_digest: str | None = None) -> JSONResponse:
+        """Run `handler` in one transaction, once per Idempotency-Key; then hand off what it queued."""
+        key = self.idempotency_key
+        if key is not None and not (1 <= len(key) <= 255):
+            raise _unprocessable_key("must be 1 to 255 characters")
+        body = body_digest.encode() if body_digest is not None else await self.request.body()
+        fingerprint = hashlib.sha256(b"\n".join([self.request.method.encode(), self.request.url.path.encode(), body])).hexdigest()
+        self.caller = caller
+        outcome = await run_in_threadpool(self._transact, caller, fingerprint, handler)
+        if outcome.operations:
+            # Committed: the answer does not wait on a slow Temporal for long;
+            # whatever is not delivered by then is the reconciler's.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.handoff.deliver(outcome.operations), HANDOFF_WAIT_SECONDS)
+        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+        return JSONResponse(json.loads(json.dumps(outcome.body)), status_code=outcome.status_code, headers=headers)
 
-    async def start(self, app: App, op: Operation) -> None:
-        await enqueue(self.temporal, self.settings, app, op)
+    def _transact(self, caller: Caller, fingerprint: str, handler: Callable[[], tuple[int, Any]]) -> Outcome:
+        key = self.idempotency_key
+        try:
+            with session_scope(self.settings.effective_database_url) as session:
+                self.session, self._queued = session, []
+                record = None
+                if key is not None:
+                    found = session.scalars(
+                        select(IdempotencyRecord).where(
+                            IdempotencyRecord.project_id == caller.project_id, IdempotencyRecord.key == key
+                        )
+                    ).first()
+                    if found is not None:
+                        if found.request_fingerprint != fingerprint:
+                            raise _unprocessable_key("this key was used for a different request")
+                        return Outcome(found.status_code, found.body, replayed=True)
+                    record = IdempotencyRecord(
+                        project_id=caller.project_id, key=key, request_fingerprint=fingerprint, status_code=0, body={}, created_at=utcnow()
+                    )
+                    session.add(record)
+                code, body = handler()
+                if record is not None:
+                    record.status_code, record.body = code, body
+                session.flush()
+                return Outcome(code, body, list(self._queued))
+        except IntegrityError as exc:
+            raise HTTPException(409, "a concurrent request with the same Idempotency-Key or name won the race; retry") from exc
+        finally:
+            self.session = None  # type: ignore[assignment]
 
-    async def release(self, app: App, caller: Caller, operation: str, **snapshot: Any) -> tuple[int, dict]:
+    def queue(self, op: Operation) -> None:
+        """Commit `op` with this request's rows; it is handed to Temporal after the commit."""
+        propagate.inject(op.trace_context)
+        self.session.add(Handoff(workflow_id=op.workflow_id, app_id=op.app_id, operation=op.model_dump(), created_at=utcnow()))
+        self._queued.append(op)
+
+    def release(self, app: App, operation: str, **snapshot: Any) -> tuple[int, dict]:
         """Record a new deployment and queue it on the app's lane: (202, its record)."""
-        dep = new_deployment(self.session, app, caller, operation, **snapshot)
-        await self.start(app, deployment_operation(app, dep, caller))
+        assert self.caller is not None
+        dep = new_deployment(self.session, app, self.caller, operation, **snapshot)
+        self.queue(deployment_operation(app, dep, self.caller))
         return 202, deployment_public(dep).model_dump()
 
 
-def get_mutation(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Mutation:
-    return Mutation(request, session, settings, temporal, idempotency_key)
+def get_mutation(request: Request, settings: SettingsDep, idempotency_key: IdempotencyKey = None) -> Mutation:
+    return Mutation(request, settings, request.app.state.handoff, idempotency_key)
 
 
 MutationDep = Annotated[Mutation, Depends(get_mutation)]

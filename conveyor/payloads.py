@@ -121,6 +121,9 @@ class FinishDeploymentInput(BaseModel):
     status: str  # active | failed | cancelled
     reason: str | None = None
     user: str = "system"
+    # The digest the tag resolved to, when this deployment resolved one.
+    image_ref: str | None = None
+    image_digest: str | None = None
 
 
 class ScaleInput(BaseModel):
@@ -149,6 +152,9 @@ class AppTarget(BaseModel):
     slug: str
     namespace: str
     progress_deadline_seconds: int
+    # The app's replica count now: the last scale request wins, whatever
+    # order the lane received the requests in.
+    replicas: int | None = None
 
 
 class DeleteResourcesInput(BaseModel):

@@ -49,9 +49,20 @@ class Settings(BaseSettings):
     # postgresql+psycopg://user:pass@host/db).
     database_url: str | None = None
 
+    # PostgreSQL connection pool of each API or worker process. The API's
+    # thread pool (`api_threads`) should not exceed pool size + overflow.
+    db_pool_size: int = 10
+    db_max_overflow: int = 30
+
     # API and apps
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Threads that run the API's database work (and plain `def` routes).
+    api_threads: int = 40
+    # Operations committed but not handed to Temporal this long (a crash, or
+    # Temporal away) are handed off by the reconciler, which looks this often.
+    handoff_grace_seconds: float = 5.0
+    handoff_interval_seconds: float = 2.0
     base_domain: str = "apps.localhost"
     max_replicas: int = 50
     default_progress_deadline_seconds: int = 600

@@ -1,94 +1,318 @@
 """Measure the local platform and print the figures.
 
-    uv run python scripts/benchmark.py [--cold-build]
+    uv run python scripts/benchmark.py [--cold-build] [--skip-load] [--runs 7] [--crowds 50,200]
 
+Platform figures:
 - warm `conveyor up` (every part stopped, binaries cached) until all answer;
-- a 3-replica Deployment applied with the kubernetes client until Available;
-- an app created through the API until its deployment is active (3 replicas);
 - the stack's resident memory, per part and in total;
 - with --cold-build: building every binary into an empty cache and Go module
   cache (takes minutes, needs the Go module proxy).
+
+Control plane under load (against the alternative a user has, kubectl, on the
+same cluster):
+- single deploy: `POST /apps` (3 replicas) until `active`, against
+  `kubectl apply -f` + `kubectl rollout status` of the same Deployment;
+  interleaved runs, medians and their ratio;
+- N concurrent deploys of distinct apps (1 replica each, so that the
+  simulated nodes hold every pod) against N concurrent kubectl runs: wall
+  time until all are active, ratio, 5xx count, p99 of `/healthz` and
+  `GET /apps` during the largest run, peak RSS of the API and the worker;
+- 10,000 apps (rows written straight into the database, in a project of
+  their own): p99 of `GET /apps?limit=50` and of the whole list.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 from kubernetes import client, config
 
-from conveyor.settings import get_settings
+from conveyor import auth
+from conveyor.db.models import ApiToken, App, Project
+from conveyor.db.session import session_scope
+from conveyor.ids import new_id, utcnow
+from conveyor.settings import Settings, get_settings
+from conveyor.stack import binaries
 from conveyor.stack.platform import Platform, format_bytes
+from conveyor.stack.processes import rss_bytes
+
+IMAGE = "127.0.0.1:5000/demo/web:v1"
+ROWS: list[tuple[str, str]] = []
+
+
+def row(label: str, figure: str) -> None:
+    ROWS.append((label, figure))
+    print(f"{label:<62} {figure}", flush=True)
 
 
 def timed(label: str, fn) -> float:
     started = time.monotonic()
     fn()
     elapsed = time.monotonic() - started
-    print(f"{label:<52} {elapsed:8.2f} s", flush=True)
+    row(label, f"{elapsed:.2f} s")
     return elapsed
 
 
-def wait(check, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise TimeoutError("condition not met")
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
 
 
-def deployment_available(settings) -> None:
-    api = config.new_client_from_config(config_file=str(settings.effective_kubeconfig))
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    namespace = f"bench-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    labels = {"app": "bench"}
-    body = client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="bench"),
-        spec=client.V1DeploymentSpec(
-            replicas=3,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="127.0.0.1:5000/demo/web:v1")]),
-            ),
-        ),
-    )
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
 
-    def run():
-        apps.create_namespaced_deployment(namespace, body)
-        wait(lambda: (apps.read_namespaced_deployment("bench", namespace).status.available_replicas or 0) == 3)
 
+# -- kubectl, the baseline ------------------------------------------------------------------
+
+
+def deployment_yaml(namespace: str, name: str, replicas: int) -> str:
+    """The Deployment Conveyor would apply for the app, as a user would write it."""
+    return f"""apiVersion: v1
+kind: Namespace
+metadata: {{name: {namespace}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 25%, maxUnavailable: 0}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: web
+        image: {IMAGE}
+        ports: [{{containerPort: 8080}}]
+        env: [{{name: PORT, value: "8080"}}]
+"""
+
+
+class Kubectl:
+    def __init__(self, settings: Settings, workdir: Path):
+        self.binary = str(binaries.bin_dir() / "kubectl")
+        self.kubeconfig = str(settings.effective_kubeconfig)
+        self.workdir = workdir
+        self.namespaces: list[str] = []
+
+    def _manifest(self, replicas: int) -> tuple[str, str, Path]:
+        namespace, name = f"bench-{uuid.uuid4().hex[:8]}", "web"
+        path = self.workdir / f"{namespace}.yaml"
+        path.write_text(deployment_yaml(namespace, name, replicas))
+        self.namespaces.append(namespace)
+        return namespace, name, path
+
+    def _commands(self, namespace: str, name: str, path: Path) -> list[list[str]]:
+        base = [self.binary, "--kubeconfig", self.kubeconfig]
+        return [
+            [*base, "apply", "-f", str(path)],
+            [*base, "rollout", "status", f"deployment/{name}", "-n", namespace, "--timeout=600s"],
+        ]
+
+    def deploy(self, replicas: int) -> float:
+        namespace, name, path = self._manifest(replicas)
+        started = time.monotonic()
+        for cmd in self._commands(namespace, name, path):
+            subprocess.run(cmd, check=True, capture_output=True)
+        return time.monotonic() - started
+
+    async def deploy_many(self, count: int, replicas: int) -> float:
+        jobs = [self._manifest(replicas) for _ in range(count)]
+
+        async def one(namespace: str, name: str, path: Path) -> None:
+            for cmd in self._commands(namespace, name, path):
+                proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                _out, err = await proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{cmd[3]} failed: {err.decode()[-300:]}")
+
+        started = time.monotonic()
+        await asyncio.gather(*(one(*job) for job in jobs))
+        return time.monotonic() - started
+
+    def clean(self) -> None:
+        if self.namespaces:
+            base = [self.binary, "--kubeconfig", self.kubeconfig]
+            subprocess.run([*base, "delete", "namespace", "--wait=true", *self.namespaces], capture_output=True, check=False)
+            self.namespaces = []
+
+
+# -- Conveyor -------------------------------------------------------------------------------
+
+
+class Conveyor:
+    def __init__(self, settings: Settings, token: str):
+        self.base = settings.api_url
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.http = httpx.Client(base_url=f"{self.base}/api/v1", headers=self.headers, timeout=60)
+        self.apps: list[str] = []
+
+    def deploy(self, replicas: int) -> float:
+        started = time.monotonic()
+        response = self.http.post("/apps", json={"name": f"bench-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": replicas})
+        response.raise_for_status()
+        app_id = response.json()["id"]
+        self.apps.append(app_id)
+        while True:
+            status = self.http.get(f"/apps/{app_id}").json()["status"]
+            if status == "running":
+                return time.monotonic() - started
+            if status in ("failed", "stopped"):
+                raise RuntimeError(f"app {app_id} ended {status}")
+            time.sleep(0.02)
+
+    async def deploy_many(self, count: int, replicas: int, probes: dict[str, list[float]]) -> tuple[float, int]:
+        """(wall time until every app runs, 5xx answers seen)."""
+        errors = 0
+        async with httpx.AsyncClient(base_url=self.base, headers=self.headers, timeout=300) as http:
+            done = asyncio.Event()
+
+            async def probe(path: str, params: dict | None = None) -> None:
+                nonlocal errors
+                while not done.is_set():
+                    started = time.monotonic()
+                    response = await http.get(path, params=params)
+                    probes.setdefault(path, []).append(time.monotonic() - started)
+                    errors += response.status_code >= 500
+                    await asyncio.sleep(0.1)
+
+            async def one(i: int) -> str:
+                nonlocal errors
+                response = await http.post(
+                    "/api/v1/apps", json={"name": f"crowd-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": replicas}
+                )
+                errors += response.status_code >= 500
+                response.raise_for_status()
+                return response.json()["id"]
+
+            probers = [asyncio.create_task(probe("/healthz")), asyncio.create_task(probe("/api/v1/apps", {"limit": 50}))]
+            started = time.monotonic()
+            ids = await asyncio.gather(*(one(i) for i in range(count)))
+            self.apps += ids
+            waiting = set(ids)
+            while waiting:
+                await asyncio.sleep(0.25)
+                response = await http.get("/api/v1/apps")
+                errors += response.status_code >= 500
+                statuses = {a["id"]: a["status"] for a in response.json()} if response.status_code == 200 else {}
+                broken = [i for i in waiting if statuses.get(i) in ("failed", "stopped")]
+                if broken:
+                    raise RuntimeError(f"{len(broken)} apps failed to deploy")
+                waiting = {i for i in waiting if statuses.get(i) != "running"}
+            wall = time.monotonic() - started
+            done.set()
+            await asyncio.gather(*probers)
+        return wall, errors
+
+    def clean(self) -> None:
+        for app_id in self.apps:
+            self.http.delete(f"/apps/{app_id}")
+        deadline = time.monotonic() + 300
+        while self.apps and time.monotonic() < deadline:
+            left = {a["id"] for a in self.http.get("/apps").json()}
+            self.apps = [a for a in self.apps if a in left]
+            time.sleep(1)
+
+
+@contextmanager
+def peak_rss(pids: dict[str, int]):
+    """Samples the resident memory of each process every 200 ms; yields the peaks."""
+    peaks = dict.fromkeys(pids, 0)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for name, pid in pids.items():
+                peaks[name] = max(peaks[name], rss_bytes(pid))
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
     try:
-        timed("3-replica Deployment applied -> Available", run)
+        yield peaks
     finally:
-        core.delete_namespace(namespace)
+        stop.set()
+        thread.join()
 
 
-def api_deploy(settings) -> None:
-    token = settings.admin_token_file.read_text().strip()
-    http = httpx.Client(base_url=f"{settings.api_url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    holder = {}
+def single_deploys(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
+    # One untimed round of each warms the caches (discovery, connections).
+    conveyor.deploy(3)
+    kubectl.deploy(3)
+    ours, theirs = [], []
+    for _ in range(runs):
+        theirs.append(kubectl.deploy(3))
+        ours.append(conveyor.deploy(3))
+    a, b = statistics.median(ours), statistics.median(theirs)
+    row(f"single deploy, 3 replicas: kubectl apply + rollout status (median of {runs})", f"{b:.2f} s")
+    row(f"single deploy, 3 replicas: POST /apps -> active (median of {runs})", f"{a:.2f} s")
+    row("single deploy: Conveyor / kubectl", f"{a / b:.2f}x")
 
-    def run():
-        app = http.post("/apps", json={"name": f"bench-{uuid.uuid4().hex[:6]}", "image_url": "127.0.0.1:5000/demo/web:v1", "replicas": 3}).json()
-        holder["app"] = app
 
-        def active():
-            deps = http.get(f"/apps/{app['id']}/deployments").json()
-            return deps and deps[0]["status"] == "active"
+def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: Kubectl, sizes: list[int]) -> None:
+    pids = {p["name"]: p["pid"] for p in platform.status()["parts"] if p["name"] in ("api", "worker") and p.get("pid")}
+    for size in sizes:
+        theirs = asyncio.run(kubectl.deploy_many(size, 1))
+        kubectl.clean()
+        probes: dict[str, list[float]] = {}
+        with peak_rss(pids) as peaks:
+            ours, errors = asyncio.run(conveyor.deploy_many(size, 1, probes))
+        conveyor.clean()
+        row(f"{size} concurrent deploys: kubectl wall time", f"{theirs:.1f} s")
+        row(f"{size} concurrent deploys: Conveyor wall time (all active)", f"{ours:.1f} s")
+        row(f"{size} concurrent deploys: Conveyor / kubectl", f"{ours / theirs:.2f}x")
+        row(f"{size} concurrent deploys: 5xx answers", str(errors))
+        if size == max(sizes):
+            row(f"{size} concurrent deploys: /healthz p99 during the run", ms(p99(probes.get("/healthz", []))))
+            row(f"{size} concurrent deploys: GET /apps?limit=50 p99 during the run", ms(p99(probes.get("/api/v1/apps", []))))
+            for name, peak in sorted(peaks.items()):
+                row(f"{size} concurrent deploys: peak RSS of the {name}", format_bytes(peak))
 
-        wait(active)
 
-    timed("API create -> deployment active (3 replicas)", run)
-    http.delete(f"/apps/{holder['app']['id']}")
+def big_list(settings: Settings, count: int = 10_000) -> None:
+    project_id = f"proj_bench{uuid.uuid4().hex[:6]}"
+    url = settings.effective_database_url
+    with session_scope(url) as session:
+        session.add(Project(id=project_id, name=project_id, namespace=settings.project_namespace(project_id)))
+        session.flush()
+        token = auth.create_token(session, project_id, "viewer", "bench")
+        now = utcnow()
+        session.add_all(
+            App(
+                id=new_id("app"), project_id=project_id, name=f"app-{i:05d}", slug=f"app-{i:05d}", source_type="image",
+                image_url=IMAGE, port=8080, replicas=1, env={}, progress_deadline_seconds=600, status="running",
+                created_at=now, updated_at=now,
+            )
+            for i in range(count)
+        )
+    try:
+        http = httpx.Client(base_url=f"{settings.api_url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        for label, params, rounds in (("GET /apps?limit=50", {"limit": 50}, 200), ("GET /apps (whole list)", {}, 20)):
+            latencies = []
+            for _ in range(rounds):
+                started = time.monotonic()
+                response = http.get("/apps", params=params)
+                latencies.append(time.monotonic() - started)
+                assert response.status_code == 200 and len(response.json()) == params.get("limit", count)
+            row(f"{count:,} apps: {label} p99 ({rounds} requests)", ms(p99(latencies)))
+    finally:
+        with session_scope(url) as session:
+            session.query(App).filter(App.project_id == project_id).delete()
+            session.query(ApiToken).filter(ApiToken.project_id == project_id).delete()
+            session.query(Project).filter(Project.id == project_id).delete()
 
 
 def cold_build() -> None:
@@ -109,21 +333,41 @@ def cold_build() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cold-build", action="store_true")
+    parser.add_argument("--skip-platform", action="store_true", help="do not restart the platform to time `conveyor up`")
+    parser.add_argument("--skip-load", action="store_true", help="only the platform figures")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--crowds", default="50,200", help="sizes of the concurrent runs")
     args = parser.parse_args()
     settings = get_settings()
     if args.cold_build:
         cold_build()
     platform = Platform(settings, progress=lambda message: None)
     platform.up()
-    platform.stop()
-    timed("warm `conveyor up` (all parts stopped, binaries cached)", platform.up)
-    deployment_available(settings)
-    api_deploy(settings)
+    if not args.skip_platform:
+        platform.stop()
+        timed("warm `conveyor up` (all parts stopped, binaries cached)", platform.up)
+    if not args.skip_load:
+        config.load_kube_config(config_file=str(settings.effective_kubeconfig))
+        conveyor = Conveyor(settings, settings.admin_token_file.read_text().strip())
+        with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp:
+            kubectl = Kubectl(settings, Path(tmp))
+            try:
+                single_deploys(conveyor, kubectl, args.runs)
+                conveyor.clean()
+                kubectl.clean()
+                crowds(settings, platform, conveyor, kubectl, [int(n) for n in args.crowds.split(",") if n])
+            finally:
+                conveyor.clean()
+                kubectl.clean()
+        big_list(settings)
     time.sleep(2)
     status = platform.status()
     for part in status["parts"]:
-        print(f"memory (RSS) {part['title']:<39} {format_bytes(part['rss_bytes']):>10}")
-    print(f"memory (RSS) {'whole stack':<39} {format_bytes(status['rss_bytes']):>10}")
+        row(f"memory (RSS) {part['title']}", format_bytes(part["rss_bytes"]))
+    row("memory (RSS) whole stack", format_bytes(status["rss_bytes"]))
+    print("\n| what | figure |\n| --- | --- |")
+    for label, figure in ROWS:
+        print(f"| {label} | {figure} |")
 
 
 if __name__ == "__main__":

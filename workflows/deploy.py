@@ -43,6 +43,7 @@ class DeployWorkflow:
         self._steps: list[dict] = []
         self._finalizing = False
         self._applied = False
+        self._resolved: ResolvedImage | None = None
 
     @workflow.query
     def progress(self) -> list[dict]:
@@ -97,12 +98,16 @@ class DeployWorkflow:
                     summary=f"resolve {plan.image}",
                     **REGISTRY,
                 )
-                await workflow.execute_activity(
-                    "record_image_digest",
-                    RecordImageInput(deployment_id=plan.deployment_id, image_ref=resolved.reference, image_digest=resolved.digest),
-                    summary=f"record {resolved.digest[:19]}",
-                    **DB,
-                )
+                if workflow.patched("image-recorded-at-finish"):
+                    # One round trip less: finish_deployment records the digest.
+                    self._resolved = resolved
+                else:
+                    await workflow.execute_activity(
+                        "record_image_digest",
+                        RecordImageInput(deployment_id=plan.deployment_id, image_ref=resolved.reference, image_digest=resolved.digest),
+                        summary=f"record {resolved.digest[:19]}",
+                        **DB,
+                    )
                 spec.image_ref = resolved.reference
                 self._step("resolve", "done", resolved.reference)
             self._step("apply", "running", spec.image_ref)
@@ -222,7 +227,14 @@ class DeployWorkflow:
     async def _finish(self, plan: DeploymentPlan, status: str, reason: str | None, user: str) -> str:
         return await workflow.execute_activity(
             "finish_deployment",
-            FinishDeploymentInput(deployment_id=plan.deployment_id, status=status, reason=reason, user=user),
+            FinishDeploymentInput(
+                deployment_id=plan.deployment_id,
+                status=status,
+                reason=reason,
+                user=user,
+                image_ref=self._resolved.reference if self._resolved else None,
+                image_digest=self._resolved.digest if self._resolved else None,
+            ),
             result_type=str,
             summary=f"mark {plan.deployment_id} {status}",
             **DB,

@@ -19,7 +19,7 @@ class ScaleWorkflow:
         )
         if target is None:
             return "app gone"
-        replicas = op.replicas or 0
+        replicas = target.replicas if target.replicas is not None else (op.replicas or 0)
         record = ScaleRecordInput(
             app_id=op.app_id, replicas=replicas, previous_replicas=op.previous_replicas, user=op.user, outcome="done"
         )

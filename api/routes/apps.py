@@ -95,9 +95,9 @@ def list_apps(
     page: PageDep,
 ) -> list[AppPublic]:
     query = select(App).where(App.project_id == caller.project_id)
-    if page.after is not None:
-        query = query.where(App.name > page.after)
-    apps = session.scalars(query.order_by(App.name).limit(page.limit + 1)).all()
+    if (after := page.after(str)) is not None:
+        query = query.where(App.name > after)
+    apps = session.scalars(page.take(query.order_by(App.name))).all()
     return [app_public(app) for app in page.finish(apps, lambda app: app.name)]
 
 
@@ -113,13 +113,13 @@ async def create_app(
     m: MutationDep,
     caller: Admin,
 ):
-    session, settings = m.session, m.settings
+    settings = m.settings
     check_replicas(settings, body.replicas)
     check_repo_url(settings, body.repo_url)
     if body.template_id is not None:
         template = catalogue().get(body.template_id)
         if template is None:
-            raise unprocessable("template_id", f"unknown template {body.template_id!r}; GET /api/v1/templates lists them")
+            raise unprocessable("template_id", "unknown template; GET /api/v1/templates lists them")
         # Fields given explicitly win over the template's.
         given = body.model_fields_set
         body = body.model_copy(
@@ -132,7 +132,8 @@ async def create_app(
         )
         check_replicas(settings, body.replicas)
 
-    async def handle():
+    def handle():
+        session = m.session
         slug = slugify(body.name)
         taken = session.scalars(
             select(App).where(App.project_id == caller.project_id, (App.name == body.name) | (App.slug == slug))
@@ -162,7 +163,7 @@ async def create_app(
         session.flush()
         add_audit(session, app, "create", caller.name, f"Created app {app.name} ({app.source_type})")
         if app.source_type != "upload":
-            await m.release(app, caller, "deploy", env=app.env, port=app.port, **source_release(session, settings, app))
+            m.release(app, "deploy", env=app.env, port=app.port, **source_release(session, settings, app))
         return 201, app_public(app).model_dump()
 
     return await m.once(caller, handle)
@@ -190,9 +191,6 @@ async def update_app(
     m: MutationDep,
     caller: Deployer,
 ):
-    session = m.session
-    app = load_app(session, caller, app_id)
-    mutable(app)
     check_replicas(m.settings, body.replicas)
     given = body.model_dump(exclude_unset=True)
     if set(given) - {"replicas"} and caller.role != "admin":
@@ -200,10 +198,13 @@ async def update_app(
     for field in ("port", "replicas"):
         if field in given and given[field] is None:
             raise unprocessable(field, "may not be null")
-    if given.get("image_url") is not None and app.source_type != "image":
-        raise unprocessable("image_url", f"only image apps have one; this app builds from {app.source_type} sources")
 
-    async def handle():
+    def handle():
+        session = m.session
+        app = load_app(session, caller, app_id)
+        mutable(app)
+        if given.get("image_url") is not None and app.source_type != "image":
+            raise unprocessable("image_url", f"only image apps have one; this app builds from {app.source_type} sources")
         new_env = dict(app.env)
         for key, value in (given.get("env") or {}).items():
             if value is None:
@@ -233,22 +234,23 @@ async def update_app(
             what = [f"env ({', '.join(changed_keys)})" if changed_keys else None]
             what += [f"{f}={given[f]}" for f in ("image_url", "port") if f in given]
             add_audit(session, app, "update", caller.name, "Changed " + ", ".join(w for w in what if w))
-            await m.release(app, caller, "update", env=app.env, port=app.port, **snapshot)
+            m.release(app, "update", env=app.env, port=app.port, **snapshot)
             started = True
         elif release_changed or set(given) - {"replicas"}:
             add_audit(session, app, "update", caller.name, f"Changed {', '.join(sorted(set(given) - {'replicas'}))}")
         if "replicas" in given and given["replicas"] != previous_replicas and not started:
-            op = Operation(
-                kind="scale",
-                app_id=app.id,
-                project_id=app.project_id,
-                workflow_id=f"scale-{app.id}-{new_id('op')}",
-                summary=f"scale {app.name} {previous_replicas} → {app.replicas}",
-                replicas=app.replicas,
-                previous_replicas=previous_replicas,
-                user=caller.name,
+            m.queue(
+                Operation(
+                    kind="scale",
+                    app_id=app.id,
+                    project_id=app.project_id,
+                    workflow_id=f"scale-{app.id}-{new_id('op')}",
+                    summary=f"scale {app.name} {previous_replicas} → {app.replicas}",
+                    replicas=app.replicas,
+                    previous_replicas=previous_replicas,
+                    user=caller.name,
+                )
             )
-            await m.start(app, op)
             started = True
         session.flush()
         return (202 if started else 200), app_public(app).model_dump()
@@ -278,22 +280,22 @@ async def delete_app(
     m: MutationDep,
     caller: Admin,
 ):
-    session = m.session
-    app = load_app(session, caller, app_id)
-
-    async def handle():
+    def handle():
+        session = m.session
+        app = load_app(session, caller, app_id)
         if app.status != "deleting":
             app.status = "deleting"
             add_audit(session, app, "delete_requested", caller.name, f"Requested deletion of {app.name}")
-            op = Operation(
-                kind="delete",
-                app_id=app.id,
-                project_id=app.project_id,
-                workflow_id=f"delete-{app.id}",
-                summary=f"delete {app.name} and its Kubernetes objects",
-                user=caller.name,
+            m.queue(
+                Operation(
+                    kind="delete",
+                    app_id=app.id,
+                    project_id=app.project_id,
+                    workflow_id=f"delete-{app.id}",
+                    summary=f"delete {app.name} and its Kubernetes objects",
+                    user=caller.name,
+                )
             )
-            await m.start(app, op)
         session.flush()
         return 202, app_public(app).model_dump()
 
@@ -316,14 +318,13 @@ async def deploy_app(
     m: MutationDep,
     caller: Deployer,
 ):
-    app = load_app(m.session, caller, app_id)
-    mutable(app)
-
-    async def handle():
+    def handle():
+        app = load_app(m.session, caller, app_id)
+        mutable(app)
         snapshot = source_release(m.session, m.settings, app)
         if snapshot is None:
             raise HTTPException(409, f"app {app.id} has no uploaded source yet: POST a tarball to /apps/{app.id}/build")
-        return await m.release(app, caller, "deploy", env=app.env, port=app.port, **snapshot)
+        return m.release(app, "deploy", env=app.env, port=app.port, **snapshot)
 
     return await m.once(caller, handle)
 
@@ -336,16 +337,14 @@ async def restart_app(
     m: MutationDep,
     caller: Deployer,
 ):
-    app = load_app(m.session, caller, app_id)
-    mutable(app)
-
-    async def handle():
+    def handle():
+        app = load_app(m.session, caller, app_id)
+        mutable(app)
         current = active_deployment(m.session, app.id)
         if current is None:
             raise HTTPException(409, f"app {app.id} has no active deployment to restart")
-        return await m.release(
+        return m.release(
             app,
-            caller,
             "restart",
             image=current.image,
             image_ref=current.image_ref,
@@ -362,10 +361,15 @@ def app_namespace(session: Session, app: App) -> str:
     return session.get(Project, app.project_id).namespace
 
 
-def app_pod_objects(settings: Settings, session: Session, app: App) -> list[dict]:
+def app_and_namespace(session: Session, caller: Caller, app_id: str) -> tuple[App, str]:
+    app = load_app(session, caller, app_id)
+    return app, app_namespace(session, app)
+
+
+def pod_objects(settings: Settings, namespace: str, app: App) -> list[dict]:
     """The app's pods as API dicts, by name."""
     core = k8s.CoreV1Api(api_client(settings))
-    pods = core.list_namespaced_pod(app_namespace(session, app), label_selector=f"{manifests.LABEL_APP}={app.slug}").items
+    pods = core.list_namespaced_pod(namespace, label_selector=f"{manifests.LABEL_APP}={app.slug}").items
     return sorted((api_client(settings).sanitize_for_serialization(p) for p in pods), key=lambda p: p["metadata"]["name"])
 
 
@@ -386,7 +390,7 @@ def app_status(app_id: str, session: SessionDep, settings: SettingsDep, caller: 
         desired, ready = 0, 0
     pods = [
         PodStatus(name=p["metadata"]["name"], phase=p.get("status", {}).get("phase", "Unknown"), ready=_ready(p))
-        for p in app_pod_objects(settings, session, app)
+        for p in pod_objects(settings, namespace, app)
         if not p["metadata"].get("deletionTimestamp")
     ]
     return AppStatus(desired_replicas=desired, ready_replicas=ready, pods=pods)
@@ -394,9 +398,9 @@ def app_status(app_id: str, session: SessionDep, settings: SettingsDep, caller: 
 
 @router.get("/{app_id}/pods", response_model=list[PodDetail], summary="List the app's pods")
 def app_pods(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> list[PodDetail]:
-    app = load_app(session, caller, app_id)
+    app, namespace = app_and_namespace(session, caller, app_id)
     out = []
-    for pod in app_pod_objects(settings, session, app):
+    for pod in pod_objects(settings, namespace, app):
         statuses = pod.get("status", {}).get("containerStatuses") or []
         container = statuses[0] if statuses else {}
         waiting = (container.get("state") or {}).get("waiting") or {}

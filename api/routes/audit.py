@@ -24,9 +24,9 @@ def list_audit(
 ) -> list[AuditPublic]:
     app = load_app(session, caller, app_id)
     query = select(AuditEntry).where(AuditEntry.app_id == app.id)
-    if page.after is not None:
-        query = query.where(AuditEntry.id < int(page.after))
-    rows = session.scalars(query.order_by(AuditEntry.id.desc()).limit(page.limit + 1)).all()
+    if (after := page.after(int)) is not None:
+        query = query.where(AuditEntry.id < after)
+    rows = session.scalars(page.take(query.order_by(AuditEntry.id.desc()))).all()
     entries = page.finish(rows, lambda entry: entry.id)
     return [
         AuditPublic(action=e.action, user=e.user, details=e.details, created_at=iso(e.created_at), deployment_id=e.deployment_id)

@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from sqlalchemy import select
 
-from api.deps import Deployer, SessionDep, SettingsDep, Viewer
+from api.deps import Deployer, SettingsDep, Viewer, read_off_loop
 from api.operations import MutationDep
 from api.routes.apps import load_app, mutable, new_upload_build
 from api.schemas import DeploymentPublic
 from conveyor import sources
 from conveyor.db.models import Build
-from conveyor.db.session import session_scope
+from conveyor.db.session import read_scope
 from conveyor.ids import new_id
 from conveyor.templates import Template, catalogue
 
@@ -44,40 +44,55 @@ def list_templates(caller: Viewer) -> list[Template]:
     ),
 )
 async def upload_build(app_id: str, m: MutationDep, caller: Deployer, file: Annotated[UploadFile, File(description="The source tarball")]):
-    app = load_app(m.session, caller, app_id)
-    mutable(app)
-    if app.source_type != "upload":
-        raise HTTPException(409, f"app {app.id} has source_type {app.source_type}; only upload apps take tarballs")
     settings = m.settings
+
+    def check_app(session) -> None:
+        app = load_app(session, caller, app_id)
+        mutable(app)
+        if app.source_type != "upload":
+            raise HTTPException(409, f"app {app.id} has source_type {app.source_type}; only upload apps take tarballs")
+
+    await read_off_loop(settings, check_app)
     uploads = settings.home / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
     target = uploads / f"{new_id('src')}.tar"
     digest = hashlib.sha256()
     size = 0
-    with target.open("wb") as out:
+    out = await run_in_threadpool(_open_for_upload, target)
+    try:
         while chunk := await file.read(1024 * 1024):
             size += len(chunk)
             if size > settings.upload_max_bytes:
-                out.close()
-                target.unlink(missing_ok=True)
                 raise HTTPException(413, f"file: the upload is larger than {settings.upload_max_bytes} bytes")
             digest.update(chunk)
-            out.write(chunk)
-    limits = sources.Limits(settings.upload_max_uncompressed_bytes, settings.upload_max_entries)
-    try:
-        await run_in_threadpool(sources.check_tarball, target, limits)
-    except sources.UnsafeSource as exc:
-        target.unlink(missing_ok=True)
-        raise HTTPException(exc.status, f"file: {exc}") from exc
+            await run_in_threadpool(out.write, chunk)
+        await run_in_threadpool(out.close)
+        limits = sources.Limits(settings.upload_max_uncompressed_bytes, settings.upload_max_entries)
+        try:
+            await run_in_threadpool(sources.check_tarball, target, limits)
+        except sources.UnsafeSource as exc:
+            raise HTTPException(exc.status, f"file: {exc}") from exc
 
-    async def handle():
-        build = new_upload_build(m.session, settings, app, str(target))
-        return await m.release(app, caller, "deploy", image=None, env=app.env, port=app.port, build_id=build.id)
+        def handle():
+            app = load_app(m.session, caller, app_id)
+            mutable(app)
+            build = new_upload_build(m.session, settings, app, str(target))
+            return m.release(app, "deploy", image=None, env=app.env, port=app.port, build_id=build.id)
 
-    try:
         return await m.once(caller, handle, body_digest=digest.hexdigest())
     finally:
-        if not m.session.scalars(select(Build).where(Build.upload_path == str(target))).first():
+        await run_in_threadpool(_forget_unused_upload, settings, out, target)
+
+
+def _open_for_upload(target: Path) -> BinaryIO:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.open("wb")
+
+
+def _forget_unused_upload(settings, out: BinaryIO, target: Path) -> None:
+    """Remove the tarball unless a build row refers to it (the request failed or was a replay)."""
+    out.close()
+    with read_scope(settings.effective_database_url) as session:
+        if not session.scalars(select(Build).where(Build.upload_path == str(target))).first():
             target.unlink(missing_ok=True)
 
 
@@ -89,36 +104,35 @@ async def upload_build(app_id: str, m: MutationDep, caller: Deployer, file: Anno
 )
 async def build_log(
     app_id: str,
-    session: SessionDep,
     settings: SettingsDep,
     caller: Viewer,
     build_id: Annotated[str | None, Query(description="bld_…; default: the latest build")] = None,
     follow: Annotated[bool, Query(description="Stream until the build ends")] = False,
 ):
-    app = load_app(session, caller, app_id)
-    query = select(Build).where(Build.app_id == app.id)
-    query = query.where(Build.id == build_id) if build_id else query.order_by(Build.created_at.desc())
-    build = session.scalars(query).first()
-    if build is None:
-        raise HTTPException(404, f"no build {build_id or ''} for app {app.id}".replace("  ", " "))
+    def find(session) -> Build:
+        app = load_app(session, caller, app_id)
+        query = select(Build).where(Build.app_id == app.id)
+        query = query.where(Build.id == build_id) if build_id else query.order_by(Build.created_at.desc())
+        build = session.scalars(query).first()
+        if build is None:
+            raise HTTPException(404, f"no build {build_id or ''} for app {app.id}".replace("  ", " "))
+        return build
+
+    build = await read_off_loop(settings, find)
     path = Path(build.log_path)
     if not follow:
-        return PlainTextResponse(path.read_text(errors="replace") if path.exists() else "")
-    url = settings.effective_database_url
+        return PlainTextResponse(await run_in_threadpool(_read_text, path))
 
-    def finished() -> bool:
-        with session_scope(url) as fresh:
-            row = fresh.get(Build, build.id)
-            return row is None or row.status in FINISHED
+    def finished(session) -> bool:
+        row = session.get(Build, build.id)
+        return row is None or row.status in FINISHED
 
     async def stream():
         position = 0
         while True:
-            done = await run_in_threadpool(finished)
-            if path.exists():
-                with path.open("rb") as f:
-                    f.seek(position)
-                    chunk = f.read()
+            done = await read_off_loop(settings, finished)
+            chunk = await run_in_threadpool(_read_from, path, position)
+            if chunk:
                 # Only whole lines; the rest waits for its end.
                 cut = chunk.rfind(b"\n") + 1 if not done else len(chunk)
                 if cut:
@@ -129,3 +143,15 @@ async def build_log(
             await asyncio.sleep(0.3)
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _read_from(path: Path, position: int) -> bytes:
+    if not path.exists():
+        return b""
+    with path.open("rb") as f:
+        f.seek(position)
+        return f.read()

@@ -6,12 +6,11 @@ import asyncio
 import json
 
 from fastapi import APIRouter, HTTPException
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select, update
 from temporalio.client import Client
 
-from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer
+from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer, read_off_loop
 from api.operations import MutationDep
 from api.pagination import PageDep
 from api.routes.apps import load_app, mutable, source_release
@@ -19,7 +18,6 @@ from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from conveyor.db.models import Deployment
 from conveyor.db.records import TERMINAL, add_audit
-from conveyor.db.session import session_scope
 from conveyor.ids import utcnow
 from workflows.deploy import DeployWorkflow
 
@@ -35,9 +33,9 @@ def list_deployments(
 ) -> list[DeploymentPublic]:
     app = load_app(session, caller, app_id)
     query = select(Deployment).where(Deployment.app_id == app.id)
-    if page.after is not None:
-        query = query.where(Deployment.number < int(page.after))
-    deps = session.scalars(query.order_by(Deployment.number.desc()).limit(page.limit + 1)).all()
+    if (after := page.after(int)) is not None:
+        query = query.where(Deployment.number < after)
+    deps = session.scalars(page.take(query.order_by(Deployment.number.desc()))).all()
     return [deployment_public(dep) for dep in page.finish(deps, lambda dep: dep.number)]
 
 
@@ -56,12 +54,15 @@ async def workflow_progress(temporal: Client, dep: Deployment) -> list[dict]:
         return []
 
 
+def _load_both(session, caller, app_id: str, deployment_id: str) -> Deployment:
+    return _load(session, load_app(session, caller, app_id), deployment_id)
+
+
 @router.get("/{deployment_id}", response_model=DeploymentPublic, summary="One deployment with its progress")
 async def get_deployment(
-    app_id: str, deployment_id: str, session: SessionDep, temporal: TemporalDep, caller: Viewer
+    app_id: str, deployment_id: str, settings: SettingsDep, temporal: TemporalDep, caller: Viewer
 ) -> DeploymentPublic:
-    app = load_app(session, caller, app_id)
-    dep = _load(session, app, deployment_id)
+    dep = await read_off_loop(settings, _load_both, caller, app_id, deployment_id)
     return deployment_public(dep, await workflow_progress(temporal, dep))
 
 
@@ -75,20 +76,14 @@ async def get_deployment(
     response_class=StreamingResponse,
 )
 async def progress_stream(
-    app_id: str, deployment_id: str, session: SessionDep, settings: SettingsDep, temporal: TemporalDep, caller: Viewer
+    app_id: str, deployment_id: str, settings: SettingsDep, temporal: TemporalDep, caller: Viewer
 ):
-    app = load_app(session, caller, app_id)
-    dep = _load(session, app, deployment_id)
-    url = settings.effective_database_url
-
-    def current() -> Deployment:
-        with session_scope(url) as fresh:
-            return fresh.get(Deployment, dep.id)
+    dep = await read_off_loop(settings, _load_both, caller, app_id, deployment_id)
 
     async def stream():
         sent: dict[str, tuple] = {}
         while True:
-            row = await run_in_threadpool(current)
+            row = await read_off_loop(settings, lambda session: session.get(Deployment, dep.id))
             for step in await workflow_progress(temporal, row):
                 seen = (step["state"], step.get("detail"))
                 if sent.get(step["name"]) != seen:
@@ -119,17 +114,15 @@ async def revert(
     m: MutationDep,
     caller: Deployer,
 ):
-    app = load_app(m.session, caller, app_id)
-    mutable(app)
-    target = _load(m.session, app, deployment_id)
-
-    async def handle():
+    def handle():
+        app = load_app(m.session, caller, app_id)
+        mutable(app)
+        target = _load(m.session, app, deployment_id)
         if target.status not in ("active", "superseded") or not target.image_ref:
             raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
         app.env, app.port = dict(target.env), target.port
-        return await m.release(
+        return m.release(
             app,
-            caller,
             "rollback",
             image=target.image,
             image_ref=target.image_ref,
@@ -142,6 +135,10 @@ async def revert(
     return await m.once(caller, handle)
 
 
+class _StartedMeanwhile(Exception):
+    """The deployment left the queue between the look and the claim."""
+
+
 @router.post(
     "/{deployment_id}/cancel",
     status_code=202,
@@ -152,11 +149,10 @@ async def revert(
         "previous release back and then marks it cancelled (the same as cancelling the workflow in the Temporal Web UI)."
     ),
 )
-async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer):
-    app = load_app(m.session, caller, app_id)
-    dep = _load(m.session, app, deployment_id)
-
-    async def handle():
+async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer, temporal: TemporalDep):
+    def handle(workflow_told: bool):
+        app = load_app(m.session, caller, app_id)
+        dep = _load(m.session, app, deployment_id)
         if dep.status in TERMINAL:
             raise HTTPException(409, f"deployment {dep.id} is already {dep.status}")
         # Not started yet: cancel it here; its workflow will find it cancelled and do nothing.
@@ -167,17 +163,28 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
         ).rowcount
         if claimed:
             add_audit(m.session, app, f"{dep.operation}_cancelled", caller.name, f"Cancelled deployment v{dep.number} before it started", dep.id)
+        elif not workflow_told:
+            raise _StartedMeanwhile()
         else:
             add_audit(m.session, app, "cancel_requested", caller.name, f"Requested cancellation of deployment v{dep.number}", dep.id)
-            try:
-                await m.temporal.get_workflow_handle(dep.workflow_id).cancel()
-            except Exception as exc:  # noqa: BLE001
-                raise HTTPException(503, f"could not reach the deployment's workflow: {exc}") from exc
         m.session.flush()
         m.session.refresh(dep)
         return 202, deployment_public(dep).model_dump()
 
-    return await m.once(caller, handle)
+    for _ in range(3):
+        dep = await read_off_loop(m.settings, _load_both, caller, app_id, deployment_id)
+        running = dep.status not in TERMINAL and dep.status not in ("queued", "pending")
+        if running:
+            # Tell the workflow before writing anything: if Temporal refuses, nothing changed.
+            try:
+                await temporal.get_workflow_handle(dep.workflow_id).cancel()
+            except Exception as exc:  # noqa: BLE001
+                raise HTTPException(503, f"could not reach the deployment's workflow, nothing was changed: {exc}") from exc
+        try:
+            return await m.once(caller, lambda: handle(running))
+        except _StartedMeanwhile:
+            continue
+    raise HTTPException(409, f"deployment {deployment_id} kept changing state; try again")
 
 
 @router.post(
@@ -188,11 +195,10 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
     description="A new deployment with the same snapshot (image, env, port) as the failed or cancelled one.",
 )
 async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer):
-    app = load_app(m.session, caller, app_id)
-    mutable(app)
-    dep = _load(m.session, app, deployment_id)
-
-    async def handle():
+    def handle():
+        app = load_app(m.session, caller, app_id)
+        mutable(app)
+        dep = _load(m.session, app, deployment_id)
         if dep.status not in ("failed", "cancelled"):
             raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
         if dep.image_ref or app.source_type == "image":
@@ -200,8 +206,6 @@ async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deploye
         else:
             # It never got an image: build its source again.
             snapshot = source_release(m.session, m.settings, app) or {"image": None}
-        return await m.release(
-            app, caller, dep.operation, env=dep.env, port=dep.port, rollback_of=dep.rollback_of, retry_of=dep.id, **snapshot
-        )
+        return m.release(app, dep.operation, env=dep.env, port=dep.port, rollback_of=dep.rollback_of, retry_of=dep.id, **snapshot)
 
     return await m.once(caller, handle)

@@ -18,9 +18,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 from pydantic import BaseModel, Field
 
-from api.deps import SessionDep, SettingsDep, Viewer
+from api.deps import SessionDep, SettingsDep, Viewer, read_off_loop
 from api.pagination import PageDep
-from api.routes.apps import app_namespace, app_pod_objects, load_app
+from api.routes.apps import app_and_namespace, app_namespace, load_app, pod_objects
 from conveyor import manifests
 from conveyor.ids import iso
 from conveyor.kube import api_client
@@ -40,8 +40,8 @@ def parse_since(value: str | None) -> int | None:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _log_targets(settings, session, app, pod: str | None) -> list[str]:
-    names = [p["metadata"]["name"] for p in app_pod_objects(settings, session, app) if p.get("spec", {}).get("nodeName")]
+def _log_targets(settings, namespace: str, app, pod: str | None) -> list[str]:
+    names = [p["metadata"]["name"] for p in pod_objects(settings, namespace, app) if p.get("spec", {}).get("nodeName")]
     if pod is not None:
         if pod not in names:
             raise HTTPException(404, f"pod {pod} is not one of app {app.id}'s pods")
@@ -60,7 +60,6 @@ def _log_targets(settings, session, app, pod: str | None) -> list[str]:
 )
 async def logs(
     app_id: str,
-    session: SessionDep,
     settings: SettingsDep,
     caller: Viewer,
     tail: Annotated[int | None, Query(ge=0, le=100_000, description="Last N lines of each pod")] = None,
@@ -70,10 +69,9 @@ async def logs(
     previous: Annotated[bool, Query(description="The previous (crashed) container's logs")] = False,
     follow: Annotated[bool, Query(description="Keep streaming new lines")] = False,
 ):
-    app = load_app(session, caller, app_id)
     since_seconds = parse_since(since)
-    namespace = app_namespace(session, app)
-    targets = await run_in_threadpool(_log_targets, settings, session, app, pod)
+    app, namespace = await read_off_loop(settings, app_and_namespace, caller, app_id)
+    targets = await run_in_threadpool(_log_targets, settings, namespace, app, pod)
     core = k8s.CoreV1Api(api_client(settings))
     options = {"container": container, "tail_lines": tail, "since_seconds": since_seconds, "previous": previous}
     options = {k: v for k, v in options.items() if v not in (None, False)}
@@ -93,12 +91,12 @@ async def logs(
 
         return PlainTextResponse(await run_in_threadpool(read_all))
     return StreamingResponse(
-        _follow(settings, session, app, core, namespace, targets if pod else None, options, pod),
+        _follow(settings, app, core, namespace, targets if pod else None, options, pod),
         media_type="text/plain; charset=utf-8",
     )
 
 
-async def _follow(settings, session, app, core, namespace, fixed, options, only_pod) -> AsyncIterator[bytes]:
+async def _follow(settings, app, core, namespace, fixed, options, only_pod) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
     stop = threading.Event()
@@ -130,7 +128,7 @@ async def _follow(settings, session, app, core, namespace, fixed, options, only_
 
     async def discover() -> None:
         while not stop.is_set():
-            names = fixed or await run_in_threadpool(_log_targets, settings, session, app, only_pod)
+            names = fixed or await run_in_threadpool(_log_targets, settings, namespace, app, only_pod)
             attach(names)
             await asyncio.sleep(2.0)
 
@@ -205,7 +203,7 @@ def app_events(settings, session, app) -> list[EventPublic]:
     response_model=list[EventPublic],
     summary="Kubernetes events of the app's Deployment, ReplicaSets and pods, newest first (paginated)",
 )
-async def events(
+def events(
     app_id: str,
     session: SessionDep,
     settings: SettingsDep,
@@ -213,9 +211,9 @@ async def events(
     page: PageDep,
 ) -> list[EventPublic]:
     app = load_app(session, caller, app_id)
-    everything = await run_in_threadpool(app_events, settings, session, app)
-    start = int(page.after or 0)
-    window = everything[start : start + page.limit + 1]
+    everything = app_events(settings, session, app)
+    start = page.after(int) or 0
+    window = page.window(everything, start)
     offsets = {id(item): start + i + 1 for i, item in enumerate(window)}
     return page.finish(window, lambda item: offsets[id(item)])
 
@@ -291,13 +289,13 @@ def _stats(settings, nodes: set[str]) -> tuple[dict[str, dict], str | None]:
     summary="CPU, memory, disk and network per pod and in total",
     description="Figures the cluster cannot provide are reported as unavailable, with the reason; none are invented.",
 )
-async def metrics(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> AppMetrics:
+def metrics(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> AppMetrics:
     app = load_app(session, caller, app_id)
     namespace = app_namespace(session, app)
-    pods = await run_in_threadpool(app_pod_objects, settings, session, app)
-    usage, stamp, window, usage_error = await run_in_threadpool(_usage, settings, namespace, app.slug)
+    pods = pod_objects(settings, namespace, app)
+    usage, stamp, window, usage_error = _usage(settings, namespace, app.slug)
     nodes = {p["spec"]["nodeName"] for p in pods if p.get("spec", {}).get("nodeName")}
-    stats, stats_error = await run_in_threadpool(_stats, settings, nodes) if nodes else ({}, "the app has no running pods")
+    stats, stats_error = _stats(settings, nodes) if nodes else ({}, "the app has no running pods")
 
     rows = []
     for pod in pods:

@@ -143,3 +143,22 @@ class Build(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Handoff(Base):
+    """An operation committed by the API and not yet accepted by Temporal.
+
+    Written in the same transaction as the rows it acts on; deleted once the
+    app's lane has the operation. Whatever stays here (the API died between
+    the commit and the hand-off, or Temporal was away) is handed off again by
+    the API's reconciler. The workflow id is deterministic, so a second
+    hand-off never starts a second workflow."""
+
+    __tablename__ = "handoffs"
+
+    workflow_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(40), index=True)
+    operation: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conveyor.db.models import App, AuditEntry, Deployment, Project
+from conveyor.db.models import App, AuditEntry, Deployment, Handoff, Project
+from conveyor.db.session import read_scope
 from conveyor.ids import utcnow
 
 TERMINAL = {"active", "superseded", "failed", "cancelled"}
@@ -52,3 +53,9 @@ def ensure_default_project(session: Session, settings) -> Project:
 
 def build_log_path(settings, build_id: str):
     return settings.home / "builds" / f"{build_id}.log"
+
+
+def handoff_backlog(settings) -> int:
+    """Operations committed but not yet accepted by Temporal."""
+    with read_scope(settings.effective_database_url) as session:
+        return session.scalar(select(func.count()).select_from(Handoff)) or 0

@@ -1,4 +1,19 @@
-"""Engine, sessions and migrations."""
+"""Engines, sessions and migrations.
+
+Two kinds of session, so that readers never wait for writers:
+
+- `read_scope`: plain reads. On SQLite (WAL) a SELECT reads the last
+  committed snapshot and never takes the write lock.
+- `session_scope`: one short write transaction. On SQLite it starts with
+  `BEGIN IMMEDIATE`, so concurrent writers queue for the lock when they begin
+  (in their own thread, inside SQLite's busy handler) instead of failing with
+  "database is locked" when a reading transaction tries to become a writer.
+
+Neither may be held across a network call: open one, do the database work,
+leave it, then talk to Temporal or Kubernetes.
+
+PostgreSQL gets one connection pool, sized by `configure_pool`.
+"""
 
 from __future__ import annotations
 
@@ -14,42 +29,79 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# How long a SQLite writer waits for the write lock (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_pool = {"pool_size": 10, "max_overflow": 20, "pool_timeout": 30.0}
+
+
+def configure_pool(pool_size: int, max_overflow: int, pool_timeout: float = 30.0) -> None:
+    """Size the PostgreSQL pool; call once at process start, before any session."""
+    _pool.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str, writer: bool = True) -> Engine:
+    if not is_sqlite(url):
+        # One pool per process serves readers and writers alike.
+        return _postgres_engine(url)
+    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+        if writer:
+            # The driver must not open transactions on its own; we say how.
+            dbapi_connection.isolation_level = None
+
+    if writer:
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn):  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 @lru_cache(maxsize=4)
-def engine_for(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
-            cursor = dbapi_connection.cursor()
-            # WAL lets the API read while the worker writes; foreign keys on.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+def _postgres_engine(url: str) -> Engine:
+    return create_engine(url, pool_pre_ping=True, **_pool)
 
 
-@lru_cache(maxsize=4)
-def session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+@lru_cache(maxsize=8)
+def session_factory(url: str, writer: bool = True) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url, writer), expire_on_commit=False)
 
 
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
-    """One transaction: committed on success, rolled back on error."""
-    session = session_factory(url)()
+    """One write transaction: committed on success, rolled back on error."""
+    session = session_factory(url, True)()
     try:
         yield session
         session.commit()
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.close()
+
+
+@contextmanager
+def read_scope(url: str) -> Iterator[Session]:
+    """Reads only; what it loads stays usable (detached) after the scope ends."""
+    session = session_factory(url, False)()
+    try:
+        yield session
     finally:
         session.close()
 
