@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from api import metrics
+from api.access_log import AccessLogMiddleware, install_logging
 from api.deps import TemporalConnector
 from api.routes import apps, audit, builds, deployments, observe
 from conveyor.db.records import ensure_default_project
@@ -55,9 +56,11 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Name the field and the problem; never echo the input (it may hold secrets).
+        # Name the field and the problem; never echo the input (it may hold secrets):
+        # no `input`, and no location below the field, where pydantic puts the
+        # offending dict key (an env key) or union branch.
         errors = [
-            {"loc": list(err["loc"]), "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
+            {"loc": list(err["loc"][:2]), "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
             for err in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
@@ -69,5 +72,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     for router in (apps.router, deployments.router, audit.router, observe.router, builds.router):
         app.include_router(router, prefix=API_PREFIX)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer, excluded_urls="healthz,metrics")
+    install_logging()
+    app.add_middleware(AccessLogMiddleware)
     return app
 
