@@ -23,6 +23,8 @@ from conveyor.settings import Settings, get_settings
 
 
 API_PREFIX = "/api/v1"
+# Every router mounted under API_PREFIX (the project-isolation test walks them).
+ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router)
 
 
 def create_app(settings: Settings | None = None, tracer: TracerProvider | None = None) -> FastAPI:
@@ -69,7 +71,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     def healthz() -> dict:
         return {"status": "ok"}
 
-    for router in (apps.router, deployments.router, audit.router, observe.router, builds.router):
+    for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer, excluded_urls="healthz,metrics")
     install_logging()

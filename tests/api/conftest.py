@@ -9,6 +9,7 @@ import pytest
 
 from conveyor import auth
 from conveyor.db.models import Project
+from conveyor.db.records import create_project
 from conveyor.db.session import session_scope
 from tests.helpers import eventually
 
@@ -83,8 +84,7 @@ def make_token(platform, settings):
         name = name or f"{role}-{uuid.uuid4().hex[:6]}"
         with session_scope(settings.effective_database_url) as session:
             if session.get(Project, project_id) is None:
-                session.add(Project(id=project_id, name=project_id, namespace=f"conveyor-{project_id.replace('_', '-')}"))
-                session.flush()
+                create_project(session, settings, project_id.removeprefix("proj_"))
             return auth.create_token(session, project_id, role, name), name
 
     return make
