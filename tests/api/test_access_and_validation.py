@@ -19,7 +19,7 @@ from temporalio.common import SearchAttributeKey
 from api.main import ROUTERS, create_app
 from conveyor.db.models import App
 from conveyor.db.session import session_scope
-from tests.api.conftest import Api
+from tests.api.conftest import DEMO_IMAGE, Api
 from tests.helpers import eventually
 
 
@@ -236,7 +236,7 @@ def test_a_token_of_another_project_gets_404_on_every_route_of_an_app(api, setti
     assert app["id"] not in {a["id"] for a in b.call("GET", "/apps", 200).json()}
 
     # The same name in B is another app, in B's own namespace.
-    twin = b.create_app(name=app["name"], image_url="127.0.0.1:5000/demo/web:v2")
+    twin = b.create_app(name=app["name"], image_url=f"{DEMO_IMAGE}:v2")
     assert twin["project_id"] == project_b and twin["id"] != app["id"]
     b.wait_active(twin["id"], b.deployments(twin["id"])[-1]["id"])
     assert {a["id"] for a in b.call("GET", "/apps", 200).json()} == {twin["id"]}
@@ -245,8 +245,8 @@ def test_a_token_of_another_project_gets_404_on_every_route_of_an_app(api, setti
     assert namespace_a != namespace_b
     in_b = kube.read_namespaced_deployment(twin["slug"], namespace_b)
     in_a = kube.read_namespaced_deployment(app["slug"], namespace_a)
-    assert in_b.spec.template.spec.containers[0].image.startswith("127.0.0.1:5000/demo/web:v2@sha256:")
-    assert in_a.spec.template.spec.containers[0].image.startswith("127.0.0.1:5000/demo/web:v1@sha256:")
+    assert in_b.spec.template.spec.containers[0].image.startswith(f"{DEMO_IMAGE}:v2@sha256:")
+    assert in_a.spec.template.spec.containers[0].image.startswith(f"{DEMO_IMAGE}:v1@sha256:")
     assert in_b.metadata.uid != in_a.metadata.uid
     # And A's token cannot reach B's app either.
     assert api.call("GET", f"/apps/{twin['id']}").status_code == 404
@@ -320,7 +320,7 @@ def test_hostile_image_references_are_refused_before_anything_is_written(setting
 )
 def test_bad_env_is_a_422_on_create(api, env):
     before = count_apps(api)
-    response = api.call("POST", "/apps", json={"name": f"e-{uuid.uuid4().hex[:6]}", "image_url": "127.0.0.1:5000/demo/web:v1", "env": env})
+    response = api.call("POST", "/apps", json={"name": f"e-{uuid.uuid4().hex[:6]}", "image_url": f"{DEMO_IMAGE}:v1", "env": env})
     assert_422_naming(response, "env")
     assert count_apps(api) == before
 
@@ -370,7 +370,8 @@ def test_repo_url_credentials_are_masked_in_every_answer_and_the_audit(api, sett
     secret = f"pw-{uuid.uuid4().hex}"
     url = f"https://alice:{secret}@127.0.0.1:1/team/app.git"
     shown = "https://alice:***@127.0.0.1:1/team/app.git"
-    created = api.call("POST", "/apps", 201, json={"name": f"git-{uuid.uuid4().hex[:6]}", "source_type": "git", "repo_url": url})
+    body = {"name": f"git-{uuid.uuid4().hex[:6]}", "source_type": "git", "repo_url": url}
+    created = api.call("POST", "/apps", 201, json=body).json()
     assert created["repo_url"] == shown
     app_id = created["id"]
     patched = api.call("PATCH", f"/apps/{app_id}", json={"repo_branch": "develop"})
@@ -400,8 +401,8 @@ def test_the_access_log_has_no_query_strings_and_no_tokens(api, platform, settin
     secret = f"SECRET-{uuid.uuid4().hex}"
     missing = f"app_{uuid.uuid4().hex[:12]}"
     api.call("GET", "/apps", 200, params={"token": secret})
-    api.call("GET", f"/apps/{missing}", 404, params={"token": secret, "access_token": secret})
     httpx.get(f"{settings.api_url}/api/v1/apps", params={"token": secret}, headers={"Authorization": f"Bearer {secret}"})
+    api.call("GET", f"/apps/{missing}", 404, params={"token": secret, "access_token": secret})  # the last line
 
     def new_lines() -> str:
         with log.open("rb") as f:
@@ -422,7 +423,7 @@ def test_the_access_log_has_no_query_strings_and_no_tokens(api, platform, settin
 def test_no_422_repeats_the_value_it_refuses(api, deployed_app):
     app, first = deployed_app
     path = f"/apps/{app['id']}"
-    good = {"name": "echo-test", "image_url": "127.0.0.1:5000/demo/web:v1"}
+    good = {"name": "echo-test", "image_url": f"{DEMO_IMAGE}:v1"}
     create_cases = [
         ({"name": "ECHO_NAME_1\nx"}, "name", "ECHO_NAME_1"),
         ({"image_url": "127.0.0.1:5000/ECHO_IMAGE_2:v1"}, "image_url", "ECHO_IMAGE_2"),
