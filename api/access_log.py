@@ -1,4 +1,4 @@
-"""The API's access log: method, path and status, nothing else.
+"""The API's access log: method, path and status, nothing else; spans without queries.
 
 uvicorn's own access log prints the request line with its query string, so a
 token sent as `?token=` would land in the log. The app silences that logger and
@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from opentelemetry.trace import Span
+from starlette.datastructures import URL
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOGGER = "conveyor.access"
@@ -29,6 +31,16 @@ def install_logging() -> logging.Logger:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     return logger
+
+
+def span_without_query(span: Span, scope: Scope) -> None:
+    """Server-span hook: the request's span records the URL without its query
+    (OpenTelemetry's default keeps `?token=…` in `http.url`)."""
+    if span.is_recording() and scope.get("type") == "http":
+        url = str(URL(scope=scope).replace(query=""))
+        span.set_attribute("http.url", url)
+        span.set_attribute("url.full", url)
+        span.set_attribute("url.query", "")
 
 
 class AccessLogMiddleware:

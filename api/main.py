@@ -13,7 +13,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from api import metrics
-from api.access_log import AccessLogMiddleware, install_logging
+from api.access_log import AccessLogMiddleware, install_logging, span_without_query
 from api.deps import TemporalConnector
 from api.routes import apps, audit, builds, deployments, observe
 from conveyor.db.records import ensure_default_project
@@ -73,7 +73,9 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
 
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer, excluded_urls="healthz,metrics")
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer, excluded_urls="healthz,metrics", server_request_hook=span_without_query
+    )
     install_logging()
     app.add_middleware(AccessLogMiddleware)
     return app

@@ -12,11 +12,14 @@ import uuid
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from kubernetes import client as k8s
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
 from api.main import ROUTERS, create_app
+from conveyor import telemetry
 from conveyor.db.models import App
 from conveyor.db.session import session_scope
 from tests.api.conftest import DEMO_IMAGE, Api
@@ -415,6 +418,19 @@ def test_the_access_log_has_no_query_strings_and_no_tokens(api, platform, settin
     assert secret not in written and "token=" not in written
     whole = log.read_text(errors="replace")
     assert admin_token not in whole and "Bearer" not in whole
+
+
+def test_request_spans_hold_no_query_strings(platform, settings, admin_token):
+    exporter = InMemorySpanExporter()
+    tracer = telemetry.tracer_provider("conveyor-test", settings, exporter)
+    secret = f"SECRET-{uuid.uuid4().hex}"
+    with TestClient(create_app(settings, tracer)) as http:
+        response = http.get("/api/v1/apps", params={"token": secret}, headers={"Authorization": f"Bearer {admin_token}"})
+        assert response.status_code == 200
+    spans = exporter.get_finished_spans()
+    assert any(s.name.startswith("GET /api/v1/apps") for s in spans), [s.name for s in spans]
+    recorded = str([(s.name, dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events]) for s in spans])
+    assert secret not in recorded and admin_token not in recorded
 
 
 # --- 422s never repeat what they refuse ----------------------------------
