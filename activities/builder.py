@@ -24,6 +24,7 @@ from conveyor.db.models import Build, Deployment
 from conveyor.db.session import session_scope
 from conveyor.ids import utcnow
 from conveyor.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
+from conveyor.redact import mask_url_credentials
 from conveyor.settings import Settings
 from conveyor.stack.registry import Buildah, manifest_digest
 
@@ -72,12 +73,12 @@ class BuilderActivities:
             env={**os.environ, **GIT_ENV},
         )
         if proc.returncode != 0:
-            message = proc.stderr.strip()[-500:]
+            message = mask_url_credentials(proc.stderr.strip()[-500:], request.repo_url)
             permanent = any(w in message.lower() for w in ("not found", "does not appear", "not a git repository", "denied"))
-            raise ApplicationError(f"cannot read {request.repo_url}: {message}", non_retryable=permanent)
+            raise ApplicationError(f"cannot read {mask_url_credentials(request.repo_url)}: {message}", non_retryable=permanent)
         line = proc.stdout.strip().splitlines()
         if not line:
-            raise ApplicationError(f"branch {request.branch!r} does not exist in {request.repo_url}", non_retryable=True)
+            raise ApplicationError(f"branch {request.branch!r} does not exist in {mask_url_credentials(request.repo_url)}", non_retryable=True)
         return line[0].split()[0]
 
     @activity.defn(name="find_built_image")
@@ -100,14 +101,14 @@ class BuilderActivities:
     def _fetch(self, request: BuildInput, src: Path, log) -> None:
         plan = request.plan
         if plan.source_type == "git":
-            log(f"==> fetching {plan.repo_url} at {plan.commit}")
+            log(f"==> fetching {mask_url_credentials(plan.repo_url)} at {plan.commit}")
             for args in (
                 ["git", "clone", "--quiet", "--no-tags", "--", plan.repo_url, str(src)],
                 ["git", "-C", str(src), "checkout", "--quiet", "--detach", plan.commit],
             ):
                 proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, **GIT_ENV})
                 if proc.returncode != 0:
-                    log(proc.stderr.strip())
+                    log(mask_url_credentials(proc.stderr.strip(), plan.repo_url))
                     raise BuildFailed(f"git {args[1] if args[1] != '-C' else args[3]} failed")
             shutil.rmtree(src / ".git", ignore_errors=True)
         else:

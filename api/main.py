@@ -17,6 +17,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from api import metrics
+from api.access_log import AccessLogMiddleware, install_logging, span_without_query
 from api.deps import TemporalConnector
 from api.routes import apps, audit, builds, deployments, observe
 from api.operations import HandoffReconciler
@@ -27,6 +28,8 @@ from conveyor.settings import Settings, get_settings
 
 
 API_PREFIX = "/api/v1"
+# Every router mounted under API_PREFIX (the project-isolation test walks them).
+ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router)
 
 
 def create_app(settings: Settings | None = None, tracer: TracerProvider | None = None) -> FastAPI:
@@ -72,9 +75,11 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Name the field and the problem; never echo the input (it may hold secrets).
+        # Name the field and the problem; never echo the input (it may hold secrets):
+        # no `input`, and no location below the field, where pydantic puts the
+        # offending dict key (an env key) or union branch.
         errors = [
-            {"loc": list(err["loc"]), "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
+            {"loc": list(err["loc"][:2]), "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
             for err in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
@@ -104,8 +109,12 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
         ready = checks["database"] == "ok" and checks["temporal"] == "ok"
         return JSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
 
-    for router in (apps.router, deployments.router, audit.router, observe.router, builds.router):
+    for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer, excluded_urls="healthz,metrics")
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer, excluded_urls="healthz,metrics", server_request_hook=span_without_query
+    )
+    install_logging()
+    app.add_middleware(AccessLogMiddleware)
     return app
 

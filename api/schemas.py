@@ -9,10 +9,20 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, fi
 
 from conveyor import images
 
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_ENV_ENTRIES = 200
-MAX_ENV_VALUE = 32 * 1024
+MAX_ENV_KEY = 253  # the longest key a Kubernetes ConfigMap or Secret takes
+MAX_ENV_VALUE = 32 * 1024  # UTF-8 bytes of one value
+# UTF-8 bytes of all keys and values of an app: well under Kubernetes' 1 MiB
+# per object and Temporal's payload limits, where the env travels twice
+# (the release and the one it replaces).
+MAX_ENV_TOTAL = 256 * 1024
+# Characters that a one-line field never holds: NUL (PostgreSQL refuses it in
+# text) and line breaks (they would split a build step or a log line).
+_LINE_BREAKS_OR_NUL = re.compile(r"[\x00\r\n\u2028\u2029\x85]")
+# git check-ref-format, in short; a leading '-' would also read as an option.
+_BAD_BRANCH = re.compile(r"^[-/.]|[/.]$|\.\.|//|@\{|\.lock$|/\.|[\x00-\x20\x7f~^:?*\[\\]")
 # Keys whose values are masked in every response and never written to the audit log.
 SECRET_HINTS = ("SECRET", "PASSWORD", "PASSWD", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE", "DATABASE_URL", "DSN", "AUTH")
 MASK = "********"
@@ -34,17 +44,49 @@ def masked_env(env: dict[str, str]) -> dict[str, str]:
     return {k: (MASK if is_secret_key(k) else v) for k, v in sorted(env.items())}
 
 
-def _check_env_keys(env: dict[str, object] | None) -> dict | None:
-    if env is None:
-        return None
+def env_problem(env: dict[str, str | None]) -> str | None:
+    """What is wrong with `env`, or None. Keys are named by position, never
+    repeated: a refused key or value may be a secret pasted in the wrong place."""
     if len(env) > MAX_ENV_ENTRIES:
-        raise ValueError(f"at most {MAX_ENV_ENTRIES} variables")
-    for key, value in env.items():
-        if not ENV_KEY.match(key):
-            raise ValueError(f"{key!r} is not a valid environment variable name (letters, digits, _; not starting with a digit)")
-        if isinstance(value, str) and len(value) > MAX_ENV_VALUE:
-            raise ValueError(f"the value of {key} is longer than {MAX_ENV_VALUE} characters")
+        return f"at most {MAX_ENV_ENTRIES} variables"
+    total = 0
+    for position, (key, value) in enumerate(env.items(), start=1):
+        if len(key) > MAX_ENV_KEY or not ENV_KEY.fullmatch(key):
+            return (
+                f"key #{position} is not a valid environment variable name: letters, digits and _, "
+                f"not starting with a digit, at most {MAX_ENV_KEY} characters"
+            )
+        size = len(value.encode()) if value is not None else 0
+        if size > MAX_ENV_VALUE:
+            return f"the value of key #{position} is longer than {MAX_ENV_VALUE} bytes"
+        if value is not None and "\x00" in value:
+            return f"the value of key #{position} contains a NUL character"
+        total += len(key) + size
+    if total > MAX_ENV_TOTAL:
+        return f"keys and values together must be at most {MAX_ENV_TOTAL} bytes"
+    return None
+
+
+def _check_env(env: dict | None) -> dict | None:
+    problem = env_problem(env) if env is not None else None
+    if problem is not None:
+        raise ValueError(problem)
     return env
+
+
+def _single_line(value: str | None) -> str | None:
+    if value is not None and _LINE_BREAKS_OR_NUL.search(value):
+        raise ValueError("must be one line: no line breaks or NUL characters")
+    return value
+
+
+def _check_branch(value: str | None) -> str | None:
+    if value is not None and _BAD_BRANCH.search(value):
+        raise ValueError(
+            "must be a git branch name: no spaces, control characters, ~ ^ : ? * [ \\, '..', '//' or '@{', "
+            "not starting with '-', '/' or '.', not ending with '/', '.' or '.lock'"
+        )
+    return value
 
 
 def _check_image(value: str | None) -> str | None:
@@ -57,23 +99,29 @@ def _check_image(value: str | None) -> str | None:
 
 
 ImageUrl = Annotated[str, AfterValidator(_check_image)]
-Env = Annotated[dict[str, StrictStr], AfterValidator(_check_env_keys)]
-EnvPatch = Annotated[dict[str, StrictStr | None], AfterValidator(_check_env_keys)]
+Env = Annotated[dict[str, StrictStr], AfterValidator(_check_env)]
+EnvPatch = Annotated[dict[str, StrictStr | None], AfterValidator(_check_env)]
+OneLine = Annotated[str, AfterValidator(_single_line)]
+Branch = Annotated[str, AfterValidator(_check_branch)]
 
 
 class AppCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=63, description="Application name (used for subdomain)")
+    name: OneLine = Field(min_length=1, max_length=63, description="Application name (used for subdomain)")
     source_type: SourceType = Field(default="image", description="Source type: image, git, or upload")
     image_url: ImageUrl | None = Field(default=None, description="Docker image URL (required for image source type)")
     repo_url: str | None = Field(default=None, max_length=1024, description="Git repository URL (required for git source type)")
-    repo_branch: str | None = Field(default=None, max_length=255, description="Git branch to deploy (default: main)")
-    build_command: str | None = Field(default=None, max_length=4096, description="Build command for git/upload sources")
+    repo_branch: Branch | None = Field(default=None, max_length=255, description="Git branch to deploy (default: main)")
+    build_command: OneLine | None = Field(
+        default=None, max_length=4096, description="Build command for git/upload sources (one line)"
+    )
     port: int = Field(default=8080, ge=1, le=65535, description="Port the application listens on")
     replicas: int = Field(default=1, ge=0, description="Number of replicas (default: 1)")
     env: Env = Field(default_factory=dict, description="Environment variables as key-value pairs")
-    template_id: str | None = Field(default=None, description="Marketplace template ID for one-click deploys")
+    template_id: OneLine | None = Field(
+        default=None, max_length=100, description="Marketplace template ID for one-click deploys"
+    )
     progress_deadline_seconds: int | None = Field(
         default=None, ge=10, le=3600, description="How long a rollout may take before it fails (default 600)"
     )
@@ -103,8 +151,8 @@ class AppUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_url: ImageUrl | None = Field(default=None, description="New image; a new deployment follows")
-    repo_branch: str | None = Field(default=None, max_length=255)
-    build_command: str | None = Field(default=None, max_length=4096)
+    repo_branch: Branch | None = Field(default=None, max_length=255)
+    build_command: OneLine | None = Field(default=None, max_length=4096, description="One line")
     port: int | None = Field(default=None, ge=1, le=65535, description="New port; a new deployment follows")
     replicas: int | None = Field(default=None, ge=0, description="New replica count; scales without a new deployment")
     env: EnvPatch | None = Field(

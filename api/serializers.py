@@ -5,6 +5,7 @@ from __future__ import annotations
 from api.schemas import AppPublic, DeploymentPublic, DeploymentStep, masked_env
 from conveyor.db.models import App, Deployment
 from conveyor.ids import iso
+from conveyor.redact import mask_url_credentials
 
 
 def app_public(app: App) -> AppPublic:
@@ -15,7 +16,7 @@ def app_public(app: App) -> AppPublic:
         slug=app.slug,
         source_type=app.source_type,
         image_url=app.image_url,
-        repo_url=app.repo_url,
+        repo_url=mask_url_credentials(app.repo_url),
         repo_branch=app.repo_branch,
         build_command=app.build_command,
         replicas=app.replicas,

@@ -88,22 +88,50 @@ def cmd_build_binaries(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
-    from conveyor import auth
+def _in_database(work) -> int:
+    """Run `work(session, settings)` on the migrated database; print what it returns.
+
+    Talks to the database directly (not the API): whoever runs this holds the
+    platform's database credentials, which is what makes them the operator."""
     from conveyor.db.records import ensure_default_project
     from conveyor.db.session import migrate, session_scope
 
     settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)  # where the SQLite file goes by default
     migrate(settings.effective_database_url)
     try:
         with session_scope(settings.effective_database_url) as session:
             ensure_default_project(session, settings)
-            token = auth.create_token(session, args.project, args.role, args.name)
+            output = work(session, settings)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(token)
+    print(output)
     return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from conveyor import auth
+
+    return _in_database(lambda session, settings: auth.create_token(session, args.project, args.role, args.name))
+
+
+def cmd_project_create(args: argparse.Namespace) -> int:
+    from conveyor.db.records import create_project
+
+    return _in_database(lambda session, settings: create_project(session, settings, args.name).id)
+
+
+def cmd_project_list(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from sqlalchemy import select
+
+    from conveyor.db.models import Project
+
+    def listing(session, settings) -> str:  # noqa: ARG001
+        projects = session.scalars(select(Project).order_by(Project.id)).all()
+        return "\n".join(f"{p.id:<24} {p.namespace}" for p in projects)
+
+    return _in_database(listing)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=["viewer", "deployer", "admin"])
     create.add_argument("--name", required=True, help="recorded as the user in audit entries")
     create.set_defaults(func=cmd_token_create)
+
+    project = sub.add_parser("project", help="projects: each has its own tokens, apps and namespace")
+    project_sub = project.add_subparsers(dest="project_command", required=True)
+    project_create = project_sub.add_parser("create", help="create a project and print its id (proj_<name>)")
+    project_create.add_argument("name", help="lowercase letters, digits and dashes; its apps go to <prefix><name>")
+    project_create.set_defaults(func=cmd_project_create)
+    project_list = project_sub.add_parser("list", help="print each project's id and namespace")
+    project_list.set_defaults(func=cmd_project_list)
 
     from conveyor import client_cli
 

@@ -97,8 +97,8 @@ def extract(path: Path, workspace: Path, limits: Limits) -> None:
 
 def check_repo_url(url: str, allowed_schemes: list[str]) -> str:
     """The URL if its scheme is one the operator allows (scp-like git@host:path is ssh)."""
-    if not url or len(url) > 1024 or any(c.isspace() for c in url):
-        raise UnsafeSource("repo_url must be a URL without spaces")
+    if not url or len(url) > 1024 or any(c.isspace() for c in url) or not url.isprintable():
+        raise UnsafeSource("repo_url must be a URL of at most 1024 characters without spaces or control characters")
     if url.startswith("-"):
         raise UnsafeSource("repo_url must not start with '-'")
     parsed = urlparse(url)
@@ -106,7 +106,8 @@ def check_repo_url(url: str, allowed_schemes: list[str]) -> str:
     if not scheme and "@" in url.split(":", 1)[0] and ":" in url:
         scheme = "ssh"
     if scheme not in allowed_schemes:
-        raise UnsafeSource(f"repo_url scheme {scheme or '(none)'!r} is not allowed; allowed: {', '.join(allowed_schemes)}")
+        # The message names the rule, not the scheme given: a refused value is never echoed.
+        raise UnsafeSource(f"repo_url must use one of the allowed schemes: {', '.join(allowed_schemes)}")
     return url
 
 

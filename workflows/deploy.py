@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         RolloutResult,
         ScaleInput,
     )
+    from conveyor.redact import mask_url_credentials
     from workflows.common import DB, KUBE_WRITE, REGISTRY, cancelled, failure_message, long_wait
 
 
@@ -149,7 +150,7 @@ class DeployWorkflow:
         build = plan.build
         commit = build.commit
         if build.source_type == "git" and not commit:
-            self._step("resolve", "running", f"{build.repo_url} {build.branch}")
+            self._step("resolve", "running", f"{mask_url_credentials(build.repo_url)} {build.branch}")
             commit = await workflow.execute_activity(
                 "resolve_git_commit",
                 ResolveCommitInput(repo_url=build.repo_url or "", branch=build.branch or "main"),

@@ -14,6 +14,7 @@ from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, Viewer
 from api.operations import MutationDep
 from api.pagination import PageDep
 from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, slugify
+from api.schemas import env_problem
 from api.serializers import app_public
 from conveyor import manifests, sources
 from conveyor.db.models import App, Build, Project
@@ -119,7 +120,7 @@ async def create_app(
     if body.template_id is not None:
         template = catalogue().get(body.template_id)
         if template is None:
-            raise unprocessable("template_id", "unknown template; GET /api/v1/templates lists them")
+            raise unprocessable("template_id", "not a template of the catalogue; GET /api/v1/templates lists them")
         # Fields given explicitly win over the template's.
         given = body.model_fields_set
         body = body.model_copy(
@@ -211,6 +212,9 @@ async def update_app(
                 new_env.pop(key, None)
             else:
                 new_env[key] = value
+        # Each patch is checked on its own; the merged env must hold the limits too.
+        if (problem := env_problem(new_env)) is not None:
+            raise unprocessable("env", problem)
         release_changed = (
             ("image_url" in given and given["image_url"] != app.image_url)
             or ("port" in given and given["port"] != app.port)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -40,6 +42,28 @@ def in_flight(session: Session, app_id: str) -> list[Deployment]:
             select(Deployment).where(Deployment.app_id == app_id, Deployment.status.in_(IN_FLIGHT)).order_by(Deployment.number)
         )
     )
+
+
+PROJECT_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def create_project(session: Session, settings, name: str) -> Project:
+    """A project `proj_<name>` whose apps live in their own namespace."""
+    namespace = settings.project_namespace(f"proj_{name}")
+    if not PROJECT_NAME.fullmatch(name) or len(namespace) > 63:
+        raise ValueError(
+            "a project name is lowercase letters, digits and dashes, starting with a letter, "
+            f"short enough that its namespace ({settings.namespace_prefix}<name>) has at most 63 characters"
+        )
+    taken = session.scalars(
+        select(Project).where((Project.id == f"proj_{name}") | (Project.name == name) | (Project.namespace == namespace))
+    ).first()
+    if taken is not None:
+        raise ValueError(f"project {taken.id} already uses that name or namespace")
+    project = Project(id=f"proj_{name}", name=name, namespace=namespace, created_at=utcnow())
+    session.add(project)
+    session.flush()
+    return project
 
 
 def ensure_default_project(session: Session, settings) -> Project:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import httpx
@@ -9,10 +10,13 @@ import pytest
 
 from conveyor import auth
 from conveyor.db.models import Project
+from conveyor.db.records import create_project
 from conveyor.db.session import session_scope
 from tests.helpers import eventually
 
 TERMINAL = {"active", "superseded", "failed", "cancelled"}
+# The seeded demo app in this session's registry (CONVEYOR_REGISTRY may move it off 5000).
+DEMO_IMAGE = f"{os.environ.get('CONVEYOR_REGISTRY', '127.0.0.1:5000')}/demo/web"
 
 
 class Api:
@@ -28,7 +32,7 @@ class Api:
         return response
 
     def create_app(self, **fields) -> dict:
-        body = {"name": f"app-{uuid.uuid4().hex[:8]}", "image_url": "127.0.0.1:5000/demo/web:v1", "port": 8080, **fields}
+        body = {"name": f"app-{uuid.uuid4().hex[:8]}", "image_url": f"{DEMO_IMAGE}:v1", "port": 8080, **fields}
         return self.call("POST", "/apps", 201, json=body).json()
 
     def deployments(self, app_id: str) -> list[dict]:
@@ -83,8 +87,7 @@ def make_token(platform, settings):
         name = name or f"{role}-{uuid.uuid4().hex[:6]}"
         with session_scope(settings.effective_database_url) as session:
             if session.get(Project, project_id) is None:
-                session.add(Project(id=project_id, name=project_id, namespace=f"conveyor-{project_id.replace('_', '-')}"))
-                session.flush()
+                create_project(session, settings, project_id.removeprefix("proj_"))
             return auth.create_token(session, project_id, role, name), name
 
     return make
