@@ -16,6 +16,7 @@ from kubernetes import client
 
 from conveyor.kube import namespace_for
 from conveyor.stack import registry
+from tests import hostile_archives as hostile
 from tests.helpers import collect_until, eventually, stream_lines
 
 
@@ -193,6 +194,33 @@ def test_malicious_uploads_are_refused_and_start_nothing(api, settings, entries,
     assert response.status_code == status and words in response.text and "file" in response.text
     assert api.deployments(app["id"]) == []
     assert set((settings.home / "uploads").glob("*")) == before
+
+
+HOSTILE_UPLOADS = {
+    **{name: build for name, build in hostile.HOSTILE.items()},
+    "pax-bomb": lambda _escape: hostile.pax_bomb(),
+    "gnu-long-name-bomb": lambda _escape: hostile.gnu_long_name_bomb(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_UPLOADS))
+def test_hostile_uploads_are_refused_naming_the_entry(api, settings, tmp_path, name):
+    """Each answered 202 before: realpath overflow (CVE-2025-4517), link chains,
+    links written through, and a 256 MiB pax header that grew the API by 700 MB."""
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    workspaces = settings.home / "workspaces"
+    # Aimed from where the worker would unpack it: <home>/workspaces/<build>/src.
+    data, entry, words, status = HOSTILE_UPLOADS[name](os.path.relpath(sentinel, workspaces / "build" / "src"))
+    app = upload_app(api)
+    before = set(workspaces.glob("*")) if workspaces.exists() else set()
+    response = upload(api, app["id"], data, expect=None)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("file: ") and repr(entry) in detail and words in detail
+    assert api.deployments(app["id"]) == []
+    assert list(sentinel.iterdir()) == []
+    assert (set(workspaces.glob("*")) if workspaces.exists() else set()) == before
 
 
 def test_oversize_and_bomb_uploads_are_413(api, settings):
