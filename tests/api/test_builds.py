@@ -238,6 +238,35 @@ def test_oversize_and_bomb_uploads_are_413(api, settings):
     assert api.deployments(app["id"]) == []
 
 
+SANDBOX_PROBE = """
+if wget -q -T 3 -O /tmp/health http://127.0.0.1:{port}/healthz; then echo "probe api=reached"; else echo "probe api=unreachable"; fi
+if nc -w 3 127.0.0.1 {temporal} </dev/null >/dev/null 2>&1; then echo "probe temporal=reached"; else echo "probe temporal=unreachable"; fi
+echo "probe pid1=$(tr '\\0' ' ' < /proc/1/cmdline)"
+if cat /etc/shadow >/dev/null 2>&1; then echo "probe shadow=read"; else echo "probe shadow=denied"; fi
+"""
+
+
+def test_build_steps_cannot_reach_the_api_or_see_the_hosts_processes(api, settings):
+    """A RUN step once reached the API on loopback and read the host's /proc/1/cmdline as root."""
+    app = upload_app(api)
+    source = {
+        "probe.sh": SANDBOX_PROBE.format(port=settings.api_port, temporal=settings.temporal_port),
+        "Dockerfile": f"FROM {settings.build_base_image}\nCOPY probe.sh /probe.sh\nRUN sh /probe.sh\n",
+    }
+    # From the host the same probes succeed, so an "unreachable" below is the sandbox's doing.
+    assert httpx.get(f"{settings.api_url}/healthz").status_code == 200
+    socket.create_connection(("127.0.0.1", settings.temporal_port), timeout=3).close()
+    dep = upload(api, app["id"], tarball(source)).json()
+    api.wait_active(app["id"], dep["id"], timeout=180)
+    log = api.call("GET", f"/apps/{app['id']}/build-log", 200).text
+    seen = dict(line.removeprefix("probe ").split("=", 1) for line in log.splitlines() if line.startswith("probe "))
+    assert seen["api"] == "unreachable" and seen["temporal"] == "unreachable", log
+    host_init = open("/proc/1/cmdline", "rb").read().replace(b"\0", b" ").decode().strip()
+    assert host_init not in seen["pid1"] and seen["pid1"].startswith("buildah"), log
+    assert seen["shadow"] == "denied", "build steps are not root on the host"
+    assert "unprivileged user namespace" in log and "no network" in log
+
+
 def test_env_secrets_never_reach_the_build_log(api, settings):
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     app = upload_app(api, env={"API_TOKEN": secret})
