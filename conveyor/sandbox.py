@@ -17,9 +17,11 @@ the same user namespace and root but on the host's network.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +83,6 @@ def subordinate_ids(path: Path, uid: int) -> IdRange | None:
     """The first range of at least IDS_NEEDED ids that `path` (/etc/subuid or
     /etc/subgid) gives the user `uid`."""
     try:
-        import pwd
-
         names = {str(uid), pwd.getpwuid(uid).pw_name}
     except KeyError:
         names = {str(uid)}
@@ -166,9 +166,7 @@ class Cgroup:
                     break
                 except FileNotFoundError:
                     break
-                except OSError:
-                    import time
-
+                except OSError:  # busy until its last process has exited
                     time.sleep(0.1)
         self.dirs = []
 
