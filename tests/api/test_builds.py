@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tarfile
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -265,6 +266,35 @@ def test_build_steps_cannot_reach_the_api_or_see_the_hosts_processes(api, settin
     assert host_init not in seen["pid1"] and seen["pid1"].startswith("buildah"), log
     assert seen["shadow"] == "denied", "build steps are not root on the host"
     assert "unprivileged user namespace" in log and "no network" in log
+
+
+def sandbox_processes(build_id: str) -> list[str]:
+    """Processes on the host still working for this build (its workspace is in their command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"/workspaces/{build_id}-" in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_cancelling_a_sandboxed_build_stops_every_process_of_it(api, settings):
+    app = upload_app(api)
+    source = {"Dockerfile": f"FROM {settings.build_base_image}\nRUN echo sleeping-now && sleep 300\n"}
+    dep = upload(api, app["id"], tarball(source)).json()
+    log_path = f"/apps/{app['id']}/build-log"
+    eventually(lambda: "sleeping-now" in api.call("GET", log_path, 200, params={"build_id": dep["build_id"]}).text, 120)
+    assert sandbox_processes(dep["build_id"]), "the build runs in sandbox processes"
+    api.call("POST", f"/apps/{app['id']}/deployments/{dep['id']}/cancel", 202)
+    dep = api.wait_finished(app["id"], dep["id"], timeout=60)
+    assert dep["status"] == "cancelled"
+    # The activity cleans up as it learns of the cancel, which may come after the workflow has ended.
+    eventually(lambda: sandbox_processes(dep["build_id"]) == [], 30, what="the build's processes to end")
+    eventually(lambda: not list((settings.home / "workspaces").glob(f"{dep['build_id']}-*")), 30, what="the workspace to go")
+    eventually(lambda: "build cancelled" in api.call("GET", log_path, 200, params={"build_id": dep["build_id"]}).text, 30)
 
 
 def test_env_secrets_never_reach_the_build_log(api, settings):
