@@ -19,7 +19,7 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from conveyor import images, sources
+from conveyor import images, sandbox, sources
 from conveyor.db.models import Build, Deployment
 from conveyor.db.session import session_scope
 from conveyor.ids import utcnow
@@ -40,6 +40,27 @@ def default_dockerfile(base_image: str, build_command: str | None, start_command
     if start_command:
         lines.append(f"CMD {json.dumps(['/bin/sh', '-c', start_command])}")
     return "\n".join(lines) + "\n"
+
+
+def base_images(dockerfile: str) -> list[str]:
+    """The images a Dockerfile's FROM lines name, less `scratch` and earlier
+    stages (pure). The sandbox has no network to pull them, so they are pulled
+    before the build starts."""
+    stages: set[str] = set()
+    found: list[str] = []
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if not words or words[0].upper() != "FROM":
+            continue
+        words = [w for w in words[1:] if not w.startswith("--")]
+        if not words:
+            continue
+        image = words[0]
+        if len(words) >= 3 and words[1].upper() == "AS":
+            stages.add(words[2].lower())
+        if image.lower() not in stages and image != "scratch" and image not in found:
+            found.append(image)
+    return found
 
 
 def tail_of(path: Path, lines: int = LOG_TAIL) -> str:
@@ -119,8 +140,7 @@ class BuilderActivities:
             except sources.UnsafeSource as exc:
                 raise BuildFailed(str(exc)) from exc
 
-    def _run_streaming(self, args: list[str], cwd: Path, log, deadline: float) -> None:
-        proc = self.buildah.popen(args, cwd)
+    def _run_streaming(self, proc: subprocess.Popen, log, deadline: float) -> None:
         lines: queue.Queue[str | None] = queue.Queue()
 
         def read() -> None:
@@ -147,11 +167,35 @@ class BuilderActivities:
                 if time.monotonic() > deadline:
                     raise BuildFailed(f"the build took longer than {self.settings.build_timeout_seconds}s and was stopped")
             if proc.wait() != 0:
-                raise BuildFailed(f"buildah {args[0]} exited with status {proc.returncode}")
+                raise BuildFailed(f"buildah bud exited with status {proc.returncode}")
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    def _sandboxed(self, box: sandbox.BuildSandbox, args: list[str], what: str, log, deadline: float) -> str:
+        """A buildah command that runs no build step (pull, push), bounded by the deadline."""
+        try:
+            proc = box.run(args, timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise BuildFailed(f"the build took longer than {self.settings.build_timeout_seconds}s and was stopped") from None
+        if proc.returncode != 0:
+            log(proc.stdout.strip() + proc.stderr.strip())
+            raise BuildFailed(f"{what} failed")
+        return proc.stdout
+
+    def _pull_bases(self, box: sandbox.BuildSandbox, dockerfile: Path, log, deadline: float) -> None:
+        allowed = {self.settings.registry, images.parse(self.settings.build_base_image).registry}
+        for base in base_images(dockerfile.read_text(errors="replace")):
+            try:
+                ref = images.parse(base)
+            except images.InvalidImageReference:
+                raise BuildFailed(f"FROM {base}: not an image reference this builder can pull") from None
+            if ref.registry not in allowed:
+                raise BuildFailed(f"FROM {base}: builds use images from the platform's registry ({self.settings.registry}) only")
+            log(f"==> pulling {base}")
+            args = ["pull", "--quiet"] + (["--tls-verify=false"] if self.settings.registry_insecure else []) + [base]
+            self._sandboxed(box, args, f"pulling {base}", log, deadline)
 
     @activity.defn(name="build_image")
     def build_image(self, request: BuildInput) -> BuiltImage:
@@ -160,9 +204,12 @@ class BuilderActivities:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         workspaces = self.settings.home / "workspaces"
         workspaces.mkdir(parents=True, exist_ok=True)
+        # The sandbox's uid must pass through, but not list other builds.
+        workspaces.chmod(0o711)
         workspace = Path(tempfile.mkdtemp(prefix=f"{plan.build_id}-", dir=workspaces))
         image = f"{self.settings.registry}/{request.project_id}/{request.slug}:{plan.build_id}"
         deadline = time.monotonic() + plan.timeout_seconds
+        box: sandbox.BuildSandbox | None = None
         with log_path.open("a", buffering=1) as out:
 
             def log(line: str) -> None:
@@ -172,17 +219,34 @@ class BuilderActivities:
                 src = workspace / "src"
                 self._fetch(request, src, log)
                 dockerfile = src / "Dockerfile"
+                if dockerfile.is_symlink():
+                    # It is read on the host (for its FROM lines), where a link could lead anywhere.
+                    raise BuildFailed("the Dockerfile must be a regular file, not a symlink")
                 if dockerfile.is_file():
                     log("==> building with the source's Dockerfile")
                 else:
                     procfile = src / "Procfile"
-                    start = sources.procfile_web(procfile.read_text(errors="replace")) if procfile.is_file() else None
+                    start = None
+                    if procfile.is_file() and not procfile.is_symlink():
+                        start = sources.procfile_web(procfile.read_text(errors="replace"))
                     dockerfile = workspace / "Dockerfile.conveyor"
                     dockerfile.write_text(default_dockerfile(self.settings.build_base_image, plan.build_command, start))
                     log(f"==> no Dockerfile: building on {self.settings.build_base_image} with the default recipe")
-                self._run_streaming(self.buildah.bud_args(src, image, dockerfile), src, log, deadline)
+                try:
+                    box = sandbox.BuildSandbox(self.settings, workspace, plan.build_id)
+                    box.prepare()
+                except sandbox.SandboxUnavailable as exc:
+                    raise BuildFailed(str(exc)) from exc
+                self._pull_bases(box, dockerfile, log, deadline)
+                proc, description = box.popen_build(self.buildah.bud_args(src, image, dockerfile, pull=False))
+                log(f"==> {description}")
+                self._run_streaming(proc, log, deadline)
                 log(f"==> pushing {image}")
-                digest = self.buildah.push(image)
+                digest_file = box.tmp / "digest"
+                push = ["push", "--quiet", "--digestfile", str(digest_file)]
+                push += ["--tls-verify=false"] if self.settings.registry_insecure else []
+                self._sandboxed(box, push + [image, f"docker://{image}"], f"pushing {image}", log, deadline + 300)
+                digest = digest_file.read_text().strip()
                 log(f"==> pushed {image}@{digest}")
                 return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}")
             except BuildFailed as exc:
@@ -193,8 +257,9 @@ class BuilderActivities:
                 log("==> build cancelled")
                 raise
             finally:
+                if box is not None:
+                    box.close()
                 shutil.rmtree(workspace, ignore_errors=True)
-                subprocess.run(self.buildah.base_args() + ["rmi", "-f", image], capture_output=True)
 
     @activity.defn(name="record_build")
     def record_build(self, request: RecordBuildInput) -> None:

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     upload_max_bytes: int = 50 * 1024 * 1024
     upload_max_uncompressed_bytes: int = 200 * 1024 * 1024
     upload_max_entries: int = 10_000
+    # The build sandbox (conveyor/sandbox.py). Outbound network for build
+    # steps (package installs) is off unless this is set; when on, the host's
+    # own addresses and loopback stay unreachable.
+    build_network: bool = False
+    build_memory_mb: int = 2048
+    build_cpus: float = 1.0
+    build_max_processes: int = 1024
+    build_max_file_mb: int = 4096
 
     # OpenTelemetry collector base URL (OTLP over HTTP), e.g. http://127.0.0.1:4318
     otlp_endpoint: str | None = None

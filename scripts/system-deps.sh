@@ -9,6 +9,9 @@ command -v buildah >/dev/null || need+=(buildah)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v ss >/dev/null || need+=(iproute2)
 command -v git >/dev/null || need+=(git)
+command -v unshare >/dev/null && command -v prlimit >/dev/null || need+=(util-linux)
+command -v newuidmap >/dev/null || need+=(uidmap)
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
 for extra in "$@"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
 done
@@ -22,6 +25,17 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Builds run in a user namespace whose root is an unprivileged range of host
+# ids (conveyor/sandbox.py); newuidmap hands out only ranges listed here.
+if ! grep -q "^$(id -un):" /etc/subuid 2>/dev/null || ! grep -q "^$(id -un):" /etc/subgid 2>/dev/null; then
+  echo "adding subordinate ids 100000-165535 for $(id -un) (the build sandbox's users)"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: run as root, or add them yourself: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $(id -un)" >&2
+    exit 1
+  fi
+  usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "$(id -un)"
 fi
 
 if ! command -v go >/dev/null; then

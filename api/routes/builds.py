@@ -39,8 +39,9 @@ def list_templates(caller: Viewer) -> list[Template]:
     description=(
         "Multipart form with the field `file`: a .tar or .tar.gz of the source. A Dockerfile at its root is used; "
         "without one the default recipe builds on the base image, runs build_command and starts the Procfile's web "
-        "command. Archives with absolute paths, '..', links leading outside, devices or duplicate names are refused; "
-        "size and entry count are limited."
+        "command. Archives with absolute paths, '..', links leading outside, link chains, oversized pax or GNU "
+        "long-name headers, devices or duplicate names are refused (400 or 413, naming the entry); size and entry count "
+        "are limited."
     ),
 )
 async def upload_build(app_id: str, m: MutationDep, caller: Deployer, file: Annotated[UploadFile, File(description="The source tarball")]):

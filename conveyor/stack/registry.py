@@ -118,9 +118,11 @@ class Buildah:
             raise RuntimeError(f"buildah {args[0]} failed (exit {proc.returncode}): {(proc.stdout or '')[-2000:]}")
         return proc.stdout or ""
 
-    def bud_args(self, context: Path, image: str, dockerfile: Path | None = None) -> list[str]:
+    def bud_args(self, context: Path, image: str, dockerfile: Path | None = None, pull: bool = True) -> list[str]:
         args = ["bud", "--isolation", "chroot", "--layers", "-f", str(dockerfile or context / "Dockerfile"), "-t", image]
-        if self.settings.registry_insecure:
+        if not pull:
+            args.append("--pull=never")
+        elif self.settings.registry_insecure:
             args.append("--tls-verify=false")
         return args + [str(context)]
 

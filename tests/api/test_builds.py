@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tarfile
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from kubernetes import client
 
 from conveyor.kube import namespace_for
 from conveyor.stack import registry
+from tests import hostile_archives as hostile
 from tests.helpers import collect_until, eventually, stream_lines
 
 
@@ -195,6 +197,33 @@ def test_malicious_uploads_are_refused_and_start_nothing(api, settings, entries,
     assert set((settings.home / "uploads").glob("*")) == before
 
 
+HOSTILE_UPLOADS = {
+    **{name: build for name, build in hostile.HOSTILE.items()},
+    "pax-bomb": lambda _escape: hostile.pax_bomb(),
+    "gnu-long-name-bomb": lambda _escape: hostile.gnu_long_name_bomb(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_UPLOADS))
+def test_hostile_uploads_are_refused_naming_the_entry(api, settings, tmp_path, name):
+    """Each answered 202 before: realpath overflow (CVE-2025-4517), link chains,
+    links written through, and a 256 MiB pax header that grew the API by 700 MB."""
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    workspaces = settings.home / "workspaces"
+    # Aimed from where the worker would unpack it: <home>/workspaces/<build>/src.
+    data, entry, words, status = HOSTILE_UPLOADS[name](os.path.relpath(sentinel, workspaces / "build" / "src"))
+    app = upload_app(api)
+    before = set(workspaces.glob("*")) if workspaces.exists() else set()
+    response = upload(api, app["id"], data, expect=None)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("file: ") and repr(entry) in detail and words in detail
+    assert api.deployments(app["id"]) == []
+    assert list(sentinel.iterdir()) == []
+    assert (set(workspaces.glob("*")) if workspaces.exists() else set()) == before
+
+
 def test_oversize_and_bomb_uploads_are_413(api, settings):
     app = upload_app(api)
     bomb = io.BytesIO()
@@ -208,6 +237,64 @@ def test_oversize_and_bomb_uploads_are_413(api, settings):
     response = upload(api, app["id"], huge, name="huge.tar", expect=None)
     assert response.status_code == 413
     assert api.deployments(app["id"]) == []
+
+
+SANDBOX_PROBE = """
+if wget -q -T 3 -O /tmp/health http://127.0.0.1:{port}/healthz; then echo "probe api=reached"; else echo "probe api=unreachable"; fi
+if nc -w 3 127.0.0.1 {temporal} </dev/null >/dev/null 2>&1; then echo "probe temporal=reached"; else echo "probe temporal=unreachable"; fi
+echo "probe pid1=$(tr '\\0' ' ' < /proc/1/cmdline)"
+if cat /etc/shadow >/dev/null 2>&1; then echo "probe shadow=read"; else echo "probe shadow=denied"; fi
+"""
+
+
+def test_build_steps_cannot_reach_the_api_or_see_the_hosts_processes(api, settings):
+    """A RUN step once reached the API on loopback and read the host's /proc/1/cmdline as root."""
+    app = upload_app(api)
+    source = {
+        "probe.sh": SANDBOX_PROBE.format(port=settings.api_port, temporal=settings.temporal_port),
+        "Dockerfile": f"FROM {settings.build_base_image}\nCOPY probe.sh /probe.sh\nRUN sh /probe.sh\n",
+    }
+    # From the host the same probes succeed, so an "unreachable" below is the sandbox's doing.
+    assert httpx.get(f"{settings.api_url}/healthz").status_code == 200
+    socket.create_connection(("127.0.0.1", settings.temporal_port), timeout=3).close()
+    dep = upload(api, app["id"], tarball(source)).json()
+    api.wait_active(app["id"], dep["id"], timeout=180)
+    log = api.call("GET", f"/apps/{app['id']}/build-log", 200).text
+    seen = dict(line.removeprefix("probe ").split("=", 1) for line in log.splitlines() if line.startswith("probe "))
+    assert seen["api"] == "unreachable" and seen["temporal"] == "unreachable", log
+    host_init = open("/proc/1/cmdline", "rb").read().replace(b"\0", b" ").decode().strip()
+    assert host_init not in seen["pid1"] and seen["pid1"].startswith("buildah"), log
+    assert seen["shadow"] == "denied", "build steps are not root on the host"
+    assert "unprivileged user namespace" in log and "no network" in log
+
+
+def sandbox_processes(build_id: str) -> list[str]:
+    """Processes on the host still working for this build (its workspace is in their command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"/workspaces/{build_id}-" in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_cancelling_a_sandboxed_build_stops_every_process_of_it(api, settings):
+    app = upload_app(api)
+    source = {"Dockerfile": f"FROM {settings.build_base_image}\nRUN echo sleeping-now && sleep 300\n"}
+    dep = upload(api, app["id"], tarball(source)).json()
+    log_path = f"/apps/{app['id']}/build-log"
+    eventually(lambda: "sleeping-now" in api.call("GET", log_path, 200, params={"build_id": dep["build_id"]}).text, 120)
+    assert sandbox_processes(dep["build_id"]), "the build runs in sandbox processes"
+    api.call("POST", f"/apps/{app['id']}/deployments/{dep['id']}/cancel", 202)
+    dep = api.wait_finished(app["id"], dep["id"], timeout=60)
+    assert dep["status"] == "cancelled"
+    # The activity cleans up as it learns of the cancel, which may come after the workflow has ended.
+    eventually(lambda: sandbox_processes(dep["build_id"]) == [], 30, what="the build's processes to end")
+    eventually(lambda: not list((settings.home / "workspaces").glob(f"{dep['build_id']}-*")), 30, what="the workspace to go")
+    eventually(lambda: "build cancelled" in api.call("GET", log_path, 200, params={"build_id": dep["build_id"]}).text, 30)
 
 
 def test_env_secrets_never_reach_the_build_log(api, settings):

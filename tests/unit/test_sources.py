@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from conveyor import sources
+from tests import hostile_archives as hostile
 
 LIMITS = sources.Limits(max_uncompressed_bytes=1024 * 1024, max_entries=50)
 
@@ -79,6 +83,113 @@ def test_a_gzip_bomb_is_refused_by_its_unpacked_size(tmp_path):
     with pytest.raises(sources.UnsafeSource) as refused:
         sources.check_tarball(archive, LIMITS)
     assert refused.value.status == 413
+
+
+@pytest.fixture
+def sentinel(tmp_path):
+    """A directory outside the workspace that hostile archives aim at; it must stay empty."""
+    target = tmp_path / "sentinel"
+    target.mkdir()
+    yield target
+    assert list(target.iterdir()) == [], "something was written outside the workspace"
+
+
+@pytest.mark.parametrize("name", sorted(hostile.HOSTILE))
+def test_hostile_links_are_refused_by_the_check_and_by_extract(tmp_path, sentinel, name):
+    # The workspace sits two levels below tmp_path, as src/ does in the builder's workspace.
+    workspace = tmp_path / "build" / "src"
+    workspace.parent.mkdir()
+    data, entry, words, status = hostile.HOSTILE[name](os.path.relpath(sentinel, workspace))
+    archive = tmp_path / "hostile.tar.gz"
+    archive.write_bytes(data)
+    with pytest.raises(sources.UnsafeSource) as refused:
+        sources.check_tarball(archive, LIMITS)
+    assert repr(entry) in str(refused.value) and words in str(refused.value) and refused.value.status == status
+    with pytest.raises(sources.UnsafeSource):
+        sources.extract(archive, workspace, LIMITS)
+    assert not workspace.exists()
+
+
+@pytest.mark.parametrize("bomb", [hostile.pax_bomb, hostile.gnu_long_name_bomb])
+def test_header_bombs_are_refused_before_their_body_is_read(tmp_path, bomb):
+    data, entry, words, status = bomb(64 * 1024 * 1024)
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(data)
+    assert archive.stat().st_size < 200 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(sources.UnsafeSource) as refused:
+            sources.check_tarball(archive, LIMITS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == status and repr(entry) in str(refused.value) and words in str(refused.value)
+    assert peak < 2 * 1024 * 1024, f"the check held {peak} bytes"
+
+
+def test_a_gzip_bomb_is_refused_while_streaming_with_bounded_memory(tmp_path):
+    data, _entry, words, status = hostile.gzip_bomb(64 * 1024 * 1024)
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(sources.UnsafeSource) as refused:
+            sources.check_tarball(archive, LIMITS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == status and words in str(refused.value)
+    assert peak < 2 * 1024 * 1024
+
+
+def test_the_extractor_never_follows_a_link_already_in_the_workspace(tmp_path, sentinel):
+    """The second line of defence on its own: even if a link the check should
+    have refused were in place, every open is relative to its parent's
+    descriptor with O_NOFOLLOW, so writes through it fail."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "out").symlink_to(sentinel)
+    (workspace / "inner").mkdir()
+    (workspace / "alias").symlink_to("inner")
+    (sentinel / "secret").write_text("x")
+    writer = sources._Writer(workspace)
+    body = sources._Body(sources._Unpacked(io.BytesIO(b"pwned\n"), 1024), 6, 6)
+    try:
+        for entry in (
+            sources.Entry(name="out/pwned", path="out/pwned", kind="file", size=6),
+            sources.Entry(name="alias/pwned", path="alias/pwned", kind="file", size=6),
+            sources.Entry(name="out/deeper/x", path="out/deeper/x", kind="dir"),
+            sources.Entry(name="steal", path="steal", kind="hardlink", link="out/secret"),
+            sources.Entry(name="out", path="out", kind="file", size=6),
+        ):
+            with pytest.raises(sources.UnsafeSource, match=repr(entry.name)):
+                writer.write(entry, body)
+    finally:
+        writer.close()
+        (sentinel / "secret").unlink()
+    assert sorted(p.name for p in workspace.iterdir()) == ["alias", "inner", "out"]
+    assert list((workspace / "inner").iterdir()) == []
+
+
+def test_extraction_keeps_modes_sane_and_long_names_intact(tmp_path):
+    long_dir = "/".join(["p" * 200] * 3)
+    entries = [
+        hostile.info("setuid-tool", mode=0o4755),
+        hostile.info("world-writable", mode=0o666),
+        hostile.info("private", mode=0o600),
+        hostile.info(f"{long_dir}/file.txt"),
+        hostile.info("same", tarfile.LNKTYPE, f"{long_dir}/file.txt"),
+        hostile.info("to-dir", tarfile.SYMTYPE, long_dir),
+        hostile.info("sticky", tarfile.DIRTYPE, mode=0o1777),
+    ]
+    archive = tmp_path / "ok.tar.gz"
+    archive.write_bytes(hostile.tar_bytes(entries, {"setuid-tool": b"#!/bin/sh\n", "world-writable": b"w", "private": b"p", f"{long_dir}/file.txt": b"deep\n"}))
+    workspace = tmp_path / "ws"
+    sources.extract(archive, workspace, LIMITS)
+    modes = {name: stat.S_IMODE(os.lstat(workspace / name).st_mode) for name in ("setuid-tool", "world-writable", "private", "sticky")}
+    assert modes == {"setuid-tool": 0o755, "world-writable": 0o644, "private": 0o644, "sticky": 0o755}
+    assert (workspace / "to-dir" / "file.txt").read_text() == "deep\n"
+    assert os.lstat(workspace / "same").st_ino == os.lstat(workspace / long_dir / "file.txt").st_ino
 
 
 def test_garbage_is_not_a_tarball(tmp_path):

@@ -1,0 +1,132 @@
+"""The build sandbox on its own, with real buildah, unshare and slirp4netns:
+build steps see neither the platform's ports nor the host's processes and files,
+with the network off (the default) and on."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from conveyor import sandbox
+from conveyor.settings import Settings
+
+PROBE = """
+for target in {targets}; do
+  if nc -w 3 ${{target%:*}} ${{target#*:}} </dev/null >/dev/null 2>&1; then echo "probe $target=reached"; else echo "probe $target=unreachable"; fi
+done
+echo "probe pid1=$(tr '\\0' ' ' < /proc/1/cmdline)"
+if cat /etc/shadow >/dev/null 2>&1; then echo "probe shadow=read"; else echo "probe shadow=denied"; fi
+if ls /proc/1/root/ >/dev/null 2>&1; then echo "probe buildah-root=listed"; else echo "probe buildah-root=denied"; fi
+echo "probe routes=$(ip route | tr '\\n' ';')"
+"""
+
+
+@pytest.fixture
+def listeners():
+    """Two ports of the host, as the platform's are: one on loopback, one on every address."""
+    sockets, stop = [], threading.Event()
+    for host in ("127.0.0.1", "0.0.0.0"):
+        s = socket.socket()
+        s.bind((host, 0))
+        s.listen()
+        s.settimeout(0.5)
+        sockets.append(s)
+
+    def accept(s):
+        while not stop.is_set():
+            try:
+                s.accept()[0].close()
+            except OSError:
+                pass
+
+    for s in sockets:
+        threading.Thread(target=accept, args=(s,), daemon=True).start()
+    yield [s.getsockname()[1] for s in sockets]
+    stop.set()
+    for s in sockets:
+        s.close()
+
+
+@pytest.fixture
+def home():
+    """Not under pytest's tmp_path: its folders are 0700, and the sandbox's
+    unprivileged uid must pass through every parent of its workspace."""
+    path = Path(tempfile.mkdtemp(prefix="conveyor-sandbox-test-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path)
+
+
+def build(home: Path, targets: list[str], run: str = "/bin/sh /probe.sh", **settings_fields) -> tuple[int, str]:
+    settings = Settings(home=home, **settings_fields)
+    workspace = Path(tempfile.mkdtemp(dir=home))
+    src = workspace / "src"
+    (src / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", src / "bin" / "busybox")
+    for applet in ("sh", "nc", "cat", "tr", "ls", "ip", "echo", "dd"):
+        (src / "bin" / applet).symlink_to("busybox")
+    (src / "probe.sh").write_text(PROBE.format(targets=" ".join(targets)))
+    (src / "Dockerfile").write_text(f"FROM scratch\nCOPY bin /bin\nCOPY probe.sh /probe.sh\nRUN {run}\n")
+    box = sandbox.BuildSandbox(settings, workspace, workspace.name)
+    try:
+        box.prepare()
+        args = ["bud", "--isolation", "chroot", "--pull=never", "-f", str(src / "Dockerfile"), "-t", "localhost/probe:1", str(src)]
+        proc, description = box.popen_build(args)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        box.close()
+        shutil.rmtree(workspace)
+    assert box.cgroup is not None and box.cgroup.dirs == [], "the build's cgroup is removed"
+    return proc.returncode, description + "\n" + output
+
+
+def probes(output: str) -> dict[str, str]:
+    return dict(line.removeprefix("probe ").split("=", 1) for line in output.splitlines() if line.startswith("probe "))
+
+
+@pytest.mark.parametrize("network", [False, True], ids=["network-off", "network-on"])
+def test_build_steps_reach_neither_platform_ports_nor_host_processes(home, listeners, network):
+    loopback_port, any_port = listeners
+    host_ips = sandbox.host_addresses()
+    targets = [f"127.0.0.1:{loopback_port}", f"127.0.0.1:{any_port}", "10.0.2.2:%d" % any_port] + [f"{ip}:{any_port}" for ip in host_ips]
+    # The probe must be able to succeed: the same targets are reachable from the host.
+    for target in targets[:2] + targets[3:]:
+        host, port = target.rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=3).close()
+    status, output = build(home, targets, build_network=network)
+    assert status == 0, output
+    seen = probes(output)
+    assert {t: seen[t] for t in targets} == {t: "unreachable" for t in targets}, output
+    host_init = Path("/proc/1/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    assert seen["pid1"].startswith("buildah") and host_init not in seen["pid1"]
+    assert seen["shadow"] == "denied", "build steps are not root on the host"
+    assert seen["buildah-root"] == "denied"
+    if network:
+        assert "default via 10.0.2.2" in seen["routes"] and "outbound network" in output
+    else:
+        assert seen["routes"] == "" and "no network" in output
+    assert "unprivileged user namespace" in output
+
+
+def test_network_setting_refuses_to_turn_on_without_slirp4netns(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "slirp4netns" else "/usr/bin/" + name)
+    with pytest.raises(sandbox.SandboxUnavailable, match="slirp4netns is not installed"):
+        sandbox.BuildSandbox(Settings(home=tmp_path, build_network=True), tmp_path, "x")
+
+
+def test_a_step_over_its_memory_bound_fails_the_build(home):
+    probe = sandbox.Cgroup("conveyor-probe", 1 << 30, 1.0, 100)
+    writable = bool(probe.dirs)
+    probe.remove()
+    assert writable, f"no writable cgroup here ({probe.reason}): the memory bound cannot be shown"
+    status, output = build(home, [], run="dd if=/dev/zero of=/dev/null bs=400M count=1 && echo allocated", build_memory_mb=200)
+    assert "cgroup: 200 MiB" in output
+    assert status != 0 and "Killed" in output and "allocated" not in output.splitlines(), output
+    status, output = build(home, [], run="dd if=/dev/zero of=/dev/null bs=20M count=1 && echo allocated", build_memory_mb=200)
+    assert status == 0 and "allocated" in output.splitlines(), output
