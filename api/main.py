@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -14,7 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from api import metrics
 from api.deps import TemporalConnector
-from api.routes import apps, audit, builds, deployments, observe
+from api.routes import apps, audit, builds, codec, deployments, observe
+from conveyor.codec import EncryptionCodec, load_keyring
 from conveyor.db.records import ensure_default_project
 from conveyor.db.session import migrate, session_scope
 from conveyor import telemetry
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
         migrate(settings.effective_database_url)
         with session_scope(settings.effective_database_url) as session:
             ensure_default_project(session, settings)
+        app.state.codec = EncryptionCodec(await asyncio.to_thread(load_keyring, settings))
         yield
 
     app = FastAPI(
@@ -66,8 +69,9 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     def healthz() -> dict:
         return {"status": "ok"}
 
-    for router in (apps.router, deployments.router, audit.router, observe.router, builds.router):
+    for router in (apps.router, deployments.router, audit.router, observe.router, builds.router, codec.router):
         app.include_router(router, prefix=API_PREFIX)
+    codec.install_cors(app, settings, API_PREFIX + codec.PREFIX)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer, excluded_urls="healthz,metrics")
     return app
 

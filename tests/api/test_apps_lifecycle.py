@@ -9,11 +9,11 @@ import uuid
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from temporalio.client import Client
 
 from conveyor import manifests, markers
 from conveyor.kube import namespace_for
 from conveyor.stack import registry
+from conveyor.temporal_client import connect
 from tests.helpers import eventually
 
 NAMESPACE_PROJECT = "proj_default"
@@ -59,10 +59,10 @@ def test_env_change_is_a_new_deployment_and_supersedes_the_old(api, kube_api, se
     api.wait_active(app["id"], newest["id"])
     assert api.deployment(app["id"], first["id"])["status"] == "superseded"
 
-    config_map = client.CoreV1Api(kube_api).read_namespaced_config_map(
-        manifests.env_config_map_name(app["slug"]), namespace_for(settings, NAMESPACE_PROJECT)
+    secret = client.CoreV1Api(kube_api).read_namespaced_secret(
+        manifests.env_secret_name(app["slug"]), namespace_for(settings, NAMESPACE_PROJECT)
     )
-    assert config_map.data == {"LOG_LEVEL": "debug"}
+    assert secret.data == {"LOG_LEVEL": "ZGVidWc="}
     api.wait_ready(app["id"], 2)
     audit = api.call("GET", f"/apps/{app['id']}/audit", 200).json()
     assert audit[0]["action"] == "update" and "LOG_LEVEL" in audit[1]["details"] + audit[0]["details"]
@@ -162,7 +162,7 @@ def test_two_deploys_in_quick_succession_run_one_after_the_other(api, deployed_a
 
 
 async def _workflows_for(settings, deployment_id: str) -> list:
-    temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    temporal = await connect(settings)
     for _ in range(40):
         found = [w async for w in temporal.list_workflows(f"DeploymentId = '{deployment_id}'")]
         if found:
@@ -197,7 +197,7 @@ def test_workflows_carry_search_attributes_and_a_readable_summary(api, settings,
     assert attributes["Operation"] == "deploy"
 
     async def summary() -> str | None:
-        temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        temporal = await connect(settings)
         description = await temporal.get_workflow_handle(first["workflow_id"]).describe()
         return await description.static_summary()
 
@@ -218,6 +218,7 @@ def test_delete_leaves_no_kubernetes_object_behind(api, kube_api, settings, depl
         (apps_api.read_namespaced_deployment, app["slug"]),
         (core.read_namespaced_service, app["slug"]),
         (net.read_namespaced_ingress, app["slug"]),
+        (core.read_namespaced_secret, manifests.env_secret_name(app["slug"])),
         (core.read_namespaced_config_map, manifests.env_config_map_name(app["slug"])),
     ):
         with pytest.raises(ApiException) as gone:

@@ -10,10 +10,9 @@ import subprocess
 import sys
 import uuid
 
-from temporalio.client import Client
-
 from conveyor.kube import namespace_for
 from conveyor.stack import cluster
+from conveyor.temporal_client import connect
 from tests.helpers import collect_until, eventually, stream_lines
 
 
@@ -156,7 +155,7 @@ def test_cancel_through_the_temporal_client_has_the_same_outcome(api, kube_api, 
     dep = start_never_ready_deploy(api, app)
 
     async def cancel():
-        temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        temporal = await connect(settings)
         await temporal.get_workflow_handle(dep["workflow_id"]).cancel()
 
     asyncio.run(cancel())
