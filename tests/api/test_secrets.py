@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 import uuid
 
 import httpx
@@ -137,6 +138,22 @@ def test_the_codec_endpoint_decodes_for_an_admin_and_refuses_others(api, setting
     assert encoded.status_code == 200 and password not in encoded.text
     back = httpx.post(url, content=encoded.text, headers=admin).json()
     assert json.loads(base64.b64decode(back["payloads"][0]["data"])) == password
+
+
+def test_the_temporal_cli_shows_decrypted_history_through_the_codec_endpoint(api, settings, app_with_secret):
+    app, first, password, env = app_with_secret
+    show = [
+        temporal.temporal_cli(), "workflow", "show", "-w", first["workflow_id"], "--output", "json",
+        "--address", settings.temporal_address, "--namespace", settings.temporal_namespace,
+        "--codec-endpoint", settings.codec_endpoint,
+    ]  # fmt: skip
+    with_token = subprocess.run(
+        [*show, "--codec-auth", api.http.headers["Authorization"]], capture_output=True, text=True, timeout=60
+    )
+    assert with_token.returncode == 0, with_token.stderr
+    assert password in with_token.stdout
+    without = subprocess.run(show, capture_output=True, text=True, timeout=60)
+    assert password not in without.stdout + without.stderr
 
 
 def test_the_web_ui_uses_the_codec_endpoint_and_may_call_it_cross_origin(platform, settings, admin_token):
