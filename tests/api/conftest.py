@@ -18,7 +18,8 @@ TERMINAL = {"active", "superseded", "failed", "cancelled"}
 class Api:
     """A thin client that fails loudly with the response body on surprises."""
 
-    def __init__(self, base_url: str, token: str):
+    def __init__(self, base_url: str, token: str, registry: str = "127.0.0.1:5000"):
+        self.registry = registry
         self.http = httpx.Client(base_url=f"{base_url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def call(self, method: str, path: str, expect: int | None = None, **kwargs) -> httpx.Response:
@@ -28,7 +29,7 @@ class Api:
         return response
 
     def create_app(self, **fields) -> dict:
-        body = {"name": f"app-{uuid.uuid4().hex[:8]}", "image_url": "127.0.0.1:5000/demo/web:v1", "port": 8080, **fields}
+        body = {"name": f"app-{uuid.uuid4().hex[:8]}", "image_url": f"{self.registry}/demo/web:v1", "port": 8080, **fields}
         return self.call("POST", "/apps", 201, json=body).json()
 
     def deployments(self, app_id: str) -> list[dict]:
@@ -74,7 +75,7 @@ def admin_token(platform, settings) -> str:
 
 @pytest.fixture(scope="session")
 def api(platform, settings, admin_token) -> Api:
-    return Api(settings.api_url, admin_token)
+    return Api(settings.api_url, admin_token, settings.registry)
 
 
 @pytest.fixture(scope="session")

@@ -202,7 +202,7 @@ def test_workflows_carry_search_attributes_and_a_readable_summary(api, settings,
         return await description.static_summary()
 
     text = asyncio.run(summary())
-    assert text == f"deploy {app['name']} → 127.0.0.1:5000/demo/web:v1 ×2"
+    assert text == f"deploy {app['name']} → {api.registry}/demo/web:v1 ×2"
 
 
 def test_delete_leaves_no_kubernetes_object_behind(api, kube_api, settings, deployed_app):

@@ -151,9 +151,26 @@ def test_the_temporal_cli_shows_decrypted_history_through_the_codec_endpoint(api
         [*show, "--codec-auth", api.http.headers["Authorization"]], capture_output=True, text=True, timeout=60
     )
     assert with_token.returncode == 0, with_token.stderr
-    assert password in with_token.stdout
+    decoded = payload_data(json.loads(with_token.stdout))
+    assert any(password.encode() in data for data in decoded)
     without = subprocess.run(show, capture_output=True, text=True, timeout=60)
     assert password not in without.stdout + without.stderr
+    if without.returncode == 0:
+        assert not any(password.encode() in data for data in payload_data(json.loads(without.stdout)))
+
+
+def payload_data(doc) -> list[bytes]:
+    """The data of every payload in a history printed as JSON (bytes are base64 there)."""
+    found: list[bytes] = []
+    if isinstance(doc, dict):
+        for payload in doc.get("payloads", []) if isinstance(doc.get("payloads"), list) else []:
+            found.append(base64.b64decode(payload.get("data", "")))
+        for value in doc.values():
+            found += payload_data(value)
+    elif isinstance(doc, list):
+        for value in doc:
+            found += payload_data(value)
+    return found
 
 
 def test_the_web_ui_uses_the_codec_endpoint_and_may_call_it_cross_origin(platform, settings, admin_token):
