@@ -40,7 +40,7 @@ def test_create_deploys_three_ready_replicas_pinned_to_the_registry_digest(api, 
 
     digest = registry.manifest_digest(settings, "demo/web", "v1")
     assert dep["image_digest"] == digest
-    assert dep["image_ref"] == f"127.0.0.1:5000/demo/web:v1@{digest}"
+    assert dep["image_ref"] == f"{api.registry}/demo/web:v1@{digest}"
     container = k8s_deployment(kube_api, settings, app["slug"]).spec.template.spec.containers[0]
     assert container.image == dep["image_ref"]
 
