@@ -104,7 +104,7 @@ def test_restart_replaces_every_pod(api, deployed_app):
 
 def test_revert_puts_the_first_digest_back_as_a_new_deployment(api, kube_api, settings, deployed_app):
     app, first = deployed_app
-    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": "127.0.0.1:5000/demo/web:v2"})
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"{api.registry}/demo/web:v2"})
     second = api.deployments(app["id"])[0]
     second = api.wait_active(app["id"], second["id"])
     assert second["image_digest"] == registry.manifest_digest(settings, "demo/web", "v2") != first["image_digest"]
@@ -129,7 +129,7 @@ def test_failing_image_fails_with_its_reason_and_the_previous_release_keeps_serv
     first = api.wait_active(app["id"], api.deployments(app["id"])[0]["id"])
     before = pod_names(api, app["id"])
 
-    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"127.0.0.1:5000/demo/web:v1{marker.suffix}"})
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"{api.registry}/demo/web:v1{marker.suffix}"})
     bad = api.deployments(app["id"])[0]
     bad = api.wait_finished(app["id"], bad["id"], timeout=120)
 
