@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import cached_property
 from typing import Iterator
 
 from kubernetes import client, watch
@@ -15,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from conveyor import manifests, rollout
+from conveyor.codec import load_keyring
 from conveyor.kube import api_client
 from conveyor.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutResult, ScaleInput
 from conveyor.settings import Settings
@@ -51,12 +53,15 @@ class KubeActivities:
             if self._dynamic is None:
                 self._dynamic = DynamicClient(self.api)
             return self._dynamic
+    @cached_property
+    def env_checksum_key(self) -> bytes:
+        return load_keyring(self.settings).derive("env-checksum")
 
     @activity.defn(name="apply_manifests")
     def apply_manifests(self, request: ApplyInput) -> list[str]:
         dynamic = self.dynamic
         applied = []
-        for obj in manifests.render(request.spec):
+        for obj in manifests.render(request.spec, self.env_checksum_key):
             resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             name = obj["metadata"]["name"]
             try:
@@ -70,6 +75,13 @@ class KubeActivities:
             except ApiException as exc:
                 _raise_api_error(exc, f"applying {obj['kind']} {name}")
             applied.append(f"{obj['kind']}/{name}")
+        # Env lived in a ConfigMap before it moved to the Secret: drop the leftover.
+        try:
+            client.CoreV1Api(self.api).delete_collection_namespaced_config_map(
+                request.spec.namespace, label_selector=f"{manifests.LABEL_APP_ID}={request.spec.app_id}"
+            )
+        except ApiException as exc:
+            _raise_api_error(exc, f"removing the old env ConfigMap of {request.spec.slug}")
         return applied
 
     def _stuck_pod(self, request: RolloutInput, first_seen: dict[str, float], stuck_after: float) -> str | None:
@@ -189,6 +201,8 @@ class KubeActivities:
             ("Deployment", apps.delete_namespaced_deployment, apps.read_namespaced_deployment, slug),
             ("Service", core.delete_namespaced_service, core.read_namespaced_service, slug),
             ("Ingress", net.delete_namespaced_ingress, net.read_namespaced_ingress, slug),
+            ("Secret", core.delete_namespaced_secret, core.read_namespaced_secret, manifests.env_secret_name(slug)),
+            # Apps last deployed before env moved to a Secret still have this one.
             ("ConfigMap", core.delete_namespaced_config_map, core.read_namespaced_config_map, manifests.env_config_map_name(slug)),
         ]
         body = client.V1DeleteOptions(propagation_policy="Foreground")

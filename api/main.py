@@ -19,17 +19,18 @@ from opentelemetry.sdk.trace import TracerProvider
 from api import metrics
 from api.access_log import AccessLogMiddleware, install_logging, span_without_query
 from api.deps import TemporalConnector
-from api.routes import apps, audit, builds, deployments, observe
+from api.routes import apps, audit, builds, codec, deployments, observe
 from api.operations import HandoffReconciler
 from conveyor.db.records import ensure_default_project, handoff_backlog
 from conveyor.db.session import configure_pool, migrate, session_scope
+from conveyor.codec import EncryptionCodec, load_keyring
 from conveyor import telemetry
 from conveyor.settings import Settings, get_settings
 
 
 API_PREFIX = "/api/v1"
 # Every router mounted under API_PREFIX (the project-isolation test walks them).
-ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router)
+ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router, codec.router)
 
 
 def create_app(settings: Settings | None = None, tracer: TracerProvider | None = None) -> FastAPI:
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     async def lifespan(app: FastAPI):
         to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         await to_thread.run_sync(prepare_database)
+        app.state.codec = EncryptionCodec(await to_thread.run_sync(load_keyring, settings))
         reconciler = asyncio.create_task(app.state.handoff.run_forever(), name="handoff-reconciler")
         try:
             yield
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
 
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    codec.install_cors(app, settings, API_PREFIX + codec.PREFIX)
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=tracer, excluded_urls="healthz,metrics", server_request_hook=span_without_query
     )

@@ -134,6 +134,23 @@ def cmd_project_list(args: argparse.Namespace) -> int:  # noqa: ARG001
     return _in_database(listing)
 
 
+def cmd_payload_key_rotate(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from conveyor.codec import PayloadKeyError, add_key
+
+    settings = get_settings()
+    if settings.payload_keys is not None:
+        print("error: keys come from CONVEYOR_PAYLOAD_KEYS: put a new id:base64key first in it instead", file=sys.stderr)
+        return 2
+    path = settings.effective_payload_key_file
+    try:
+        key_id = add_key(path)
+    except PayloadKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"key {key_id} added first in {path}; restart the worker and the API (conveyor down && conveyor up)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description="Conveyor: deploy containers to Kubernetes")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     project_create.set_defaults(func=cmd_project_create)
     project_list = project_sub.add_parser("list", help="print each project's id and namespace")
     project_list.set_defaults(func=cmd_project_list)
+
+    payload_key = sub.add_parser("payload-key", help="keys that encrypt Temporal payloads")
+    payload_key_sub = payload_key.add_subparsers(dest="payload_key_command", required=True)
+    rotate = payload_key_sub.add_parser(
+        "rotate", help="add a new key first in the key file: it encrypts from the next start, older keys still decrypt"
+    )
+    rotate.set_defaults(func=cmd_payload_key_rotate)
 
     from conveyor import client_cli
 

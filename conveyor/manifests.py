@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 
 from conveyor.payloads import ReleaseSpec
@@ -17,7 +19,12 @@ CONTAINER = "app"
 SERVICE_PORT = 80
 
 
+def env_secret_name(slug: str) -> str:
+    return f"{slug}-env"
+
+
 def env_config_map_name(slug: str) -> str:
+    """Where env lived before it moved to a Secret; removed on the next apply."""
     return f"{slug}-env"
 
 
@@ -29,16 +36,19 @@ def selector(spec: ReleaseSpec) -> dict[str, str]:
     return {LABEL_APP: spec.slug}
 
 
-def env_checksum(env: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:16]
+def env_checksum(env: dict[str, str], key: bytes, app_id: str) -> str:
+    """Changes with the env, so pods roll; keyed, so the annotation (readable by
+    anyone who may read Deployments) cannot be brute-forced back to a short value."""
+    message = json.dumps({"app": app_id, "env": env}, sort_keys=True).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
-def render(spec: ReleaseSpec) -> list[dict]:
-    """Namespace, ConfigMap, Deployment, Service and Ingress, in apply order."""
+def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict]:
+    """Namespace, Secret, Deployment, Service and Ingress, in apply order."""
     meta = {"name": spec.slug, "namespace": spec.namespace, "labels": labels(spec)}
     pod_annotations = {
         ANNOTATION_DEPLOYMENT: spec.deployment_id,
-        ANNOTATION_ENV_CHECKSUM: env_checksum(spec.env),
+        ANNOTATION_ENV_CHECKSUM: env_checksum(spec.env, checksum_key, spec.app_id),
     }
     if spec.restarted_at:
         pod_annotations[ANNOTATION_RESTARTED] = spec.restarted_at
@@ -47,11 +57,14 @@ def render(spec: ReleaseSpec) -> list[dict]:
         "kind": "Namespace",
         "metadata": {"name": spec.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
     }
-    config_map = {
+    # `data`, not `stringData`: with server-side apply a key dropped from
+    # `stringData` would stay in `data`.
+    secret = {
         "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {**meta, "name": env_config_map_name(spec.slug)},
-        "data": dict(sorted(spec.env.items())),
+        "kind": "Secret",
+        "metadata": {**meta, "name": env_secret_name(spec.slug)},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(spec.env.items())},
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -72,7 +85,7 @@ def render(spec: ReleaseSpec) -> list[dict]:
                             "name": CONTAINER,
                             "image": spec.image_ref,
                             "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
-                            "envFrom": [{"configMapRef": {"name": env_config_map_name(spec.slug)}}],
+                            "envFrom": [{"secretRef": {"name": env_secret_name(spec.slug)}}],
                             "readinessProbe": {"tcpSocket": {"port": spec.port}, "periodSeconds": 5},
                         }
                     ],
@@ -112,4 +125,4 @@ def render(spec: ReleaseSpec) -> list[dict]:
             ]
         },
     }
-    return [namespace, config_map, deployment, service, ingress]
+    return [namespace, secret, deployment, service, ingress]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
     temporal_task_queue: str = "conveyor"
+    # Keys that encrypt every Temporal payload: `id:base64key,...` (32-byte
+    # keys, newest first: the first encrypts, all decrypt). Unset: read from
+    # `payload_key_file` (default <home>/payload-keys), which `conveyor up` creates.
+    payload_keys: SecretStr | None = None
+    payload_key_file: Path | None = None
+    # Origins allowed to call the codec endpoint from a browser (comma-separated);
+    # the local Temporal Web UI's origin is always allowed.
+    codec_cors_origins: str = ""
 
     # Registry and builder
     registry: str = "127.0.0.1:5000"
@@ -115,12 +123,21 @@ class Settings(BaseSettings):
         return self.base_image or f"{self.registry}/conveyor/base:busybox"
 
     @property
+    def effective_payload_key_file(self) -> Path:
+        return self.payload_key_file or self.home / "payload-keys"
+
+    @property
     def admin_token_file(self) -> Path:
         return self.home / "admin-token"
 
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def codec_endpoint(self) -> str:
+        """Temporal's remote codec protocol, served by the API."""
+        return f"{self.api_url}/api/v1/codec"
 
     @property
     def temporal_port(self) -> int:

@@ -21,7 +21,7 @@ class DeleteAppWorkflow:
         await workflow.execute_activity(
             "delete_app_resources",
             DeleteResourcesInput(namespace=target.namespace, slug=target.slug, timeout_seconds=120),
-            summary=f"delete {target.slug}'s Deployment, Service, Ingress, ConfigMap",
+            summary=f"delete {target.slug}'s Deployment, Service, Ingress, env Secret",
             **long_wait(120),
         )
         await workflow.execute_activity(

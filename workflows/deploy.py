@@ -116,7 +116,7 @@ class DeployWorkflow:
             await workflow.execute_activity(
                 "apply_manifests", ApplyInput(spec=spec), summary=f"apply {spec.slug} → {spec.image_ref}", **KUBE_WRITE
             )
-            self._step("apply", "done", "Namespace, ConfigMap, Deployment, Service, Ingress")
+            self._step("apply", "done", "Namespace, Secret, Deployment, Service, Ingress")
             self._step("rollout", "running", f"0/{spec.replicas}")
             result = await self._rollout(spec, plan.stuck_seconds, plan.deployment_id)
             self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")

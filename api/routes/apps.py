@@ -277,7 +277,7 @@ async def replace_app(
     status_code=202,
     response_model=AppPublic,
     summary="Delete an app",
-    description="Removes the Deployment, Service, Ingress and ConfigMap, waits until they are gone, then removes the app.",
+    description="Removes the Deployment, Service, Ingress and env Secret, waits until they are gone, then removes the app.",
 )
 async def delete_app(
     app_id: str,

@@ -131,6 +131,7 @@ class Platform:
         if self.local_cluster:
             self._step("Kubernetes binaries", self._ensure_binaries)
             self._step("Kubernetes cluster (kwokctl, KWOK nodes)", self._ensure_cluster)
+        self._step("payload encryption key", self._ensure_payload_keys)
         for spec in SERVICES:
             self._step(spec.title, lambda spec=spec: self._ensure_service(spec))
         self._step("seed images", self._ensure_images)
@@ -145,6 +146,14 @@ class Platform:
         created = bootstrap_admin_token(self.settings)
         where = self.settings.admin_token_file
         return f"migrated; admin token {'written to' if created else 'in'} {where}"
+
+    def _ensure_payload_keys(self) -> str:
+        from conveyor.codec import ensure_key_file
+
+        if self.settings.payload_keys is not None:
+            return "from CONVEYOR_PAYLOAD_KEYS"
+        path = self.settings.effective_payload_key_file
+        return f"{'created' if ensure_key_file(path) else 'in'} {path}"
 
     def _ensure_binaries(self) -> str:
         todo = binaries.missing()

@@ -42,6 +42,9 @@ def server_command(settings: Settings) -> list[str]:
         settings.temporal_namespace,
         "--log-level",
         "warn",
+        # The Web UI asks the Conveyor API to decrypt payloads for display.
+        "--ui-codec-endpoint",
+        settings.codec_endpoint,
     ]
     for name in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", f"{name}=Keyword"]

@@ -22,7 +22,8 @@ DEMO_IMAGE = f"{os.environ.get('CONVEYOR_REGISTRY', '127.0.0.1:5000')}/demo/web"
 class Api:
     """A thin client that fails loudly with the response body on surprises."""
 
-    def __init__(self, base_url: str, token: str):
+    def __init__(self, base_url: str, token: str, registry: str = "127.0.0.1:5000"):
+        self.registry = registry
         self.http = httpx.Client(base_url=f"{base_url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def call(self, method: str, path: str, expect: int | None = None, **kwargs) -> httpx.Response:
@@ -78,7 +79,7 @@ def admin_token(platform, settings) -> str:
 
 @pytest.fixture(scope="session")
 def api(platform, settings, admin_token) -> Api:
-    return Api(settings.api_url, admin_token)
+    return Api(settings.api_url, admin_token, settings.registry)
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ import uuid
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from temporalio.client import Client
 
 from conveyor import manifests, markers
 from conveyor.kube import namespace_for
 from conveyor.stack import registry
+from conveyor.temporal_client import connect
 from tests.helpers import eventually
 
 NAMESPACE_PROJECT = "proj_default"
@@ -40,7 +40,7 @@ def test_create_deploys_three_ready_replicas_pinned_to_the_registry_digest(api, 
 
     digest = registry.manifest_digest(settings, "demo/web", "v1")
     assert dep["image_digest"] == digest
-    assert dep["image_ref"] == f"127.0.0.1:5000/demo/web:v1@{digest}"
+    assert dep["image_ref"] == f"{api.registry}/demo/web:v1@{digest}"
     container = k8s_deployment(kube_api, settings, app["slug"]).spec.template.spec.containers[0]
     assert container.image == dep["image_ref"]
 
@@ -59,10 +59,10 @@ def test_env_change_is_a_new_deployment_and_supersedes_the_old(api, kube_api, se
     api.wait_active(app["id"], newest["id"])
     assert api.deployment(app["id"], first["id"])["status"] == "superseded"
 
-    config_map = client.CoreV1Api(kube_api).read_namespaced_config_map(
-        manifests.env_config_map_name(app["slug"]), namespace_for(settings, NAMESPACE_PROJECT)
+    secret = client.CoreV1Api(kube_api).read_namespaced_secret(
+        manifests.env_secret_name(app["slug"]), namespace_for(settings, NAMESPACE_PROJECT)
     )
-    assert config_map.data == {"LOG_LEVEL": "debug"}
+    assert secret.data == {"LOG_LEVEL": "ZGVidWc="}
     api.wait_ready(app["id"], 2)
     audit = api.call("GET", f"/apps/{app['id']}/audit", 200).json()
     assert audit[0]["action"] == "update" and "LOG_LEVEL" in audit[1]["details"] + audit[0]["details"]
@@ -104,7 +104,7 @@ def test_restart_replaces_every_pod(api, deployed_app):
 
 def test_revert_puts_the_first_digest_back_as_a_new_deployment(api, kube_api, settings, deployed_app):
     app, first = deployed_app
-    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": "127.0.0.1:5000/demo/web:v2"})
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"{api.registry}/demo/web:v2"})
     second = api.deployments(app["id"])[0]
     second = api.wait_active(app["id"], second["id"])
     assert second["image_digest"] == registry.manifest_digest(settings, "demo/web", "v2") != first["image_digest"]
@@ -129,7 +129,7 @@ def test_failing_image_fails_with_its_reason_and_the_previous_release_keeps_serv
     first = api.wait_active(app["id"], api.deployments(app["id"])[0]["id"])
     before = pod_names(api, app["id"])
 
-    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"127.0.0.1:5000/demo/web:v1{marker.suffix}"})
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"{api.registry}/demo/web:v1{marker.suffix}"})
     bad = api.deployments(app["id"])[0]
     bad = api.wait_finished(app["id"], bad["id"], timeout=120)
 
@@ -162,7 +162,7 @@ def test_two_deploys_in_quick_succession_run_one_after_the_other(api, deployed_a
 
 
 async def _workflows_for(settings, deployment_id: str) -> list:
-    temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    temporal = await connect(settings)
     for _ in range(40):
         found = [w async for w in temporal.list_workflows(f"DeploymentId = '{deployment_id}'")]
         if found:
@@ -197,12 +197,12 @@ def test_workflows_carry_search_attributes_and_a_readable_summary(api, settings,
     assert attributes["Operation"] == "deploy"
 
     async def summary() -> str | None:
-        temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        temporal = await connect(settings)
         description = await temporal.get_workflow_handle(first["workflow_id"]).describe()
         return await description.static_summary()
 
     text = asyncio.run(summary())
-    assert text == f"deploy {app['name']} → 127.0.0.1:5000/demo/web:v1 ×2"
+    assert text == f"deploy {app['name']} → {api.registry}/demo/web:v1 ×2"
 
 
 def test_delete_leaves_no_kubernetes_object_behind(api, kube_api, settings, deployed_app):
@@ -218,6 +218,7 @@ def test_delete_leaves_no_kubernetes_object_behind(api, kube_api, settings, depl
         (apps_api.read_namespaced_deployment, app["slug"]),
         (core.read_namespaced_service, app["slug"]),
         (net.read_namespaced_ingress, app["slug"]),
+        (core.read_namespaced_secret, manifests.env_secret_name(app["slug"])),
         (core.read_namespaced_config_map, manifests.env_config_map_name(app["slug"])),
     ):
         with pytest.raises(ApiException) as gone:

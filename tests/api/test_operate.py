@@ -10,10 +10,9 @@ import subprocess
 import sys
 import uuid
 
-from temporalio.client import Client
-
 from conveyor.kube import namespace_for
 from conveyor.stack import cluster
+from conveyor.temporal_client import connect
 from tests.helpers import collect_until, eventually, stream_lines
 
 
@@ -44,7 +43,7 @@ def test_logs_tail_and_follow_return_the_lines_kwok_serves(api, settings, deploy
 
 def test_failed_deploy_shows_scaling_and_failure_events_newest_first(api, deployed_app):
     app, first = deployed_app
-    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": "127.0.0.1:5000/demo/web:v1-crashloop", "progress_deadline_seconds": 10})
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"{api.registry}/demo/web:v1-crashloop", "progress_deadline_seconds": 10})
     bad = api.wait_finished(app["id"], api.deployments(app["id"])[0]["id"], timeout=120)
     assert bad["status"] == "failed"
 
@@ -111,7 +110,7 @@ def test_progress_stream_delivers_each_step_in_order(api, deployed_app):
 
 
 def start_never_ready_deploy(api, app) -> dict:
-    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": "127.0.0.1:5000/demo/web:v1-neverready", "progress_deadline_seconds": 300})
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"{api.registry}/demo/web:v1-neverready", "progress_deadline_seconds": 300})
     dep = api.deployments(app["id"])[0]
 
     def rolling_out():
@@ -156,7 +155,7 @@ def test_cancel_through_the_temporal_client_has_the_same_outcome(api, kube_api, 
     dep = start_never_ready_deploy(api, app)
 
     async def cancel():
-        temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        temporal = await connect(settings)
         await temporal.get_workflow_handle(dep["workflow_id"]).cancel()
 
     asyncio.run(cancel())
@@ -176,7 +175,7 @@ def test_cancel_of_a_queued_deployment_is_immediate(api, deployed_app):
 
 def test_retry_of_a_failed_deployment_is_a_new_one_with_the_same_snapshot(api, deployed_app):
     app, first = deployed_app
-    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": "127.0.0.1:5000/demo/web:v1-pullfail", "progress_deadline_seconds": 10})
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"{api.registry}/demo/web:v1-pullfail", "progress_deadline_seconds": 10})
     failed = api.wait_finished(app["id"], api.deployments(app["id"])[0]["id"], timeout=120)
     assert failed["status"] == "failed"
     retry = api.call("POST", f"/apps/{app['id']}/deployments/{failed['id']}/retry", 202).json()
@@ -214,7 +213,7 @@ def conveyor_cli(settings, token: str, *args: str, timeout: float = 180) -> subp
 def test_cli_deploys_follows_and_rolls_back(api, settings, make_token):
     token, name = make_token("admin")
     app = f"cli-{uuid.uuid4().hex[:6]}"
-    created = conveyor_cli(settings, token, "apps", "create", app, "--image", "127.0.0.1:5000/demo/web:v1", "--replicas", "2")
+    created = conveyor_cli(settings, token, "apps", "create", app, "--image", f"{settings.registry}/demo/web:v1", "--replicas", "2")
     assert created.returncode == 0, created.stdout + created.stderr
     assert "✓ rollout" in created.stdout and created.stdout.rstrip().endswith("active")
 
@@ -235,7 +234,7 @@ def test_cli_deploys_follows_and_rolls_back(api, settings, make_token):
     assert logs.returncode == 0 and len(logs.stdout.splitlines()) == 3
 
     bad = conveyor_cli(
-        settings, token, "apps", "create", f"{app}-bad", "--image", "127.0.0.1:5000/demo/web:v1-crashloop", "--progress-deadline", "10"
+        settings, token, "apps", "create", f"{app}-bad", "--image", f"{settings.registry}/demo/web:v1-crashloop", "--progress-deadline", "10"
     )
     assert bad.returncode == 1 and "failed" in bad.stdout and "CrashLoopBackOff" in bad.stdout
 

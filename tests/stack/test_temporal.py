@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
 from conveyor.stack import temporal
+from conveyor.temporal_client import connect
 from tests.stack.sample_workflow import GreetingWorkflow, greet
 
 
 async def test_workflow_with_activity_runs_and_is_listed_by_search_attributes(platform, settings):
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    client = await connect(settings)
     task_queue = f"test-{uuid.uuid4().hex}"
     app_id = f"app_{uuid.uuid4().hex[:8]}"
     attributes = TypedSearchAttributes(
