@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func, select
 
 from conveyor.db.models import Deployment
-from conveyor.db.session import session_scope
+from conveyor.db.session import read_scope
 from conveyor.settings import Settings
 
 OUTCOMES = {"active": "succeeded", "superseded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
@@ -30,7 +30,7 @@ class DeploymentCollector:
         durations = HistogramMetricFamily(
             "conveyor_rollout_duration_seconds", "Start to finish of finished deployments", labels=["outcome"]
         )
-        with session_scope(self.url) as session:
+        with read_scope(self.url) as session:
             counts: dict[tuple[str, str], int] = {}
             for status, operation, count in session.execute(
                 select(Deployment.status, Deployment.operation, func.count()).group_by(Deployment.status, Deployment.operation)

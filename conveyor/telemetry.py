@@ -13,7 +13,7 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from conveyor.settings import Settings
 
-_instrumented_urllib3 = False
+_urllib3_provider: TracerProvider | None = None
 
 
 def tracer_provider(service: str, settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider:
@@ -27,11 +27,18 @@ def tracer_provider(service: str, settings: Settings, exporter: SpanExporter | N
 
 
 def instrument_kubernetes_calls(provider: TracerProvider) -> None:
-    """The kubernetes client speaks through urllib3: one span per API call."""
-    global _instrumented_urllib3
-    if not _instrumented_urllib3:
-        URLLib3Instrumentor().instrument(tracer_provider=provider)
-        _instrumented_urllib3 = True
+    """The kubernetes client speaks through urllib3: one span per API call.
+
+    urllib3 is instrumented once per process; a process that makes a second
+    provider (tests do) moves the instrumentation to the newest one."""
+    global _urllib3_provider
+    if _urllib3_provider is provider:
+        return
+    instrumentor = URLLib3Instrumentor()
+    if _urllib3_provider is not None:
+        instrumentor.uninstrument()
+    instrumentor.instrument(tracer_provider=provider)
+    _urllib3_provider = provider
 
 
 def temporal_interceptor(provider: TracerProvider) -> TracingInterceptor:
