@@ -96,7 +96,8 @@ class Settings(BaseSettings):
 
     # OpenTelemetry collector base URL (OTLP over HTTP), e.g. http://127.0.0.1:4318
     otlp_endpoint: str | None = None
-    max_concurrent_activities: int = 16
+    # Activities one worker runs at once (threads): every rollout wait holds one.
+    max_concurrent_activities: int = 100
 
     @property
     def local_kubeconfig(self) -> Path:

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from conveyor.codec import Keyring, PayloadKey, data_converter
-from worker import WORKFLOWS
+from worker import WORKFLOWS, workflow_runner
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -29,6 +29,6 @@ async def test_history_replays(path: Path):
     # The platform's converter: these histories were recorded in plaintext,
     # which the codec passes through.
     converter = data_converter(Keyring((PayloadKey("replay", b"\x00" * 32),)))
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=converter, workflow_runner=workflow_runner())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
