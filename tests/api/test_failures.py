@@ -62,7 +62,7 @@ def test_deploy_completes_after_a_kube_apiserver_outage(api, settings, platform)
             60,
             what="apply_manifests to be retrying",
         )
-        assert stuck.last_failure.message, stuck
+        assert stuck.HasField("last_failure"), stuck
         time.sleep(OUTAGE_SECONDS)
         during = pending_activity(settings, dep["workflow_id"], "apply_manifests")
         print(f"after {OUTAGE_SECONDS}s: attempt {during.attempt}, last failure: {during.last_failure.message[:120]}")
@@ -85,7 +85,9 @@ def test_paused_and_reset_resolve_completes_when_the_registry_is_back(api, setti
             60,
             what="resolve_image_digest to be retrying",
         )
-        assert "unreachable" in failing.last_failure.message, failing.last_failure
+        # The Web UI shows this failure; its text is encrypted by the payload
+        # codec (and summarised by the server when large), so only its presence is checked here.
+        assert failing.HasField("last_failure"), failing
         temporal_cli(settings, "activity", "pause", "--workflow-id", workflow_id, "--activity-id", failing.activity_id)
         eventually(lambda: pending_activity(settings, workflow_id, "resolve_image_digest").paused, 30, what="the pause")
         temporal_cli(settings, "activity", "reset", "--workflow-id", workflow_id, "--activity-id", failing.activity_id)
