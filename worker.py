@@ -13,11 +13,12 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.builder import BuilderActivities
-from activities.kube import KubeActivities
+from activities.kube import KubeActivities, ProgressReporter
 from activities.records import RecordActivities
 from activities.registry import RegistryActivities
 from conveyor import telemetry
 from conveyor.db.session import configure_pool, migrate
+from conveyor.payloads import RolloutProgress
 from conveyor.settings import Settings, get_settings
 from conveyor.temporal_client import connect
 from workflows.delete import DeleteAppWorkflow
@@ -28,8 +29,19 @@ from workflows.scale import ScaleWorkflow
 WORKFLOWS = [AppLaneWorkflow, DeployWorkflow, ScaleWorkflow, DeleteAppWorkflow]
 
 
-def activities(settings: Settings) -> list:
-    kube, records, registry = KubeActivities(settings), RecordActivities(settings), RegistryActivities(settings)
+def progress_reporter(client: Client, loop: asyncio.AbstractEventLoop) -> ProgressReporter:
+    """Lets the rollout wait (a sync activity on the thread pool) signal its
+    workflow through the worker's client, on the worker's event loop."""
+
+    def report(workflow_id: str, progress: RolloutProgress) -> None:
+        signal = client.get_workflow_handle(workflow_id).signal(DeployWorkflow.rollout_progress, progress)
+        asyncio.run_coroutine_threadsafe(signal, loop).result(timeout=10)
+
+    return report
+
+
+def activities(settings: Settings, report_progress: ProgressReporter | None = None) -> list:
+    kube, records, registry = KubeActivities(settings, report_progress), RecordActivities(settings), RegistryActivities(settings)
     builder = BuilderActivities(settings)
     return [
         builder.resolve_git_commit,
@@ -62,11 +74,12 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor, tracer: TracerProvider) -> Worker:
+    """Called on the worker's event loop."""
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=activities(settings),
+        activities=activities(settings, progress_reporter(client, asyncio.get_running_loop())),
         activity_executor=executor,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from conveyor import images, sandbox, sources
 from conveyor.db.models import Build, Deployment
+from conveyor.db.records import TERMINAL
 from conveyor.db.session import session_scope
 from conveyor.ids import utcnow
 from conveyor.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
@@ -71,7 +72,12 @@ def tail_of(path: Path, lines: int = LOG_TAIL) -> str:
 
 
 class BuildFailed(Exception):
-    pass
+    """The build cannot succeed as it is (permanent), unless `transient`: a
+    pull from or push to the registry failed, which a later attempt may pass."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class BuilderActivities:
@@ -181,7 +187,7 @@ class BuilderActivities:
             raise BuildFailed(f"the build took longer than {self.settings.build_timeout_seconds}s and was stopped") from None
         if proc.returncode != 0:
             log(proc.stdout.strip() + proc.stderr.strip())
-            raise BuildFailed(f"{what} failed")
+            raise BuildFailed(f"{what} failed", transient=True)
         return proc.stdout
 
     def _pull_bases(self, box: sandbox.BuildSandbox, dockerfile: Path, log, deadline: float) -> None:
@@ -252,7 +258,9 @@ class BuilderActivities:
             except BuildFailed as exc:
                 log(f"==> build failed: {exc}")
                 out.flush()
-                raise ApplicationError(f"the build failed: {exc}\n{tail_of(log_path)}", non_retryable=True) from exc
+                raise ApplicationError(
+                    f"the build failed: {exc}\n{tail_of(log_path)}", non_retryable=not exc.transient
+                ) from exc
             except CancelledError:
                 log("==> build cancelled")
                 raise
@@ -267,7 +275,15 @@ class BuilderActivities:
             build = session.get(Build, request.build_id)
             dep = session.get(Deployment, request.deployment_id)
             if build is None or dep is None:
-                raise ApplicationError(f"build {request.build_id} or deployment {request.deployment_id} is not recorded yet")
+                # Both are written before the workflow starts (the outbox): gone means deleted with the app.
+                raise ApplicationError(
+                    f"build {request.build_id} or deployment {request.deployment_id} no longer exists (its app was deleted)",
+                    non_retryable=True,
+                    type="DeploymentGone",
+                )
+            if dep.status in TERMINAL:
+                # A workflow Reset re-running an ended deployment: its outcome stands.
+                return
             build.status = request.status
             if request.commit:
                 build.source_commit = dep.source_commit = request.commit

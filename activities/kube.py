@@ -4,10 +4,11 @@ or an idempotent delete, so running an activity twice leaves the same state."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from functools import cached_property
-from typing import Iterator
+from typing import Callable, Iterator
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -18,16 +19,30 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from conveyor import manifests, rollout
 from conveyor.codec import load_keyring
 from conveyor.kube import api_client
-from conveyor.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutResult, ScaleInput
+from conveyor.db.records import TERMINAL, deployment_status
+from conveyor.db.session import read_scope
+from conveyor.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
 from conveyor.settings import Settings
 
 FIELD_MANAGER = "conveyor"
+log = logging.getLogger(__name__)
+
+# Sends a rollout's progress to the workflow with this id (worker.py).
+ProgressReporter = Callable[[str, RolloutProgress], None]
 
 
 def _raise_api_error(exc: ApiException, what: str) -> None:
-    # 4xx other than conflicts and throttling will not get better by retrying.
-    retryable = exc.status in (409, 429) or exc.status >= 500
-    raise ApplicationError(f"{what}: Kubernetes answered {exc.status} {exc.reason}: {exc.body}", non_retryable=not retryable) from exc
+    # Timeouts, conflicts, throttling and server errors are transient: retried
+    # until the operation's deadline. Any other 4xx will not get better by
+    # retrying (invalid object, forbidden, not found): fail now, with its reason.
+    # (A refused connection or a timeout never reaches here: it is not an
+    # ApiException, and Temporal retries it.)
+    retryable = exc.status in (408, 409, 429) or exc.status >= 500
+    raise ApplicationError(
+        f"{what}: Kubernetes answered {exc.status} {exc.reason}: {exc.body}",
+        non_retryable=not retryable,
+        type="KubernetesApiError",
+    ) from exc
 
 
 # A rollout wait reacts to every change of the Deployment at once (a watch);
@@ -38,10 +53,31 @@ WATCH_SLICE_SECONDS = 2
 class KubeActivities:
     """One API client and one discovery cache per worker process."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, report_progress: ProgressReporter | None = None):
         self.settings = settings
+        self.report_progress = report_progress
         self._dynamic: DynamicClient | None = None
         self._lock = threading.Lock()
+
+    def guard(self, deployment_id: str | None) -> None:
+        """Refuse a cluster write for a deployment that has ended.
+
+        A workflow Reset from the Web UI re-runs a deployment from an earlier
+        point, possibly long after it ended and a later one took over. The
+        write and this check are in one activity, so whichever point the reset
+        picks, an ended deployment never changes the cluster behind the
+        database's back; the workflow then ends with this reason."""
+        if deployment_id is None:
+            return
+        with read_scope(self.settings.effective_database_url) as session:
+            status = deployment_status(session, deployment_id)
+        if status is None or status in TERMINAL:
+            raise ApplicationError(
+                f"deployment {deployment_id} has already ended ({status or 'deleted'}); "
+                "a re-run of its workflow changes nothing on the cluster",
+                non_retryable=True,
+                type="DeploymentEnded",
+            )
 
     @property
     def api(self) -> client.ApiClient:
@@ -59,6 +95,7 @@ class KubeActivities:
 
     @activity.defn(name="apply_manifests")
     def apply_manifests(self, request: ApplyInput) -> list[str]:
+        self.guard(request.on_behalf_of)
         dynamic = self.dynamic
         applied = []
         for obj in manifests.render(request.spec, self.env_checksum_key):
@@ -146,11 +183,17 @@ class KubeActivities:
     def wait_for_rollout(self, request: RolloutInput) -> RolloutResult:
         """Wait until the Deployment is rolled out, heartbeating its progress."""
         info = activity.info()
-        # A retried attempt keeps the original start, so the deadline holds.
-        started_wall = float(info.heartbeat_details[0]) if info.heartbeat_details else time.time()
+        if request.deadline_at is not None:
+            # Fixed by the workflow: no retry, activity reset or new worker extends it.
+            give_up_at = request.deadline_at.timestamp()
+        else:
+            # A retried attempt keeps the original start, so the deadline holds.
+            started = float(info.heartbeat_details[0]) if info.heartbeat_details else time.time()
+            give_up_at = started + request.deadline_seconds + 5
         stuck_after = min(request.stuck_seconds, request.deadline_seconds)
         first_seen: dict[str, float] = {}
         state = None
+        reported: tuple[int, int] | None = None
         next_pod_check = time.monotonic() + WATCH_SLICE_SECONDS
         for obj in self._deployment_changes(request):
             if activity.is_cancelled():
@@ -158,7 +201,10 @@ class KubeActivities:
             if obj is not None:
                 state = rollout.deployment_state(obj)
             assert state is not None
-            activity.heartbeat(started_wall, state.message, state.ready, state.desired)
+            activity.heartbeat(give_up_at - request.deadline_seconds - 5, state.message, state.ready, state.desired)
+            if request.report_progress and (state.ready, state.desired) != reported and not state.done:
+                reported = (state.ready, state.desired)
+                self._report(info.workflow_id, RolloutProgress(ready=state.ready, desired=state.desired, message=state.message))
             if state.done:
                 return RolloutResult(ready_replicas=state.ready, desired_replicas=state.desired, message=state.message)
             if state.failed:
@@ -173,7 +219,7 @@ class KubeActivities:
                     raise ApplicationError(stuck, non_retryable=True, type="RolloutFailed")
             # The Deployment's own deadline only counts while it makes no
             # progress; this one bounds the whole wait.
-            if time.time() - started_wall > request.deadline_seconds + 5:
+            if time.time() > give_up_at:
                 raise ApplicationError(
                     f"the rollout did not finish within {request.deadline_seconds}s: {state.message}",
                     non_retryable=True,
@@ -181,8 +227,18 @@ class KubeActivities:
                 )
         raise AssertionError("the change stream never ends")
 
+    def _report(self, workflow_id: str, progress: RolloutProgress) -> None:
+        # Best effort: the step catches up when the wait returns.
+        if self.report_progress is None:
+            return
+        try:
+            self.report_progress(workflow_id, progress)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not report rollout progress to %s: %s", workflow_id, exc)
+
     @activity.defn(name="scale_deployment")
     def scale_deployment(self, request: ScaleInput) -> int:
+        self.guard(request.on_behalf_of)
         apps = client.AppsV1Api(self.api)
         try:
             scale = apps.patch_namespaced_deployment_scale(

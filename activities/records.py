@@ -3,6 +3,8 @@ safe to run twice (a repeated call finds the state already written)."""
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
+
 from sqlalchemy import delete, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -51,6 +53,12 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
     )
 
 
+def operation_key() -> str:
+    """The operation an activity works for: its workflow's id (`deploy-dep_…`,
+    `scale-…`), the same on every attempt and across a workflow Reset."""
+    return activity.info().workflow_id
+
+
 class RecordActivities:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -59,9 +67,21 @@ class RecordActivities:
     def _deployment(self, session, deployment_id: str) -> Deployment:
         dep = session.get(Deployment, deployment_id)
         if dep is None:
-            # The API commits right after starting the workflow: retry.
-            raise ApplicationError(f"deployment {deployment_id} is not recorded yet")
+            # The API commits a deployment before handing it to Temporal (the
+            # outbox), so a missing row was deleted with its app: permanent.
+            raise ApplicationError(
+                f"deployment {deployment_id} no longer exists (its app was deleted)", non_retryable=True, type="DeploymentGone"
+            )
         return dep
+
+    def _deadline(self, app: App, dep: Deployment, build: BuildPlan | None):
+        started = dep.started_at or utcnow()
+        if started.tzinfo is None:  # SQLite keeps no zone; the column is UTC
+            started = started.replace(tzinfo=timezone.utc)
+        budget = self.settings.deploy_deadline_seconds + app.progress_deadline_seconds
+        if build is not None:
+            budget += self.settings.build_timeout_seconds
+        return started + timedelta(seconds=budget)
 
     @activity.defn(name="begin_deployment")
     def begin_deployment(self, request: BeginDeploymentInput) -> DeploymentPlan:
@@ -76,7 +96,15 @@ class RecordActivities:
                 # crash): running it now would put older code back.
                 dep.status, dep.finished_at = "cancelled", utcnow()
                 dep.reason = f"deployment v{overtaken.number}, requested later, was rolled out first"
-                add_audit(session, app, f"{dep.operation}_cancelled", "system", f"Skipped deployment v{dep.number}: {dep.reason}", dep.id)
+                add_audit(
+                    session,
+                    app,
+                    f"{dep.operation}_cancelled",
+                    "system",
+                    f"Skipped deployment v{dep.number}: {dep.reason}",
+                    dep.id,
+                    operation_key(),
+                )
             if dep.status in ("queued", "pending"):
                 dep.status = "deploying"
                 dep.started_at = utcnow()
@@ -99,6 +127,8 @@ class RecordActivities:
                 spec=release_spec(app, project, dep, self.settings, replicas),
                 previous=release_spec(app, project, previous, self.settings, replicas) if previous else None,
                 build=build,
+                # Kept by a retry or a workflow Reset: started_at is written once.
+                deadline=self._deadline(app, dep, build),
             )
 
     @staticmethod
@@ -166,7 +196,7 @@ class RecordActivities:
                 details = VERBS.get(dep.operation, VERBS["deploy"]).format(
                     image=dep.image_ref or dep.image, rollback_of=dep.rollback_of
                 )
-                add_audit(session, app, dep.operation, dep.created_by, f"{details} (v{dep.number})", dep.id)
+                add_audit(session, app, dep.operation, dep.created_by, f"{details} (v{dep.number})", dep.id, operation_key())
             else:
                 dep.status = request.status
                 dep.reason = request.reason
@@ -180,6 +210,7 @@ class RecordActivities:
                     request.user if request.status == "cancelled" else dep.created_by,
                     f"Deployment v{dep.number} {word}: {request.reason or 'no reason given'}",
                     dep.id,
+                    operation_key(),
                 )
             return dep.status
 
@@ -208,7 +239,12 @@ class RecordActivities:
                 return
             if request.outcome == "done":
                 add_audit(
-                    session, app, "scale", request.user, f"Scaled from {request.previous_replicas} to {request.replicas} replicas"
+                    session,
+                    app,
+                    "scale",
+                    request.user,
+                    f"Scaled from {request.previous_replicas} to {request.replicas} replicas",
+                    operation_key=operation_key(),
                 )
             else:
                 add_audit(
@@ -217,6 +253,7 @@ class RecordActivities:
                     "scale_failed",
                     request.user,
                     f"Scaling to {request.replicas} replicas did not finish: {request.reason}",
+                    operation_key=operation_key(),
                 )
 
     @activity.defn(name="remove_app")
@@ -225,7 +262,9 @@ class RecordActivities:
             app = session.get(App, request.app_id)
             if app is None:
                 return False
-            add_audit(session, app, "delete", request.user, f"Deleted app {app.name} and its Kubernetes resources")
+            add_audit(
+                session, app, "delete", request.user, f"Deleted app {app.name} and its Kubernetes resources", operation_key=operation_key()
+            )
             session.execute(delete(Deployment).where(Deployment.app_id == app.id))
             session.delete(app)
             return True

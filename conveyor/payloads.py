@@ -3,6 +3,8 @@ added later). Serialised by the pydantic data converter everywhere."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 
@@ -79,6 +81,9 @@ class DeploymentPlan(BaseModel):
     spec: ReleaseSpec
     previous: ReleaseSpec | None = None
     build: BuildPlan | None = None
+    # Transient failures are retried until then (None in histories recorded
+    # before deployments had a deadline).
+    deadline: datetime | None = None
 
 
 class ResolveImageInput(BaseModel):
@@ -100,6 +105,9 @@ class RecordImageInput(BaseModel):
 
 class ApplyInput(BaseModel):
     spec: ReleaseSpec
+    # The deployment on whose behalf the cluster is written: the write is
+    # refused once that deployment has ended (see KubeActivities.guard).
+    on_behalf_of: str | None = None
 
 
 class RolloutInput(BaseModel):
@@ -108,6 +116,17 @@ class RolloutInput(BaseModel):
     deployment_id: str | None = None
     deadline_seconds: int
     stuck_seconds: int
+    # When the wait gives up, whatever attempt it is in (None: counted from the
+    # first attempt's heartbeat, as before).
+    deadline_at: datetime | None = None
+    # Signal the calling workflow as pods become ready (DeployWorkflow.rollout_progress).
+    report_progress: bool = False
+
+
+class RolloutProgress(BaseModel):
+    ready: int
+    desired: int
+    message: str = ""
 
 
 class RolloutResult(BaseModel):
@@ -130,6 +149,7 @@ class ScaleInput(BaseModel):
     namespace: str
     name: str
     replicas: int
+    on_behalf_of: str | None = None
 
 
 class ScaleRecordInput(BaseModel):

@@ -20,10 +20,15 @@ class RolloutState:
 def deployment_state(deployment: dict) -> RolloutState:
     spec, status, meta = deployment.get("spec", {}), deployment.get("status", {}) or {}, deployment["metadata"]
     desired = int(spec.get("replicas", 1))
-    ready = int(status.get("readyReplicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
     total = int(status.get("replicas") or 0)
+    # Pods of the new release that are ready: during a rolling update the old
+    # ones still count in readyReplicas, and progress means the new ones.
+    # The Deployment's status has no such count; with maxUnavailable 0 the old
+    # pods stay available, so the new ready ones are the available ones beyond them.
+    old = max(0, total - updated)
+    ready = max(0, min(updated, available - old))
 
     def waiting(message: str) -> RolloutState:
         return RolloutState(False, False, message, ready, desired)
@@ -35,7 +40,7 @@ def deployment_state(deployment: dict) -> RolloutState:
             return RolloutState(
                 False,
                 True,
-                f"the rollout did not finish within its progress deadline: {ready} of {desired} pods ready",
+                f"the rollout did not finish within its progress deadline: {ready} of {desired} new pods ready",
                 ready,
                 desired,
             )

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     # A new pod stuck in CrashLoopBackOff/ImagePullBackOff this long fails the
     # rollout before the progress deadline (never later than the deadline).
     rollout_stuck_seconds: int = 30
+    # A deployment retries transient failures (an API, registry or database
+    # away) for this long after it starts, plus its app's progress deadline
+    # and, for source apps, the build timeout; then it fails with the last error.
+    deploy_deadline_seconds: int = 1800
+    # An idle progress stream (SSE) sends a keep-alive comment this often.
+    progress_ping_seconds: float = 15.0
     namespace_prefix: str = "conveyor-"
     # Builds from source
     base_image: str | None = None  # default: <registry>/conveyor/base:busybox

@@ -15,6 +15,8 @@ from kubernetes import client, config  # noqa: E402
 # Tests serve git repositories on loopback over git://; the platform this
 # session starts takes the setting from here.
 os.environ.setdefault("CONVEYOR_ALLOWED_REPO_SCHEMES", "https,ssh,git")
+# Streams of progress ping often enough for a test to see it.
+os.environ.setdefault("CONVEYOR_PROGRESS_PING_SECONDS", "3")
 
 from conveyor.settings import Settings  # noqa: E402
 from conveyor.stack.platform import Platform

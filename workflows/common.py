@@ -1,37 +1,69 @@
-"""Activity options shared by the workflows (temporalio and stdlib only)."""
+"""Activity options shared by the workflows (temporalio and stdlib only).
+
+Transient failures (connection refused, 5xx, 429, timeouts) are retried with
+backoff for as long as the operation has time: no policy has an attempt count.
+A deploy bounds every activity by its own deadline (`until`); the other
+workflows, which have none, by OPERATION_BUDGET. Permanent failures are raised
+by the activities as non-retryable errors and end the operation at once. A
+retrying activity is what the Temporal Web UI shows as pending, with its
+attempt count and last failure, and what an operator may pause, reset or
+update there (README: runbook)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
-# Database writes and reads: quick, retried a few times.
+# How long a scale or delete keeps retrying a transient failure.
+OPERATION_BUDGET = timedelta(hours=1)
+# Even past its deadline an operation gets this long to record its outcome
+# and put the previous release back: the database and the cluster must agree.
+CLEANUP_GRACE = timedelta(minutes=30)
+# The least an activity is given, so that one past the deadline still has an attempt.
+MIN_BUDGET = timedelta(seconds=30)
+
+# Database writes and reads: quick.
 DB = dict(
     start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=10),
+    schedule_to_close_timeout=OPERATION_BUDGET,
+    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)),
 )
 # Registry look-ups: the registry may be briefly away.
 REGISTRY = dict(
     start_to_close_timeout=timedelta(seconds=60),
-    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5),
+    schedule_to_close_timeout=OPERATION_BUDGET,
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)),
 )
 # Single Kubernetes writes.
 KUBE_WRITE = dict(
     start_to_close_timeout=timedelta(seconds=60),
-    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15), maximum_attempts=8),
+    schedule_to_close_timeout=OPERATION_BUDGET,
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)),
 )
 
 
 def long_wait(seconds: int) -> dict:
-    """Options for a heartbeating wait bounded by `seconds` of work."""
+    """Options for a heartbeating wait bounded by `seconds` of work. Each
+    attempt may take the whole wait; the wait's own deadline (RolloutInput.
+    deadline_at) holds across attempts, so a retry never extends it."""
     return dict(
         start_to_close_timeout=timedelta(seconds=seconds + 120),
+        schedule_to_close_timeout=max(OPERATION_BUDGET, timedelta(seconds=seconds) + CLEANUP_GRACE),
         heartbeat_timeout=timedelta(seconds=20),
-        retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5),
+        retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)),
     )
+
+
+def until(options: dict, deadline: datetime | None, grace: timedelta = timedelta(0)) -> dict:
+    """`options` with retries bounded by `deadline` (+ `grace`) instead of their default budget."""
+    if deadline is None:
+        return options
+    remaining = deadline - workflow.now() + grace
+    return {**options, "schedule_to_close_timeout": max(remaining, MIN_BUDGET)}
 
 
 def failure_message(err: BaseException) -> str:
@@ -39,6 +71,13 @@ def failure_message(err: BaseException) -> str:
     while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
         err = err.cause
     return getattr(err, "message", None) or str(err)
+
+
+def failure_type(err: BaseException) -> str | None:
+    """The `type` of the ApplicationError under Temporal's wrappers."""
+    while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
+        err = err.cause
+    return err.type if isinstance(err, ApplicationError) else None
 
 
 def cancelled(err: BaseException) -> bool:

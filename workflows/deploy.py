@@ -31,11 +31,27 @@ with workflow.unsafe.imports_passed_through():
         ResolvedImage,
         ResolveImageInput,
         RolloutInput,
+        RolloutProgress,
         RolloutResult,
         ScaleInput,
     )
     from conveyor.redact import mask_url_credentials
-    from workflows.common import DB, KUBE_WRITE, REGISTRY, cancelled, failure_message, long_wait
+    from workflows.common import (
+        CLEANUP_GRACE,
+        DB,
+        KUBE_WRITE,
+        REGISTRY,
+        cancelled,
+        failure_message,
+        failure_type,
+        long_wait,
+        until,
+    )
+
+# Raised by a cluster write on behalf of a deployment that has ended already:
+# a run started by a workflow Reset after the deployment finished. Nothing was
+# written; the recorded outcome stands.
+DEPLOYMENT_ENDED = "DeploymentEnded"
 
 
 @workflow.defn
@@ -45,10 +61,26 @@ class DeployWorkflow:
         self._finalizing = False
         self._applied = False
         self._resolved: ResolvedImage | None = None
+        self._deadline = None
+        # The step whose rollout is being waited for ("rollout" or "restore").
+        self._waiting_step: str | None = None
 
     @workflow.query
     def progress(self) -> list[dict]:
         return self._steps
+
+    # Live progress. A workflow cannot read its activities' heartbeats, so the
+    # rollout wait signals its workflow whenever the ready count changes (a
+    # handful of signals per rollout). A signal updates the step as it
+    # arrives, in the current details, the `progress` query and so the SSE
+    # stream; it adds no command, so running executions replay unchanged.
+    # (Polling a short activity instead would cost a round trip per poll and
+    # history events even while nothing changes.)
+    @workflow.signal
+    def rollout_progress(self, update: RolloutProgress) -> None:
+        if self._waiting_step is not None:
+            detail = f"{update.ready}/{update.desired} ready"
+            self._step(self._waiting_step, "running", detail)
 
     def _step(self, name: str, state: str, detail: str = "") -> None:
         now = workflow.now().isoformat().replace("+00:00", "Z")
@@ -60,20 +92,36 @@ class DeployWorkflow:
                 return
         self._steps.append({"name": name, "state": state, "detail": detail, "started_at": now, "updated_at": now})
 
-    async def _rollout(self, spec: ReleaseSpec, stuck_seconds: int, deployment_id: str | None) -> RolloutResult:
-        return await workflow.execute_activity(
-            "wait_for_rollout",
-            RolloutInput(
-                namespace=spec.namespace,
-                name=spec.slug,
-                deployment_id=deployment_id,
-                deadline_seconds=spec.progress_deadline_seconds,
-                stuck_seconds=stuck_seconds,
-            ),
-            result_type=RolloutResult,
-            summary=f"wait for {spec.slug} ×{spec.replicas} to roll out",
-            **long_wait(spec.progress_deadline_seconds),
-        )
+    async def _rollout(self, spec: ReleaseSpec, stuck_seconds: int, deployment_id: str | None, step: str) -> RolloutResult:
+        self._waiting_step = step
+        try:
+            return await workflow.execute_activity(
+                "wait_for_rollout",
+                RolloutInput(
+                    namespace=spec.namespace,
+                    name=spec.slug,
+                    deployment_id=deployment_id,
+                    deadline_seconds=spec.progress_deadline_seconds,
+                    stuck_seconds=stuck_seconds,
+                    # Fixed here, so that retries, an activity reset or a worker
+                    # restart never extend the wait.
+                    deadline_at=workflow.now() + timedelta(seconds=spec.progress_deadline_seconds + 5),
+                    report_progress=True,
+                ),
+                result_type=RolloutResult,
+                summary=f"wait for {spec.slug} ×{spec.replicas} to roll out",
+                **long_wait(spec.progress_deadline_seconds),
+            )
+        finally:
+            self._waiting_step = None
+
+    def _work(self, options: dict) -> dict:
+        """Options of a step of the release: retried until the deployment's deadline."""
+        return until(options, self._deadline)
+
+    def _cleanup(self, options: dict) -> dict:
+        """Options of restoring and recording: they get a grace period past the deadline."""
+        return until(options, self._deadline, CLEANUP_GRACE)
 
     @workflow.run
     async def run(self, op: Operation) -> str:
@@ -86,6 +134,7 @@ class DeployWorkflow:
         )
         if plan.status in ("failed", "cancelled", "active", "superseded"):
             return plan.status
+        self._deadline = plan.deadline
         spec = plan.spec
         try:
             if plan.build is not None:
@@ -97,7 +146,7 @@ class DeployWorkflow:
                     ResolveImageInput(image=plan.image or ""),
                     result_type=ResolvedImage,
                     summary=f"resolve {plan.image}",
-                    **REGISTRY,
+                    **self._work(REGISTRY),
                 )
                 if workflow.patched("image-recorded-at-finish"):
                     # One round trip less: finish_deployment records the digest.
@@ -107,18 +156,21 @@ class DeployWorkflow:
                         "record_image_digest",
                         RecordImageInput(deployment_id=plan.deployment_id, image_ref=resolved.reference, image_digest=resolved.digest),
                         summary=f"record {resolved.digest[:19]}",
-                        **DB,
+                        **self._work(DB),
                     )
                 spec.image_ref = resolved.reference
                 self._step("resolve", "done", resolved.reference)
             self._step("apply", "running", spec.image_ref)
             self._applied = True
             await workflow.execute_activity(
-                "apply_manifests", ApplyInput(spec=spec), summary=f"apply {spec.slug} → {spec.image_ref}", **KUBE_WRITE
+                "apply_manifests",
+                ApplyInput(spec=spec, on_behalf_of=plan.deployment_id),
+                summary=f"apply {spec.slug} → {spec.image_ref}",
+                **self._work(KUBE_WRITE),
             )
             self._step("apply", "done", "Namespace, Secret, Deployment, Service, Ingress")
             self._step("rollout", "running", f"0/{spec.replicas}")
-            result = await self._rollout(spec, plan.stuck_seconds, plan.deployment_id)
+            result = await self._rollout(spec, plan.stuck_seconds, plan.deployment_id, "rollout")
             self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")
             self._step("finalize", "running")
             self._finalizing = True
@@ -126,6 +178,10 @@ class DeployWorkflow:
             self._step("finalize", "done", f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}: {status}")
             return status
         except (ActivityError, asyncio.CancelledError) as err:
+            if failure_type(err) == DEPLOYMENT_ENDED:
+                # A Reset re-ran a deployment that had ended: it changed nothing.
+                self._mark_running_failed(failure_message(err))
+                return await self._finish(plan, "failed", failure_message(err), op.user)
             if not cancelled(err):
                 reason = failure_message(err)
                 self._mark_running_failed(reason)
@@ -156,23 +212,23 @@ class DeployWorkflow:
                 ResolveCommitInput(repo_url=build.repo_url or "", branch=build.branch or "main"),
                 result_type=str,
                 summary=f"head of {build.branch}",
-                **REGISTRY,
+                **self._work(REGISTRY),
             )
             self._step("resolve", "done", commit)
         record = RecordBuildInput(build_id=build.build_id, deployment_id=plan.deployment_id, status="building", commit=commit)
-        await workflow.execute_activity("record_build", record, summary=f"record {build.build_id}", **DB)
+        await workflow.execute_activity("record_build", record, summary=f"record {build.build_id}", **self._work(DB))
         if commit:
             reused: BuiltImage | None = await workflow.execute_activity(
                 "find_built_image",
                 FindBuildInput(app_id=plan.app_id, commit=commit),
                 result_type=BuiltImage,
                 summary=f"image built for {commit[:12]}?",
-                **DB,
+                **self._work(DB),
             )
             if reused is not None:
                 self._step("build", "done", f"reused {reused.reference} built for {commit[:12]}")
                 record.status, record.image = "reused", reused
-                await workflow.execute_activity("record_build", record, summary="record reuse", **DB)
+                await workflow.execute_activity("record_build", record, summary="record reuse", **self._work(DB))
                 return reused.reference
         build.commit = commit
         self._step("build", "running", build.build_id)
@@ -182,17 +238,21 @@ class DeployWorkflow:
                 BuildInput(plan=build, app_id=plan.app_id, project_id=plan.project_id, slug=plan.spec.slug),
                 result_type=BuiltImage,
                 summary=f"build {plan.spec.slug} ({build.source_type}{' ' + commit[:12] if commit else ''})",
-                start_to_close_timeout=timedelta(seconds=build.timeout_seconds + 120),
-                heartbeat_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=2),
+                **self._work(
+                    dict(
+                        start_to_close_timeout=timedelta(seconds=build.timeout_seconds + 120),
+                        heartbeat_timeout=timedelta(seconds=30),
+                        retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(seconds=60)),
+                    )
+                ),
             )
         except (ActivityError, asyncio.CancelledError) as err:
             record.status, record.reason = "failed", "cancelled" if cancelled(err) else failure_message(err)
-            await workflow.execute_activity("record_build", record, summary="record the failed build", **DB)
+            await workflow.execute_activity("record_build", record, summary="record the failed build", **self._cleanup(DB))
             raise
         self._step("build", "done", built.reference)
         record.status, record.image = "succeeded", built
-        await workflow.execute_activity("record_build", record, summary="record build", **DB)
+        await workflow.execute_activity("record_build", record, summary="record build", **self._work(DB))
         return built.reference
 
     async def _restore(self, plan: DeploymentPlan, reason: str) -> str:
@@ -205,19 +265,19 @@ class DeployWorkflow:
             if plan.previous is not None:
                 await workflow.execute_activity(
                     "apply_manifests",
-                    ApplyInput(spec=plan.previous),
+                    ApplyInput(spec=plan.previous, on_behalf_of=plan.deployment_id),
                     summary=f"restore {plan.previous.deployment_id}",
-                    **KUBE_WRITE,
+                    **self._cleanup(KUBE_WRITE),
                 )
-                await self._rollout(plan.previous, plan.stuck_seconds, None)
+                await self._rollout(plan.previous, plan.stuck_seconds, None, "restore")
                 self._step("restore", "done", f"back on {plan.previous.deployment_id}")
                 return f"{reason}; the previous deployment {plan.previous.deployment_id} keeps serving"
             spec = plan.spec
             await workflow.execute_activity(
                 "scale_deployment",
-                ScaleInput(namespace=spec.namespace, name=spec.slug, replicas=0),
+                ScaleInput(namespace=spec.namespace, name=spec.slug, replicas=0, on_behalf_of=plan.deployment_id),
                 summary=f"scale {spec.slug} to 0",
-                **KUBE_WRITE,
+                **self._cleanup(KUBE_WRITE),
             )
             self._step("restore", "done", "no earlier release; scaled to 0")
             return f"{reason}; there is no earlier deployment to restore, so the app was scaled to 0"
@@ -238,5 +298,5 @@ class DeployWorkflow:
             ),
             result_type=str,
             summary=f"mark {plan.deployment_id} {status}",
-            **DB,
+            **self._cleanup(DB),
         )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
+from typing import Annotated, AsyncIterable
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select, update
 from temporalio.client import Client
 
@@ -66,36 +66,64 @@ async def get_deployment(
     return deployment_public(dep, await workflow_progress(temporal, dep))
 
 
+async def _streamed_deployment(
+    app_id: str, deployment_id: str, settings: SettingsDep, caller: Viewer
+) -> Deployment:
+    # A dependency, so that a 404 is answered before the stream starts.
+    return await read_off_loop(settings, _load_both, caller, app_id, deployment_id)
+
+
+def _status_now(session, deployment_id: str) -> tuple[str, str | None] | None:
+    row = session.get(Deployment, deployment_id)
+    return (row.status, row.reason) if row is not None else None
+
+
+POLL_SECONDS = 0.5
+
+
 @router.get(
     "/{deployment_id}/progress",
     summary="Live progress as Server-Sent Events",
     description=(
-        "`event: step` for each step as it starts, finishes or fails (resolve, build, apply, rollout with "
-        "ready/desired, finalize, restore), in order; then `event: end` with the final status and reason."
+        "`event: step` for each step as it starts, changes or finishes (resolve, build, apply, rollout with "
+        "`n/N ready` as pods become ready, finalize, restore), in order; then `event: end` with the final status "
+        "and reason (status `deleted` when the deployment or its app was deleted meanwhile). A `: ping` comment "
+        "keeps an idle stream open. A stream open longer than the deployment's retry deadline ends with "
+        "`event: close`; reconnect to keep following."
     ),
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
 )
 async def progress_stream(
-    app_id: str, deployment_id: str, settings: SettingsDep, temporal: TemporalDep, caller: Viewer
-):
-    dep = await read_off_loop(settings, _load_both, caller, app_id, deployment_id)
-
-    async def stream():
-        sent: dict[str, tuple] = {}
-        while True:
-            row = await read_off_loop(settings, lambda session: session.get(Deployment, dep.id))
-            for step in await workflow_progress(temporal, row):
-                seen = (step["state"], step.get("detail"))
-                if sent.get(step["name"]) != seen:
-                    sent[step["name"]] = seen
-                    yield f"event: step\ndata: {json.dumps(step)}\n\n"
-            if row.status in TERMINAL:
-                final = {"id": row.id, "status": row.status, "reason": row.reason}
-                yield f"event: end\ndata: {json.dumps(final)}\n\n"
-                return
-            await asyncio.sleep(0.5)
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    dep: Annotated[Deployment, Depends(_streamed_deployment)], settings: SettingsDep, temporal: TemporalDep
+) -> AsyncIterable[ServerSentEvent]:
+    # Each poll reads the row in its own short session (read_off_loop): no
+    # session or transaction is held while the stream waits.
+    loop = asyncio.get_running_loop()
+    sent: dict[str, tuple] = {}
+    last_sent = opened = loop.time()
+    while True:
+        now = await read_off_loop(settings, _status_now, dep.id)
+        if now is None:
+            yield ServerSentEvent(event="end", data={"id": dep.id, "status": "deleted", "reason": "the deployment or its app was deleted"})
+            return
+        status, reason = now
+        for step in await workflow_progress(temporal, dep):
+            seen = (step["state"], step.get("detail"))
+            if sent.get(step["name"]) != seen:
+                sent[step["name"]] = seen
+                last_sent = loop.time()
+                yield ServerSentEvent(event="step", data=step)
+        if status in TERMINAL:
+            yield ServerSentEvent(event="end", data={"id": dep.id, "status": status, "reason": reason})
+            return
+        if loop.time() - opened > settings.deploy_deadline_seconds:
+            yield ServerSentEvent(event="close", data={"id": dep.id, "status": status, "reason": "reconnect to keep following"})
+            return
+        if loop.time() - last_sent >= settings.progress_ping_seconds:
+            # FastAPI pings an idle stream too, every 15 s; this interval is a setting.
+            last_sent = loop.time()
+            yield ServerSentEvent(comment="ping")
+        await asyncio.sleep(POLL_SECONDS)
 
 
 @router.post(

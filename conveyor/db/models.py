@@ -102,6 +102,9 @@ class Deployment(Base):
 
 class AuditEntry(Base):
     __tablename__ = "audit_entries"
+    # A workflow's activity may run more than once (a retry after a lost
+    # reply, an activity or workflow reset): its entry is written once.
+    __table_args__ = (UniqueConstraint("operation_key", "action", name="uq_audit_operation_action"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(String(40), index=True)
@@ -112,6 +115,8 @@ class AuditEntry(Base):
     user: Mapped[str] = mapped_column(String(100))
     details: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    # The id of the workflow that wrote the entry (None for API requests).
+    operation_key: Mapped[str | None] = mapped_column(String(200))
 
 
 class IdempotencyRecord(Base):

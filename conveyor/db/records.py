@@ -16,7 +16,24 @@ IN_FLIGHT = {"queued", "pending", "building", "deploying"}
 DEFAULT_PROJECT = "proj_default"
 
 
-def add_audit(session: Session, app: App, action: str, user: str, details: str, deployment_id: str | None = None) -> None:
+def add_audit(
+    session: Session,
+    app: App,
+    action: str,
+    user: str,
+    details: str,
+    deployment_id: str | None = None,
+    operation_key: str | None = None,
+) -> None:
+    """One audit entry; with `operation_key` (the workflow writing it), at
+    most one per key and action: a repeated activity finds it written, in the
+    same transaction (the unique constraint backs this up)."""
+    if operation_key is not None:
+        written = session.scalar(
+            select(AuditEntry.id).where(AuditEntry.operation_key == operation_key, AuditEntry.action == action)
+        )
+        if written is not None:
+            return
     session.add(
         AuditEntry(
             project_id=app.project_id,
@@ -26,8 +43,14 @@ def add_audit(session: Session, app: App, action: str, user: str, details: str, 
             user=user,
             details=details,
             created_at=utcnow(),
+            operation_key=operation_key,
         )
     )
+
+
+def deployment_status(session: Session, deployment_id: str) -> str | None:
+    dep = session.get(Deployment, deployment_id)
+    return dep.status if dep is not None else None
 
 
 def active_deployment(session: Session, app_id: str) -> Deployment | None:

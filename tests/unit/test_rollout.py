@@ -30,7 +30,7 @@ def test_progress_deadline_exceeded_fails():
     state = deployment_state(
         deployment(updatedReplicas=1, replicas=4, readyReplicas=3, conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}])
     )
-    assert state.failed and "progress deadline" in state.message and "3 of 3" in state.message
+    assert state.failed and "progress deadline" in state.message and "0 of 3 new pods ready" in state.message
 
 
 def pod(state: dict, **extra) -> dict:
@@ -58,3 +58,14 @@ def test_running_or_creating_pods_are_not_stuck():
     assert stuck_pod_reason(pod({"running": {"startedAt": "now"}})) is None
     assert stuck_pod_reason(pod({"waiting": {"reason": "ContainerCreating"}})) is None
     assert stuck_pod_reason(pod({"terminated": {"exitCode": 0, "reason": "Completed"}})) is None
+
+
+def test_ready_counts_the_new_pods_during_a_rolling_update():
+    # 3 old pods available, 1 new one created and not ready yet: 0 of 3 new ready.
+    surge = deployment_state(deployment(updatedReplicas=1, replicas=4, availableReplicas=3, readyReplicas=3))
+    assert (surge.ready, surge.desired, surge.done) == (0, 3, False)
+    # The new pod is ready, an old one not yet gone.
+    one = deployment_state(deployment(updatedReplicas=1, replicas=4, availableReplicas=4, readyReplicas=4))
+    assert one.ready == 1
+    two = deployment_state(deployment(updatedReplicas=2, replicas=3, availableReplicas=3, readyReplicas=3))
+    assert two.ready == 2
