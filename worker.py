@@ -46,6 +46,7 @@ def activities(settings: Settings) -> list:
         records.load_app_target,
         records.record_scale,
         records.remove_app,
+        records.record_delete_failed,
     ]
 
 

@@ -10,13 +10,9 @@ import os
 import uuid
 
 import pytest
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client, config
 
-# Tests serve git repositories on loopback over git://; the platform this
-# session starts takes the setting from here.
-os.environ.setdefault("CONVEYOR_ALLOWED_REPO_SCHEMES", "https,ssh,git")
-
-from conveyor.settings import Settings  # noqa: E402
+from conveyor.settings import Settings
 from conveyor.stack.platform import Platform
 
 
