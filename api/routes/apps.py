@@ -413,6 +413,7 @@ async def restart_app(
             image=current.image,
             image_ref=current.image_ref,
             image_digest=current.image_digest,
+            source_commit=current.source_commit,
             env=current.env,
             port=current.port,
             restarted_at=iso(utcnow()),

@@ -134,6 +134,28 @@ def test_git_app_deploys_its_branch_head_and_reuses_the_image_of_a_known_commit(
     assert any("reused" in (step["detail"] or "") for step in again["progress"] if step["name"] == "build")
 
 
+def test_git_app_config_change_after_a_revert_runs_the_reverted_build_without_building(api, kube_api, settings, git_server):
+    url, commit = git_server
+    first_sha = commit({"index.html": "one\n", "Procfile": "web: httpd -f -p 8080 -h /app\n"}, "one")
+    app = api.call(
+        "POST", "/apps", 201, json={"name": f"git-{uuid.uuid4().hex[:6]}", "source_type": "git", "repo_url": url, "port": 8080}
+    ).json()
+    first = api.wait_active(app["id"], api.deployments(app["id"])[0]["id"], timeout=180)
+    commit({"index.html": "two\n"}, "two")
+    second = api.wait_active(app["id"], api.call("POST", f"/apps/{app['id']}/deploy", 202).json()["id"], timeout=180)
+    assert second["image_digest"] != first["image_digest"]
+
+    reverted = api.call("POST", f"/apps/{app['id']}/deployments/{first['id']}/revert", 202).json()
+    api.wait_active(app["id"], reverted["id"])
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"env": {"MODE": "after-revert"}})
+    update = api.wait_active(app["id"], api.deployments(app["id"])[0]["id"])
+    assert update["operation"] == "update"
+    assert update["image_ref"] == first["image_ref"] and update["source_commit"] == first_sha
+    assert not [step for step in update["progress"] if step["name"] in ("resolve", "build")], update["progress"]
+    assert deployed_image(kube_api, settings, app["slug"]) == first["image_ref"]
+    assert api.call("GET", f"/apps/{app['id']}", 200).json()["running_image"] == first["image_ref"]
+
+
 def test_disallowed_repo_scheme_is_a_422(api):
     response = api.call(
         "POST", "/apps", json={"name": "local-repo", "source_type": "git", "repo_url": "file:///etc/passwd", "port": 8080}
