@@ -135,3 +135,38 @@ def test_delete_while_deleting_starts_nothing_new(api, deployed_app):
     patch = api.call("PATCH", f"/apps/{app['id']}", json={"env": {"X": "1"}})
     assert patch.status_code == 404 or (patch.status_code == 409 and "being deleted" in patch.text), patch.text
     eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 90, what="the app to be gone")
+
+
+async def terminate(settings, workflow_id: str) -> None:
+    temporal = await connect(settings)
+    await temporal.get_workflow_handle(workflow_id).terminate(reason="test: an operator terminated the delete")
+
+
+def test_delete_terminated_in_the_web_ui_can_be_started_again(api, kube_api, settings, deployed_app):
+    app, _ = deployed_app
+    namespace = namespace_for(settings, "proj_default")
+    core = client.CoreV1Api(kube_api)
+    # A finalizer nothing clears: the delete waits for the Service to go.
+    core.patch_namespaced_service(app["slug"], namespace, {"metadata": {"finalizers": ["conveyor.test/hold"]}})
+    try:
+        api.call("DELETE", f"/apps/{app['id']}", 202)
+        eventually(
+            lambda: core.read_namespaced_service(app["slug"], namespace).metadata.deletion_timestamp is not None,
+            60,
+            what="the Service to be marked for deletion",
+        )
+        # Still running: a repeat DELETE starts nothing.
+        assert api.call("DELETE", f"/apps/{app['id']}", 202).json()["status"] == "deleting"
+        asyncio.run(terminate(settings, f"delete-{app['id']}-1"))
+        assert api.call("GET", f"/apps/{app['id']}", 200).json()["status"] == "deleting"
+        api.call("DELETE", f"/apps/{app['id']}", 202)
+        eventually(
+            lambda: asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.RUNNING,
+            30,
+            what="a second delete attempt",
+        )
+    finally:
+        core.patch_namespaced_service(app["slug"], namespace, {"metadata": {"finalizers": None}})
+    eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 90, what="the app to be gone")
+    assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-1")) == WorkflowExecutionStatus.TERMINATED
+    assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.COMPLETED
