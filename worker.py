@@ -59,6 +59,7 @@ def activities(settings: Settings, report_progress: ProgressReporter | None = No
         records.load_app_target,
         records.record_scale,
         records.remove_app,
+        records.record_delete_failed,
     ]
 
 

@@ -4,11 +4,13 @@ the build runs, so the API can stream it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -80,6 +82,33 @@ class BuildFailed(Exception):
         self.transient = transient
 
 
+# Where git's TLS library finds the system's CAs on the distributions we run on.
+_SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
+
+
+def git_env(settings: Settings) -> dict[str, str]:
+    """The environment of a git call. With CA certificates in the git-ca
+    directory, git over HTTPS trusts them as well as the system's (git's own
+    setting would replace the system's), read anew on every call so an
+    operator can add one without a restart."""
+    env = {**os.environ, **GIT_ENV}
+    extra = sorted(settings.effective_git_ca_dir.glob("*.pem")) if settings.effective_git_ca_dir.is_dir() else []
+    if not extra:
+        return env
+    paths = ssl.get_default_verify_paths()
+    candidates = (os.environ.get("GIT_SSL_CAINFO"), paths.cafile, paths.openssl_cafile, *_SYSTEM_CA_FILES)
+    system = next((f for f in candidates if f and os.path.isfile(f)), None)
+    bundle = b"".join(Path(f).read_bytes().rstrip(b"\n") + b"\n" for f in ([system] if system else []) + extra)
+    target = settings.home / "run" / f"git-ca-bundle-{hashlib.sha256(bundle).hexdigest()[:16]}.pem"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_bytes(bundle)
+        partial.replace(target)
+    env["GIT_SSL_CAINFO"] = str(target)
+    return env
+
+
 class BuilderActivities:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -97,7 +126,7 @@ class BuilderActivities:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, **GIT_ENV},
+            env=git_env(self.settings),
         )
         if proc.returncode != 0:
             message = mask_url_credentials(proc.stderr.strip()[-500:], request.repo_url)
@@ -133,7 +162,7 @@ class BuilderActivities:
                 ["git", "clone", "--quiet", "--no-tags", "--", plan.repo_url, str(src)],
                 ["git", "-C", str(src), "checkout", "--quiet", "--detach", plan.commit],
             ):
-                proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, **GIT_ENV})
+                proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=git_env(self.settings))
                 if proc.returncode != 0:
                     log(mask_url_credentials(proc.stderr.strip(), plan.repo_url))
                     raise BuildFailed(f"git {args[1] if args[1] != '-C' else args[3]} failed")

@@ -284,5 +284,8 @@ class KubeActivities:
             if not remaining:
                 return [f"{kind}/{name}" for kind, _d, _r, name in targets]
             if time.monotonic() > deadline:
-                raise ApplicationError(f"still present after {request.timeout_seconds}s: {', '.join(remaining)}")
+                # Waiting again would wait on the same finalizer: fail, so the app can be deleted again later.
+                raise ApplicationError(
+                    f"still present after {request.timeout_seconds}s: {', '.join(remaining)}", non_retryable=True
+                )
             time.sleep(0.5)

@@ -10,7 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from conveyor.db.models import App, Build, Deployment, Project
-from conveyor.db.records import TERMINAL, active_deployment, add_audit, build_log_path
+from conveyor.db.records import TERMINAL, active_deployment, add_audit, build_log_path, delete_workflow_id
 from conveyor.db.session import session_scope
 from conveyor.ids import new_id, utcnow
 from conveyor.payloads import (
@@ -18,6 +18,7 @@ from conveyor.payloads import (
     AppTargetInput,
     BeginDeploymentInput,
     BuildPlan,
+    DeleteFailedInput,
     DeploymentPlan,
     FinishDeploymentInput,
     RecordImageInput,
@@ -57,6 +58,13 @@ def operation_key() -> str:
     """The operation an activity works for: its workflow's id (`deploy-dep_…`,
     `scale-…`), the same on every attempt and across a workflow Reset."""
     return activity.info().workflow_id
+
+
+def _set_status(app: App, status: str) -> None:
+    # A release that ends after DELETE was asked for does not make the app
+    # look alive again: the delete (queued behind it) decides.
+    if app.status not in ("deleting", "delete_failed"):
+        app.status = status
 
 
 class RecordActivities:
@@ -110,6 +118,8 @@ class RecordActivities:
                 dep.started_at = utcnow()
                 # Scaling is not a release: every release runs at the app's current size.
                 dep.replicas = app.replicas
+                if dep.image_from is not None:
+                    self._take_running_image(session, dep)
             previous = active_deployment(session, app.id)
             replicas = dep.replicas if dep.replicas is not None else app.replicas
             build = None
@@ -130,6 +140,15 @@ class RecordActivities:
                 # Kept by a retry or a workflow Reset: started_at is written once.
                 deadline=self._deadline(app, dep, build),
             )
+
+    @staticmethod
+    def _take_running_image(session, dep: Deployment) -> None:
+        """A config change runs the image that is active when it starts: a
+        deploy or revert queued before it may have replaced the one it saw."""
+        running = active_deployment(session, dep.app_id)
+        if running is not None and running.id != dep.image_from and running.image_ref:
+            dep.image, dep.image_ref, dep.image_digest = running.image, running.image_ref, running.image_digest
+            dep.source_commit, dep.image_from = running.source_commit, running.id
 
     @staticmethod
     def _overtaken_by(session, dep: Deployment) -> Deployment | None:
@@ -191,7 +210,8 @@ class RecordActivities:
                 if previous is not None and previous.id != dep.id:
                     previous.status = "superseded"
                 dep.status = "active"
-                app.status = "running"
+                _set_status(app, "running")
+                app.running_image = dep.image_ref
                 app.last_deploy_at = now
                 details = VERBS.get(dep.operation, VERBS["deploy"]).format(
                     image=dep.image_ref or dep.image, rollback_of=dep.rollback_of
@@ -201,7 +221,7 @@ class RecordActivities:
                 dep.status = request.status
                 dep.reason = request.reason
                 still_serving = active_deployment(session, app.id) is not None
-                app.status = "running" if still_serving else ("failed" if request.status == "failed" else "stopped")
+                _set_status(app, "running" if still_serving else ("failed" if request.status == "failed" else "stopped"))
                 word = "failed" if request.status == "failed" else "was cancelled"
                 add_audit(
                     session,
@@ -229,6 +249,7 @@ class RecordActivities:
                 namespace=project.namespace,
                 progress_deadline_seconds=app.progress_deadline_seconds,
                 replicas=app.replicas,
+                delete_timeout_seconds=self.settings.delete_timeout_seconds,
             )
 
     @activity.defn(name="record_scale")
@@ -255,6 +276,18 @@ class RecordActivities:
                     f"Scaling to {request.replicas} replicas did not finish: {request.reason}",
                     operation_key=operation_key(),
                 )
+
+    @activity.defn(name="record_delete_failed")
+    def record_delete_failed(self, request: DeleteFailedInput) -> bool:
+        """Leave the app where DELETE can be tried again, saying why this attempt failed."""
+        with session_scope(self.url) as session:
+            app = session.get(App, request.app_id)
+            if app is None or app.status != "deleting" or delete_workflow_id(app.id, app.delete_attempts) != request.workflow_id:
+                # Gone, recorded already, or a newer attempt runs: nothing to say.
+                return False
+            app.status, app.status_reason = "delete_failed", request.reason
+            add_audit(session, app, "delete_failed", request.user, f"Deleting {app.name} failed: {request.reason}")
+            return True
 
     @activity.defn(name="remove_app")
     def remove_app(self, request: RemoveAppInput) -> bool:

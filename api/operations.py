@@ -76,6 +76,8 @@ def new_deployment(
     retry_of: str | None = None,
     restarted_at: str | None = None,
     build_id: str | None = None,
+    image_from: str | None = None,
+    source_commit: str | None = None,
 ) -> Deployment:
     number = (session.scalar(select(func.max(Deployment.number)).where(Deployment.app_id == app.id)) or 0) + 1
     dep_id = new_id("dep")
@@ -95,6 +97,8 @@ def new_deployment(
         retry_of=retry_of,
         restarted_at=restarted_at,
         build_id=build_id,
+        image_from=image_from,
+        source_commit=source_commit,
         workflow_id=f"{operation}-{dep_id}",
         created_by=caller.name,
         created_at=utcnow(),

@@ -174,10 +174,15 @@ class AppPublic(BaseModel):
     replicas: int
     port: int
     env: dict[str, str] = Field(description="Environment; values of secret-looking keys are masked")
-    status: str = Field(description="deploying, running, failed, stopped or deleting")
+    status: str = Field(description="created, deploying, running, failed, stopped, deleting or delete_failed")
     progress_deadline_seconds: int
     last_deploy_at: str | None
     created_at: str
+    running_image: str | None = Field(
+        default=None,
+        description="The digest-pinned image the active deployment runs (tag@sha256:…); a config change redeploys it",
+    )
+    status_reason: str | None = Field(default=None, description="Why the app is in its status (delete_failed: why)")
 
 
 class DeploymentStep(BaseModel):

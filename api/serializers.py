@@ -26,6 +26,8 @@ def app_public(app: App) -> AppPublic:
         progress_deadline_seconds=app.progress_deadline_seconds,
         last_deploy_at=iso(app.last_deploy_at),
         created_at=iso(app.created_at),
+        running_image=app.running_image,
+        status_reason=app.status_reason,
     )
 
 

@@ -187,12 +187,15 @@ def apps_delete(api: ApiClient, args) -> int:
         return 0
     while True:
         try:
-            api.call("GET", f"/apps/{app_id}")
+            app = api.call("GET", f"/apps/{app_id}").json()
         except CliError as exc:
             if str(exc).startswith("404"):
                 print("deleted")
                 return 0
             raise
+        if app.get("status") == "delete_failed":
+            print(f"delete failed: {app.get('status_reason')}; remove the cause and delete again", file=sys.stderr)
+            return 1
         time.sleep(1)
 
 

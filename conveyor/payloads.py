@@ -175,6 +175,7 @@ class AppTarget(BaseModel):
     # The app's replica count now: the last scale request wins, whatever
     # order the lane received the requests in.
     replicas: int | None = None
+    delete_timeout_seconds: int = 120
 
 
 class DeleteResourcesInput(BaseModel):
@@ -185,6 +186,14 @@ class DeleteResourcesInput(BaseModel):
 
 class RemoveAppInput(BaseModel):
     app_id: str
+    user: str
+
+
+class DeleteFailedInput(BaseModel):
+    app_id: str
+    # The attempt's workflow id: a failure of an older attempt changes nothing.
+    workflow_id: str
+    reason: str
     user: str
 
 

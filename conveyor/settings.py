@@ -83,10 +83,16 @@ class Settings(BaseSettings):
     deploy_deadline_seconds: int = 1800
     # An idle progress stream (SSE) sends a keep-alive comment this often.
     progress_ping_seconds: float = 15.0
+    # A delete waits this long for the app's objects to go (finalizers), then
+    # fails with what is left; DELETE can then be tried again.
+    delete_timeout_seconds: int = 120
     namespace_prefix: str = "conveyor-"
     # Builds from source
     base_image: str | None = None  # default: <registry>/conveyor/base:busybox
     allowed_repo_schemes: str = "https,ssh"
+    # PEM certificates (*.pem) of CAs that git over HTTPS trusts besides the
+    # system's: a private git server's CA (default <home>/git-ca).
+    git_ca_dir: Path | None = None
     build_timeout_seconds: int = 900
     upload_max_bytes: int = 50 * 1024 * 1024
     upload_max_uncompressed_bytes: int = 200 * 1024 * 1024
@@ -132,6 +138,10 @@ class Settings(BaseSettings):
     @property
     def effective_payload_key_file(self) -> Path:
         return self.payload_key_file or self.home / "payload-keys"
+
+    @property
+    def effective_git_ca_dir(self) -> Path:
+        return self.git_ca_dir or self.home / "git-ca"
 
     @property
     def admin_token_file(self) -> Path:

@@ -10,12 +10,10 @@ import os
 import uuid
 
 import pytest
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client, config
 
-# Tests serve git repositories on loopback over git://; the platform this
-# session starts takes the setting from here.
-os.environ.setdefault("CONVEYOR_ALLOWED_REPO_SCHEMES", "https,ssh,git")
-# Streams of progress ping often enough for a test to see it.
+# Streams of progress ping often enough for a test to see it (when this
+# session starts the platform).
 os.environ.setdefault("CONVEYOR_PROGRESS_PING_SECONDS", "3")
 
 from conveyor.settings import Settings  # noqa: E402

@@ -1,12 +1,16 @@
-"""Delete an app: its Kubernetes objects first, then its records."""
+"""Delete an app: its Kubernetes objects first, then its records.
+
+A delete that fails leaves the app `delete_failed` with the reason, so DELETE
+can be tried again (a new attempt, a new workflow id)."""
 
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from conveyor.payloads import AppTarget, AppTargetInput, DeleteResourcesInput, Operation, RemoveAppInput
-    from workflows.common import DB, long_wait
+    from conveyor.payloads import AppTarget, AppTargetInput, DeleteFailedInput, DeleteResourcesInput, Operation, RemoveAppInput
+    from workflows.common import DB, failure_message, long_wait
 
 
 @workflow.defn
@@ -18,13 +22,24 @@ class DeleteAppWorkflow:
         )
         if target is None:
             return "already deleted"
-        await workflow.execute_activity(
-            "delete_app_resources",
-            DeleteResourcesInput(namespace=target.namespace, slug=target.slug, timeout_seconds=120),
-            summary=f"delete {target.slug}'s Deployment, Service, Ingress, env Secret",
-            **long_wait(120),
-        )
-        await workflow.execute_activity(
-            "remove_app", RemoveAppInput(app_id=op.app_id, user=op.user), summary=f"remove {target.name}", **DB
-        )
+        try:
+            await workflow.execute_activity(
+                "delete_app_resources",
+                DeleteResourcesInput(namespace=target.namespace, slug=target.slug, timeout_seconds=target.delete_timeout_seconds),
+                summary=f"delete {target.slug}'s Deployment, Service, Ingress, env Secret",
+                **long_wait(target.delete_timeout_seconds),
+            )
+            await workflow.execute_activity(
+                "remove_app", RemoveAppInput(app_id=op.app_id, user=op.user), summary=f"remove {target.name}", **DB
+            )
+        except ActivityError as err:
+            reason = failure_message(err)
+            await workflow.execute_activity(
+                "record_delete_failed",
+                DeleteFailedInput(app_id=op.app_id, workflow_id=workflow.info().workflow_id, reason=reason, user=op.user),
+                summary=f"mark {target.name} delete_failed",
+                **DB,
+            )
+            # Failed, not completed, in the Web UI; the app says why and can be deleted again.
+            raise ApplicationError(f"deleting {target.name} failed: {reason}", non_retryable=True) from err
         return "deleted"

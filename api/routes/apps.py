@@ -10,15 +10,18 @@ from kubernetes.client.exceptions import ApiException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, Viewer
-from api.operations import MutationDep
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, TemporalConnector, Viewer, read_off_loop
+from api.operations import MutationDep, lane_id
 from api.pagination import PageDep
 from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, slugify
 from api.schemas import env_problem
 from api.serializers import app_public
 from conveyor import manifests, sources
-from conveyor.db.models import App, Build, Project
-from conveyor.db.records import active_deployment, add_audit, build_log_path
+from conveyor.db.models import App, Build, Deployment, Handoff, Project
+from conveyor.db.records import active_deployment, add_audit, build_log_path, delete_workflow_id
 from conveyor.ids import iso, new_id, utcnow
 from conveyor.kube import api_client
 from conveyor.payloads import Operation
@@ -42,7 +45,11 @@ def load_app(session: Session, caller: Caller, app_id: str) -> App:
 
 def mutable(app: App) -> None:
     if app.status == "deleting":
-        raise HTTPException(409, f"app {app.id} is being deleted")
+        raise HTTPException(409, f"app {app.id} is being deleted; nothing else can change until that ends")
+    if app.status == "delete_failed":
+        raise HTTPException(
+            409, f"deleting app {app.id} failed (see status_reason); DELETE it again, nothing else can change"
+        )
 
 
 def check_replicas(settings: Settings, replicas: int | None) -> None:
@@ -87,6 +94,21 @@ def source_release(session: Session, settings: Settings, app: App) -> dict | Non
     if latest is None:
         return None
     return {"image": None, "build_id": new_upload_build(session, settings, app, latest.upload_path).id}
+
+
+def running_release(current: Deployment) -> dict:
+    """A config change is a release of the image that runs now, pinned by
+    digest: no tag is resolved again and nothing is rebuilt (only deploy, or
+    a new image_url, does that). `image_from` lets the deployment take the
+    image of whatever is active when it starts, should a release queued
+    before it (a deploy, a revert) become active first."""
+    return {
+        "image": current.image,
+        "image_ref": current.image_ref,
+        "image_digest": current.image_digest,
+        "source_commit": current.source_commit,
+        "image_from": current.id,
+    }
 
 
 @router.get("", response_model=list[AppPublic], summary="List apps by name (paginated)")
@@ -215,11 +237,8 @@ async def update_app(
         # Each patch is checked on its own; the merged env must hold the limits too.
         if (problem := env_problem(new_env)) is not None:
             raise unprocessable("env", problem)
-        release_changed = (
-            ("image_url" in given and given["image_url"] != app.image_url)
-            or ("port" in given and given["port"] != app.port)
-            or new_env != app.env
-        )
+        image_changed = "image_url" in given and given["image_url"] != app.image_url
+        release_changed = image_changed or ("port" in given and given["port"] != app.port) or new_env != app.env
         changed_keys = sorted(k for k in set(new_env) | set(app.env) if new_env.get(k) != app.env.get(k))
         previous_replicas = app.replicas
         for field in ("image_url", "port", "repo_branch", "build_command", "progress_deadline_seconds", "replicas"):
@@ -229,10 +248,10 @@ async def update_app(
         app.updated_at = utcnow()
         started = False
         current = active_deployment(session, app.id)
-        if release_changed and app.source_type != "image" and current is not None:
-            # Same build, new configuration.
-            snapshot = {"image": current.image, "image_ref": current.image_ref, "image_digest": current.image_digest}
+        if release_changed and not image_changed and current is not None and current.image_ref:
+            snapshot = running_release(current)
         elif release_changed:
+            # A new image, or nothing runs yet: resolve (or build) the app's source.
             snapshot = source_release(session, m.settings, app)
         if release_changed and snapshot is not None:
             what = [f"env ({', '.join(changed_keys)})" if changed_keys else None]
@@ -272,31 +291,72 @@ async def replace_app(
     return await update_app(app_id, body, m, caller)
 
 
+def _delete_state(session: Session, caller: Caller, app_id: str) -> tuple[str, int, bool]:
+    """The app's status, its delete attempt, and whether that attempt still waits for its hand-off."""
+    app = load_app(session, caller, app_id)
+    waiting = session.get(Handoff, delete_workflow_id(app.id, app.delete_attempts)) is not None
+    return app.status, app.delete_attempts, waiting
+
+
+async def _delete_attempt_over(temporal: TemporalConnector, app_id: str, attempt: int) -> bool:
+    """Whether the delete attempt's workflow has ended without deleting the app
+    (terminated, timed out, or failed before it could say so): then DELETE
+    starts a new attempt. When Temporal cannot tell, the attempt is still on."""
+    try:
+        client = await temporal.client()
+        try:
+            described = await client.get_workflow_handle(delete_workflow_id(app_id, attempt)).describe()
+            return described.status != WorkflowExecutionStatus.RUNNING
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        # Not started: the app's lane holds it while it runs earlier operations.
+        lane = await client.get_workflow_handle(lane_id(app_id)).describe()
+        return lane.status != WorkflowExecutionStatus.RUNNING
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return True
+        return False
+    except Exception:  # noqa: BLE001 - Temporal away: do not start a second attempt blind
+        return False
+
+
 @router.delete(
     "/{app_id}",
     status_code=202,
     response_model=AppPublic,
     summary="Delete an app",
-    description="Removes the Deployment, Service, Ingress and env Secret, waits until they are gone, then removes the app.",
+    description=(
+        "Removes the Deployment, Service, Ingress and env Secret, waits until they are gone, then removes the app. "
+        "A delete that fails leaves the app delete_failed with the reason in status_reason; DELETE again tries again."
+    ),
 )
 async def delete_app(
     app_id: str,
     m: MutationDep,
     caller: Admin,
 ):
+    status, attempt, waiting = await read_off_loop(m.settings, _delete_state, caller, app_id)
+    ended = None
+    if status == "deleting" and not waiting and await _delete_attempt_over(m.handoff.temporal, app_id, attempt):
+        ended = attempt
+
     def handle():
         session = m.session
         app = load_app(session, caller, app_id)
-        if app.status != "deleting":
-            app.status = "deleting"
-            add_audit(session, app, "delete_requested", caller.name, f"Requested deletion of {app.name}")
+        # Deleting already: a repeat changes nothing, unless that attempt ended without a word.
+        if app.status != "deleting" or app.delete_attempts == ended:
+            app.delete_attempts = (app.delete_attempts or 0) + 1
+            again = f" (attempt {app.delete_attempts})" if app.delete_attempts > 1 else ""
+            app.status, app.status_reason = "deleting", None
+            add_audit(session, app, "delete_requested", caller.name, f"Requested deletion of {app.name}{again}")
             m.queue(
                 Operation(
                     kind="delete",
                     app_id=app.id,
                     project_id=app.project_id,
-                    workflow_id=f"delete-{app.id}",
-                    summary=f"delete {app.name} and its Kubernetes objects",
+                    workflow_id=delete_workflow_id(app.id, app.delete_attempts),
+                    summary=f"delete {app.name} and its Kubernetes objects{again}",
                     user=caller.name,
                 )
             )
@@ -353,6 +413,7 @@ async def restart_app(
             image=current.image,
             image_ref=current.image_ref,
             image_digest=current.image_digest,
+            source_commit=current.source_commit,
             env=current.env,
             port=current.port,
             restarted_at=iso(utcnow()),

@@ -155,6 +155,7 @@ async def revert(
             image=target.image,
             image_ref=target.image_ref,
             image_digest=target.image_digest,
+            source_commit=target.source_commit,
             env=target.env,
             port=target.port,
             rollback_of=target.id,
@@ -230,7 +231,12 @@ async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deploye
         if dep.status not in ("failed", "cancelled"):
             raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
         if dep.image_ref or app.source_type == "image":
-            snapshot = {"image": dep.image, "image_ref": dep.image_ref, "image_digest": dep.image_digest}
+            snapshot = {
+                "image": dep.image,
+                "image_ref": dep.image_ref,
+                "image_digest": dep.image_digest,
+                "source_commit": dep.source_commit,
+            }
         else:
             # It never got an image: build its source again.
             snapshot = source_release(m.session, m.settings, app) or {"image": None}

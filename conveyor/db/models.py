@@ -62,6 +62,12 @@ class App(Base):
     template_id: Mapped[str | None] = mapped_column(String(100))
     progress_deadline_seconds: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20))
+    # Why the app is in its status, when that needs saying (delete_failed).
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    # The digest-pinned image of the active deployment: what a config change redeploys.
+    running_image: Mapped[str | None] = mapped_column(String(600))
+    # Each DELETE attempt runs its own workflow (delete-<app id>-<attempt>).
+    delete_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_deploy_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
@@ -82,6 +88,9 @@ class Deployment(Base):
     image: Mapped[str | None] = mapped_column(String(512))
     image_ref: Mapped[str | None] = mapped_column(String(600))
     image_digest: Mapped[str | None] = mapped_column(String(80))
+    # A config change: the deployment whose image it reuses. When it starts,
+    # it takes the image of whatever deployment is active then instead.
+    image_from: Mapped[str | None] = mapped_column(String(40))
     env: Mapped[dict[str, str]] = mapped_column(default=dict)
     port: Mapped[int] = mapped_column(Integer)
     replicas: Mapped[int | None] = mapped_column(Integer)

@@ -53,6 +53,12 @@ def deployment_status(session: Session, deployment_id: str) -> str | None:
     return dep.status if dep is not None else None
 
 
+def delete_workflow_id(app_id: str, attempt: int) -> str:
+    """Each DELETE attempt runs its own workflow; attempt 0 is how deletes
+    requested before attempts were counted were named."""
+    return f"delete-{app_id}-{attempt}" if attempt else f"delete-{app_id}"
+
+
 def active_deployment(session: Session, app_id: str) -> Deployment | None:
     return session.scalars(
         select(Deployment).where(Deployment.app_id == app_id, Deployment.status == "active")

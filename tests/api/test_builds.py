@@ -1,5 +1,5 @@
 """Builds from source end to end: uploaded tarballs and git repositories served
-on loopback become images in the registry and running deployments."""
+over HTTPS on loopback become images in the registry and running deployments."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from kubernetes import client
 from conveyor.kube import namespace_for
 from conveyor.stack import registry
 from tests import hostile_archives as hostile
+from tests.git_https import GitHttpsServer
 from tests.helpers import collect_until, eventually, stream_lines
 
 
@@ -85,22 +86,14 @@ def test_tarball_without_a_dockerfile_uses_the_default_recipe(api, settings):
 
 
 @pytest.fixture(scope="module")
-def git_server(tmp_path_factory):
-    """A bare repository served by `git daemon` on loopback, and a working clone to commit in."""
+def git_server(tmp_path_factory, settings):
+    """A bare repository served over HTTPS on loopback (the platform trusts the
+    server's certificate through its git CA directory), and a working clone to commit in."""
     base = tmp_path_factory.mktemp("git")
-    bare, work = base / "app.git", base / "work"
+    repos, bare, work = base / "repos", base / "repos" / "app.git", base / "work"
     run = lambda *args, cwd=None: subprocess.run(args, cwd=cwd, check=True, capture_output=True)  # noqa: E731
     run("git", "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
     run("git", "init", "--quiet", "--initial-branch=main", str(work))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    daemon = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    eventually(lambda: subprocess.run(["git", "ls-remote", f"git://127.0.0.1:{port}/app.git"], capture_output=True).returncode == 0, 20)
 
     def commit(files: dict[str, str], message: str) -> str:
         for name, text in files.items():
@@ -111,9 +104,11 @@ def git_server(tmp_path_factory):
         subprocess.run(["git", "push", "--quiet", str(bare), "main"], cwd=work, check=True, env=env, capture_output=True)
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, check=True, capture_output=True, text=True).stdout.strip()
 
-    yield f"git://127.0.0.1:{port}/app.git", commit
-    daemon.terminate()
-    daemon.wait()
+    with GitHttpsServer(repos, base, settings.effective_git_ca_dir) as server:
+        url = server.url("app.git")
+        trusting = {**os.environ, "GIT_SSL_CAINFO": str(server.cert)}
+        eventually(lambda: subprocess.run(["git", "ls-remote", url], capture_output=True, env=trusting).returncode == 0, 20)
+        yield url, commit
 
 
 def test_git_app_deploys_its_branch_head_and_reuses_the_image_of_a_known_commit(api, kube_api, settings, git_server):
@@ -137,6 +132,28 @@ def test_git_app_deploys_its_branch_head_and_reuses_the_image_of_a_known_commit(
     assert again["source_commit"] == second_sha
     assert again["image_ref"] == second["image_ref"], "the same commit reuses the image built for it"
     assert any("reused" in (step["detail"] or "") for step in again["progress"] if step["name"] == "build")
+
+
+def test_git_app_config_change_after_a_revert_runs_the_reverted_build_without_building(api, kube_api, settings, git_server):
+    url, commit = git_server
+    first_sha = commit({"index.html": "one\n", "Procfile": "web: httpd -f -p 8080 -h /app\n"}, "one")
+    app = api.call(
+        "POST", "/apps", 201, json={"name": f"git-{uuid.uuid4().hex[:6]}", "source_type": "git", "repo_url": url, "port": 8080}
+    ).json()
+    first = api.wait_active(app["id"], api.deployments(app["id"])[0]["id"], timeout=180)
+    commit({"index.html": "two\n"}, "two")
+    second = api.wait_active(app["id"], api.call("POST", f"/apps/{app['id']}/deploy", 202).json()["id"], timeout=180)
+    assert second["image_digest"] != first["image_digest"]
+
+    reverted = api.call("POST", f"/apps/{app['id']}/deployments/{first['id']}/revert", 202).json()
+    api.wait_active(app["id"], reverted["id"])
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"env": {"MODE": "after-revert"}})
+    update = api.wait_active(app["id"], api.deployments(app["id"])[0]["id"])
+    assert update["operation"] == "update"
+    assert update["image_ref"] == first["image_ref"] and update["source_commit"] == first_sha
+    assert not [step for step in update["progress"] if step["name"] in ("resolve", "build")], update["progress"]
+    assert deployed_image(kube_api, settings, app["slug"]) == first["image_ref"]
+    assert api.call("GET", f"/apps/{app['id']}", 200).json()["running_image"] == first["image_ref"]
 
 
 def test_disallowed_repo_scheme_is_a_422(api):

@@ -21,11 +21,12 @@ from conveyor.db.models import Deployment, Handoff
 from conveyor.db.session import read_scope, session_scope
 from conveyor.ids import utcnow
 from conveyor.payloads import Operation
+from tests.api.conftest import DEMO_IMAGE
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CREATES = 24
-IMAGE = "127.0.0.1:5000/demo/web:v1"
+IMAGE = f"{DEMO_IMAGE}:v1"
 
 
 async def _crowd(base: str, token: str, names: list[str]) -> tuple[list[httpx.Response], list[httpx.Response], list[float]]:

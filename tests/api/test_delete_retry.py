@@ -1,0 +1,172 @@
+"""A delete that fails leaves the app where DELETE can be tried again."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from sqlalchemy import select
+from temporalio.client import WorkflowExecutionStatus
+
+from conveyor import manifests
+from conveyor.db.models import AuditEntry
+from conveyor.db.session import read_scope
+from conveyor.kube import namespace_for
+from conveyor.temporal_client import connect
+from tests.helpers import eventually
+
+
+def deny_service_deletion(kube_api, namespace: str, slug: str) -> str:
+    """An admission policy that refuses to delete the app's Service: a failure
+    the real kube-apiserver produces, as a webhook or policy of a real cluster would."""
+    name = f"deny-delete-{slug}"
+    custom = client.CustomObjectsApi(kube_api)
+    group, version = "admissionregistration.k8s.io", "v1"
+    custom.create_cluster_custom_object(
+        group, version, "validatingadmissionpolicies",
+        {
+            "apiVersion": f"{group}/{version}",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"], "resources": ["services"]}
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "this Service is protected by a test policy"}],
+            },
+        },
+    )
+    custom.create_cluster_custom_object(
+        group, version, "validatingadmissionpolicybindings",
+        {
+            "apiVersion": f"{group}/{version}",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                    "objectSelector": {"matchLabels": {manifests.LABEL_APP: slug}},
+                },
+            },
+        },
+    )
+    return name
+
+
+def allow_service_deletion(kube_api, name: str) -> None:
+    custom = client.CustomObjectsApi(kube_api)
+    group, version = "admissionregistration.k8s.io", "v1"
+    custom.delete_cluster_custom_object(group, version, "validatingadmissionpolicybindings", name)
+    custom.delete_cluster_custom_object(group, version, "validatingadmissionpolicies", name)
+
+
+def service_deletion_denied(kube_api, namespace: str, slug: str) -> bool:
+    """Asked with a dry run: whether the policy is in force now."""
+    try:
+        client.CoreV1Api(kube_api).delete_namespaced_service(slug, namespace, dry_run="All")
+    except ApiException as exc:
+        if exc.status in (403, 422) and "protected by a test policy" in (exc.body or ""):
+            return True
+        raise
+    return False
+
+
+async def workflow_status(settings, workflow_id: str) -> WorkflowExecutionStatus | None:
+    temporal = await connect(settings)
+    return (await temporal.get_workflow_handle(workflow_id).describe()).status
+
+
+def test_failed_delete_says_why_and_deleting_again_finishes(api, kube_api, settings, deployed_app):
+    app, _ = deployed_app
+    namespace = namespace_for(settings, "proj_default")
+    core = client.CoreV1Api(kube_api)
+    policy = deny_service_deletion(kube_api, namespace, app["slug"])
+    try:
+        eventually(lambda: service_deletion_denied(kube_api, namespace, app["slug"]), 30, what="the policy in force")
+        deleting = api.call("DELETE", f"/apps/{app['id']}", 202).json()
+        assert deleting["status"] == "deleting"
+
+        failed = eventually(
+            lambda: (a := api.call("GET", f"/apps/{app['id']}", 200).json())["status"] == "delete_failed" and a,
+            90,
+            what="the delete to fail",
+        )
+        assert "Service" in failed["status_reason"] and "protected by a test policy" in failed["status_reason"]
+        audit = api.call("GET", f"/apps/{app['id']}/audit", 200).json()
+        assert audit[0]["action"] == "delete_failed" and "protected by a test policy" in audit[0]["details"]
+        assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-1")) == WorkflowExecutionStatus.FAILED
+        # Nothing but DELETE is accepted now, and the answer says what to do.
+        refused = api.call("PATCH", f"/apps/{app['id']}", 409, json={"env": {"X": "1"}})
+        assert "DELETE it again" in refused.text
+        api.call("POST", f"/apps/{app['id']}/deploy", 409)
+        core.read_namespaced_service(app["slug"], namespace)  # still there
+    finally:
+        allow_service_deletion(kube_api, policy)
+
+    eventually(lambda: not service_deletion_denied(kube_api, namespace, app["slug"]), 30, what="the policy gone")
+    again = api.call("DELETE", f"/apps/{app['id']}", 202).json()
+    assert again["status"] == "deleting" and again["status_reason"] is None
+    eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 90, what="the app to be gone")
+    assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.COMPLETED
+    for read in (core.read_namespaced_service, client.AppsV1Api(kube_api).read_namespaced_deployment):
+        try:
+            read(app["slug"], namespace)
+            raise AssertionError(f"{read.__name__} still finds {app['slug']}")
+        except ApiException as exc:
+            assert exc.status == 404
+    with read_scope(settings.effective_database_url) as session:
+        actions = session.scalars(
+            select(AuditEntry.action).where(AuditEntry.app_id == app["id"]).order_by(AuditEntry.id)
+        ).all()
+    assert actions[-4:] == ["delete_requested", "delete_failed", "delete_requested", "delete"]
+
+
+def test_delete_while_deleting_starts_nothing_new(api, deployed_app):
+    app, _ = deployed_app
+    api.call("DELETE", f"/apps/{app['id']}", 202)
+    repeat = api.call("DELETE", f"/apps/{app['id']}")
+    assert repeat.status_code == 404 or (repeat.status_code == 202 and repeat.json()["status"] == "deleting")
+    patch = api.call("PATCH", f"/apps/{app['id']}", json={"env": {"X": "1"}})
+    assert patch.status_code == 404 or (patch.status_code == 409 and "being deleted" in patch.text), patch.text
+    eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 90, what="the app to be gone")
+
+
+async def terminate(settings, workflow_id: str) -> None:
+    temporal = await connect(settings)
+    await temporal.get_workflow_handle(workflow_id).terminate(reason="test: an operator terminated the delete")
+
+
+def test_delete_terminated_in_the_web_ui_can_be_started_again(api, kube_api, settings, deployed_app):
+    app, _ = deployed_app
+    namespace = namespace_for(settings, "proj_default")
+    core = client.CoreV1Api(kube_api)
+    # A finalizer nothing clears: the delete waits for the Service to go.
+    core.patch_namespaced_service(app["slug"], namespace, {"metadata": {"finalizers": ["conveyor.test/hold"]}})
+    try:
+        api.call("DELETE", f"/apps/{app['id']}", 202)
+        eventually(
+            lambda: core.read_namespaced_service(app["slug"], namespace).metadata.deletion_timestamp is not None,
+            60,
+            what="the Service to be marked for deletion",
+        )
+        # Still running: a repeat DELETE starts nothing.
+        assert api.call("DELETE", f"/apps/{app['id']}", 202).json()["status"] == "deleting"
+        asyncio.run(terminate(settings, f"delete-{app['id']}-1"))
+        assert api.call("GET", f"/apps/{app['id']}", 200).json()["status"] == "deleting"
+        api.call("DELETE", f"/apps/{app['id']}", 202)
+        eventually(
+            lambda: asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.RUNNING,
+            30,
+            what="a second delete attempt",
+        )
+    finally:
+        core.patch_namespaced_service(app["slug"], namespace, {"metadata": {"finalizers": None}})
+    eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 90, what="the app to be gone")
+    assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-1")) == WorkflowExecutionStatus.TERMINATED
+    assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.COMPLETED
