@@ -133,7 +133,8 @@ async def _upload_blob(client: httpx.AsyncClient, repository: str, digest: str, 
     patched = await client.patch(location, content=chunks, headers={"Content-Type": "application/octet-stream"})
     _check(patched, f"the blob data of {repository}")
     location = patched.headers.get("Location", location)
-    done = await client.put(location, params={"digest": digest})
+    # The location carries the upload's state in its query: add to it, never replace it.
+    done = await client.put(httpx.URL(location).copy_merge_params({"digest": digest}))
     _check(done, f"the blob {digest} of {repository}")
 
 
