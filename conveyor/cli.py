@@ -7,7 +7,6 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 
 from conveyor.settings import get_settings
 from conveyor.stack.platform import Platform, StartupError, format_bytes
@@ -156,19 +155,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:  # noqa: ARG001
     from conveyor.db.session import current_revision, migrate
 
     settings = get_settings()
-    before = current_revision(settings.effective_database_url) if _database_exists(settings) else None
-    migrate(settings.effective_database_url)
+    before = migrate(settings.effective_database_url)
     after = current_revision(settings.effective_database_url)
     print(f"database schema at {after}" + (f" (was {before or 'empty'})" if before != after else " (already current)"))
     return 0
-
-
-def _database_exists(settings) -> bool:
-    """Reading the revision of a SQLite file that is not there would create it outside the lock."""
-    from conveyor.db.session import is_sqlite
-
-    url = settings.effective_database_url
-    return not is_sqlite(url) or Path(url.removeprefix("sqlite:///")).exists()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,27 +135,32 @@ def current_revision(url: str) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to head; concurrent runs (several replicas, several
-    `conveyor db upgrade`s) wait for each other and the later ones find
-    nothing to do. PostgreSQL: a session-level advisory lock; SQLite: an
-    exclusive lock on a file next to the database."""
+def migrate(url: str) -> str | None:
+    """Bring the schema to head and return the revision it was at. Concurrent
+    runs (several `conveyor db upgrade`s, or the local platform's) wait for
+    each other, and the later ones find nothing to do. PostgreSQL: a
+    session-level advisory lock; SQLite: an exclusive lock on a file next to
+    the database."""
     if is_sqlite(url):
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(f"{path}.migrate-lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                before = current_revision(url)
                 command.upgrade(alembic_config(url), "head")
+                return before
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-        return
     locker = create_engine(url, poolclass=NullPool)
     try:
         with locker.connect() as connection:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             try:
+                before = MigrationContext.configure(connection).get_current_revision()
+                connection.commit()
                 command.upgrade(alembic_config(url), "head")
+                return before
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 connection.commit()
