@@ -105,3 +105,28 @@ def test_worker_exits_on_a_schema_one_revision_behind_naming_conveyor_db_upgrade
     assert worker.returncode != 0
     assert "conveyor db upgrade" in worker.stderr, worker.stderr[-2000:]
     assert current_revision(url) == previous
+
+
+def test_build_logs_written_as_files_before_0005_are_read_from_rows_after_it(tmp_path):
+    from conveyor import buildlog
+    from conveyor.db.session import migrate, read_scope
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "0004")
+    log = tmp_path / "bld_old.log"
+    log.write_text("==> unpacking the uploaded source\nstep one\n==> pushed x@sha256:00\n")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO builds (id, app_id, source_type, upload_path, status, log_path, created_at) "
+                "VALUES ('bld_old', 'app_old', 'upload', '/gone/src.tar', 'succeeded', :log, '2025-01-01 00:00:00')"
+            ),
+            {"log": str(log)},
+        )
+    engine.dispose()
+    migrate(url)
+    log.unlink()  # the rows are what is read now
+    with read_scope(url) as session:
+        chunks = buildlog.chunks_after(session, "bld_old", -1)
+    assert "".join(text for _, text in chunks) == "==> unpacking the uploaded source\nstep one\n==> pushed x@sha256:00\n"
