@@ -17,7 +17,7 @@ from activities.kube import KubeActivities, ProgressReporter
 from activities.records import RecordActivities
 from activities.registry import RegistryActivities
 from conveyor import telemetry
-from conveyor.db.session import configure_pool, migrate
+from conveyor.db.session import SchemaOutdated, check_schema, configure_pool
 from conveyor.payloads import RolloutProgress
 from conveyor.settings import Settings, get_settings
 from conveyor.temporal_client import connect
@@ -90,7 +90,10 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 
 async def run(settings: Settings) -> None:
     configure_pool(settings.db_pool_size, settings.db_max_overflow)
-    await asyncio.to_thread(migrate, settings.effective_database_url)
+    try:
+        await asyncio.to_thread(check_schema, settings.effective_database_url)
+    except SchemaOutdated as exc:
+        raise SystemExit(f"conveyor worker: {exc}") from None
     tracer = telemetry.tracer_provider("conveyor-worker", settings)
     client = await connect(settings, [telemetry.temporal_interceptor(tracer)])
     stop = asyncio.Event()

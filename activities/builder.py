@@ -1,6 +1,7 @@
 """Builds from source: resolve a branch head, reuse an image built for the same
-commit, or build with buildah and push. The build log is written to a file as
-the build runs, so the API can stream it."""
+commit, or build with buildah and push. The build log goes to the database as
+the build runs (conveyor/buildlog.py), so any API replica can stream it; an
+uploaded source comes from the registry, so any worker can build it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from conveyor import images, sandbox, sources
+from conveyor.buildlog import BuildLogWriter
 from conveyor.db.models import Build, Deployment
 from conveyor.db.records import TERMINAL
 from conveyor.db.session import session_scope
@@ -29,7 +31,8 @@ from conveyor.ids import utcnow
 from conveyor.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
 from conveyor.redact import mask_url_credentials
 from conveyor.settings import Settings
-from conveyor.stack.registry import Buildah, manifest_digest
+from conveyor.registry import RegistryError, fetch_source, manifest_digest
+from conveyor.stack.registry import Buildah
 
 LOG_TAIL = 20
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1"}
@@ -64,13 +67,6 @@ def base_images(dockerfile: str) -> list[str]:
         if image.lower() not in stages and image != "scratch" and image not in found:
             found.append(image)
     return found
-
-
-def tail_of(path: Path, lines: int = LOG_TAIL) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 class BuildFailed(Exception):
@@ -170,8 +166,17 @@ class BuilderActivities:
         else:
             log("==> unpacking the uploaded source")
             limits = sources.Limits(self.settings.upload_max_uncompressed_bytes, self.settings.upload_max_entries)
+            tarball = Path(plan.upload_path or "")
+            if plan.source_ref:
+                tarball = src.with_name("source.tar")
+                try:
+                    fetch_source(self.settings, plan.source_ref, tarball, self.settings.upload_max_bytes)
+                except RegistryError as exc:
+                    if exc.transient:
+                        raise ApplicationError(str(exc)) from exc
+                    raise BuildFailed(str(exc)) from exc
             try:
-                sources.extract(Path(plan.upload_path or ""), src, limits)
+                sources.extract(tarball, src, limits)
             except sources.UnsafeSource as exc:
                 raise BuildFailed(str(exc)) from exc
 
@@ -235,8 +240,6 @@ class BuilderActivities:
     @activity.defn(name="build_image")
     def build_image(self, request: BuildInput) -> BuiltImage:
         plan = request.plan
-        log_path = Path(plan.log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         workspaces = self.settings.home / "workspaces"
         workspaces.mkdir(parents=True, exist_ok=True)
         # The sandbox's uid must pass through, but not list other builds.
@@ -245,11 +248,7 @@ class BuilderActivities:
         image = f"{self.settings.registry}/{request.project_id}/{request.slug}:{plan.build_id}"
         deadline = time.monotonic() + plan.timeout_seconds
         box: sandbox.BuildSandbox | None = None
-        with log_path.open("a", buffering=1) as out:
-
-            def log(line: str) -> None:
-                out.write(line + "\n")
-
+        with BuildLogWriter(self.url, plan.build_id, LOG_TAIL) as log:
             try:
                 src = workspace / "src"
                 self._fetch(request, src, log)
@@ -286,10 +285,7 @@ class BuilderActivities:
                 return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}")
             except BuildFailed as exc:
                 log(f"==> build failed: {exc}")
-                out.flush()
-                raise ApplicationError(
-                    f"the build failed: {exc}\n{tail_of(log_path)}", non_retryable=not exc.transient
-                ) from exc
+                raise ApplicationError(f"the build failed: {exc}\n{log.tail()}", non_retryable=not exc.transient) from exc
             except CancelledError:
                 log("==> build cancelled")
                 raise

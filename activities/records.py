@@ -10,7 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from conveyor.db.models import App, Build, Deployment, Project
-from conveyor.db.records import TERMINAL, active_deployment, add_audit, build_log_path, delete_workflow_id
+from conveyor.db.records import TERMINAL, active_deployment, add_audit, delete_workflow_id
 from conveyor.db.session import session_scope
 from conveyor.ids import new_id, utcnow
 from conveyor.payloads import (
@@ -170,7 +170,6 @@ class RecordActivities:
                 deployment_id=dep.id,
                 source_type=app.source_type,
                 status="pending",
-                log_path=str(build_log_path(self.settings, build_id)),
                 created_at=utcnow(),
             )
             session.add(build)
@@ -182,8 +181,8 @@ class RecordActivities:
             branch=app.repo_branch or "main",
             commit=dep.source_commit,
             upload_path=build.upload_path,
+            source_ref=build.source_ref,
             build_command=app.build_command,
-            log_path=build.log_path,
             timeout_seconds=self.settings.build_timeout_seconds,
         )
 

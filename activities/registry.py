@@ -6,35 +6,15 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from conveyor import images
+from conveyor import images, registry
 from conveyor.payloads import ResolvedImage, ResolveImageInput
 from conveyor.settings import Settings
-from conveyor.stack.registry import MANIFEST_ACCEPT
+from conveyor.registry import MANIFEST_ACCEPT
 
 
 class RegistryActivities:
     def __init__(self, settings: Settings):
         self.settings = settings
-
-    def _base_url(self, registry: str) -> str:
-        insecure = self.settings.registry_insecure and registry == self.settings.registry
-        return f"{'http' if insecure else 'https'}://{registry}"
-
-    def _token(self, client: httpx.Client, challenge: str, repository: str) -> str | None:
-        """Anonymous pull token for registries that answer 401 with a Bearer challenge."""
-        if not challenge.lower().startswith("bearer "):
-            return None
-        fields = dict(
-            part.split("=", 1) for part in challenge[7:].replace('"', "").split(",") if "=" in part
-        )
-        realm = fields.pop("realm", None)
-        if not realm:
-            return None
-        params = {"service": fields.get("service", ""), "scope": f"repository:{repository}:pull"}
-        response = client.get(realm, params=params)
-        response.raise_for_status()
-        body = response.json()
-        return body.get("token") or body.get("access_token")
 
     @activity.defn(name="resolve_image_digest")
     def resolve_image_digest(self, request: ResolveImageInput) -> ResolvedImage:
@@ -42,12 +22,12 @@ class RegistryActivities:
             ref = images.parse(request.image)
         except images.InvalidImageReference as exc:
             raise ApplicationError(f"image {request.image!r} is not valid: {exc}", non_retryable=True) from exc
-        url = f"{self._base_url(ref.registry)}/v2/{ref.repository}/manifests/{ref.reference}"
+        url = f"{registry.base_url(self.settings, ref.registry)}/v2/{ref.repository}/manifests/{ref.reference}"
         with httpx.Client(timeout=20.0, follow_redirects=True) as client:
             try:
                 response = client.head(url, headers={"Accept": MANIFEST_ACCEPT})
                 if response.status_code == 401:
-                    token = self._token(client, response.headers.get("www-authenticate", ""), ref.repository)
+                    token = registry.bearer_token(client, response.headers.get("www-authenticate", ""), ref.repository)
                     if token:
                         response = client.head(
                             url, headers={"Accept": MANIFEST_ACCEPT, "Authorization": f"Bearer {token}"}

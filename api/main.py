@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
@@ -22,7 +23,7 @@ from api.deps import TemporalConnector
 from api.routes import apps, audit, builds, codec, deployments, observe
 from api.operations import HandoffReconciler
 from conveyor.db.records import ensure_default_project, handoff_backlog
-from conveyor.db.session import configure_pool, migrate, session_scope
+from conveyor.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
 from conveyor.codec import EncryptionCodec, load_keyring
 from conveyor import telemetry
 from conveyor.settings import Settings, get_settings
@@ -39,7 +40,12 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
 
     def prepare_database() -> None:
         configure_pool(settings.db_pool_size, settings.db_max_overflow)
-        migrate(settings.effective_database_url)
+        # Migrations are one step of their own (`conveyor db upgrade`), never a race between replicas.
+        try:
+            check_schema(settings.effective_database_url)
+        except SchemaOutdated as exc:
+            logging.getLogger("conveyor").error("%s", exc)
+            raise
         with session_scope(settings.effective_database_url) as session:
             ensure_default_project(session, settings)
 

@@ -151,6 +151,16 @@ def cmd_payload_key_rotate(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from conveyor.db.session import current_revision, migrate
+
+    settings = get_settings()
+    before = migrate(settings.effective_database_url)
+    after = current_revision(settings.effective_database_url)
+    print(f"database schema at {after}" + (f" (was {before or 'empty'})" if before != after else " (already current)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description="Conveyor: deploy containers to Kubernetes")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", help="add a new key first in the key file: it encrypts from the next start, older keys still decrypt"
     )
     rotate.set_defaults(func=cmd_payload_key_rotate)
+
+    db = sub.add_parser("db", help="the database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser(
+        "upgrade", help="run the migrations to the current schema (concurrent runs wait for each other); before starting a new release"
+    )
+    upgrade.set_defaults(func=cmd_db_upgrade)
 
     from conveyor import client_cli
 

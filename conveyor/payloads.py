@@ -61,9 +61,10 @@ class BuildPlan(BaseModel):
     repo_url: str | None = None
     branch: str | None = None
     commit: str | None = None
-    upload_path: str | None = None
+    upload_path: str | None = None  # rows before the sources moved to the registry
+    source_ref: str | None = None  # the uploaded tarball: repository@sha256:… in the platform's registry
     build_command: str | None = None
-    log_path: str
+    log_path: str | None = None  # unused since logs moved to the database; kept so recorded histories decode
     timeout_seconds: int = 900
 
 

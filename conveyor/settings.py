@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
     temporal_task_queue: str = "conveyor"
+    # A Temporal cluster other than the local dev server: TLS (server CA, and
+    # a client certificate and key for mTLS), or an API key (Temporal Cloud;
+    # implies TLS). Files are PEM.
+    temporal_tls: bool = False
+    temporal_tls_ca_file: Path | None = None
+    temporal_tls_cert_file: Path | None = None
+    temporal_tls_key_file: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
     # Keys that encrypt every Temporal payload: `id:base64key,...` (32-byte
     # keys, newest first: the first encrypts, all decrypt). Unset: read from
     # `payload_key_file` (default <home>/payload-keys), which `conveyor up` creates.

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from temporalio.client import WorkflowExecutionStatus
@@ -21,7 +21,7 @@ from api.schemas import env_problem
 from api.serializers import app_public
 from conveyor import manifests, sources
 from conveyor.db.models import App, Build, Deployment, Handoff, Project
-from conveyor.db.records import active_deployment, add_audit, build_log_path, delete_workflow_id
+from conveyor.db.records import active_deployment, add_audit, delete_workflow_id
 from conveyor.ids import iso, new_id, utcnow
 from conveyor.kube import api_client
 from conveyor.payloads import Operation
@@ -66,15 +66,15 @@ def check_repo_url(settings: Settings, url: str | None) -> None:
         raise unprocessable("repo_url", str(exc)) from exc
 
 
-def new_upload_build(session: Session, settings: Settings, app: App, upload_path: str) -> Build:
-    build_id = new_id("bld")
+def new_upload_build(session: Session, app: App, source_ref: str | None, upload_path: str | None = None) -> Build:
+    """A build of an uploaded source: `source_ref` in the registry (or a file of an older row)."""
     build = Build(
-        id=build_id,
+        id=new_id("bld"),
         app_id=app.id,
         source_type="upload",
+        source_ref=source_ref,
         upload_path=upload_path,
         status="pending",
-        log_path=str(build_log_path(settings, build_id)),
         created_at=utcnow(),
     )
     session.add(build)
@@ -89,11 +89,13 @@ def source_release(session: Session, settings: Settings, app: App) -> dict | Non
     if app.source_type == "git":
         return {"image": None}  # the workflow resolves the branch head, then builds or reuses
     latest = session.scalars(
-        select(Build).where(Build.app_id == app.id, Build.upload_path.is_not(None)).order_by(Build.created_at.desc())
+        select(Build)
+        .where(Build.app_id == app.id, or_(Build.source_ref.is_not(None), Build.upload_path.is_not(None)))
+        .order_by(Build.created_at.desc())
     ).first()
     if latest is None:
         return None
-    return {"image": None, "build_id": new_upload_build(session, settings, app, latest.upload_path).id}
+    return {"image": None, "build_id": new_upload_build(session, app, latest.source_ref, latest.upload_path).id}
 
 
 def running_release(current: Deployment) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, AsyncIterator
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -16,14 +16,14 @@ from api.deps import Deployer, SettingsDep, Viewer, read_off_loop
 from api.operations import MutationDep
 from api.routes.apps import load_app, mutable, new_upload_build
 from api.schemas import DeploymentPublic
-from conveyor import sources
+from conveyor import buildlog, registry, sources
 from conveyor.db.models import Build
-from conveyor.db.session import read_scope
 from conveyor.ids import new_id
 from conveyor.templates import Template, catalogue
 
 router = APIRouter(tags=["builds"])
 FINISHED = {"succeeded", "failed", "reused"}
+CHUNK = 1024 * 1024
 
 
 @router.get("/templates", response_model=list[Template], summary="One-click app templates")
@@ -54,47 +54,58 @@ async def upload_build(app_id: str, m: MutationDep, caller: Deployer, file: Anno
             raise HTTPException(409, f"app {app.id} has source_type {app.source_type}; only upload apps take tarballs")
 
     await read_off_loop(settings, check_app)
-    uploads = settings.home / "uploads"
-    target = uploads / f"{new_id('src')}.tar"
-    digest = hashlib.sha256()
-    size = 0
-    out = await run_in_threadpool(_open_for_upload, target)
+    # The body is checked on this API's disk (a temporary file, gone when the
+    # request ends), then streamed into the registry, where every worker reads it.
+    target = await run_in_threadpool(_temporary_upload, settings)
     try:
-        while chunk := await file.read(1024 * 1024):
-            size += len(chunk)
-            if size > settings.upload_max_bytes:
-                raise HTTPException(413, f"file: the upload is larger than {settings.upload_max_bytes} bytes")
-            digest.update(chunk)
-            await run_in_threadpool(out.write, chunk)
-        await run_in_threadpool(out.close)
+        digest = hashlib.sha256()
+        size = 0
+        out = await run_in_threadpool(target.open, "wb")
+        try:
+            while chunk := await file.read(CHUNK):
+                size += len(chunk)
+                if size > settings.upload_max_bytes:
+                    raise HTTPException(413, f"file: the upload is larger than {settings.upload_max_bytes} bytes")
+                digest.update(chunk)
+                await run_in_threadpool(out.write, chunk)
+        finally:
+            await run_in_threadpool(out.close)
         limits = sources.Limits(settings.upload_max_uncompressed_bytes, settings.upload_max_entries)
         try:
             await run_in_threadpool(sources.check_tarball, target, limits)
         except sources.UnsafeSource as exc:
             raise HTTPException(exc.status, f"file: {exc}") from exc
+        try:
+            source_ref = await registry.push_source(
+                settings, registry.source_repository(caller.project_id), _read_chunks(target), f"sha256:{digest.hexdigest()}", size
+            )
+        except registry.RegistryError as exc:
+            raise HTTPException(503, f"the source could not be stored: {exc}") from exc
 
         def handle():
             app = load_app(m.session, caller, app_id)
             mutable(app)
-            build = new_upload_build(m.session, settings, app, str(target))
+            build = new_upload_build(m.session, app, source_ref)
             return m.release(app, "deploy", image=None, env=app.env, port=app.port, build_id=build.id)
 
         return await m.once(caller, handle, body_digest=digest.hexdigest())
     finally:
-        await run_in_threadpool(_forget_unused_upload, settings, out, target)
+        await run_in_threadpool(target.unlink, True)
 
 
-def _open_for_upload(target: Path) -> BinaryIO:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target.open("wb")
+def _temporary_upload(settings) -> Path:
+    folder = settings.home / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{new_id('src')}.tar"
 
 
-def _forget_unused_upload(settings, out: BinaryIO, target: Path) -> None:
-    """Remove the tarball unless a build row refers to it (the request failed or was a replay)."""
-    out.close()
-    with read_scope(settings.effective_database_url) as session:
-        if not session.scalars(select(Build).where(Build.upload_path == str(target))).first():
-            target.unlink(missing_ok=True)
+async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
+    source = await run_in_threadpool(path.open, "rb")
+    try:
+        while chunk := await run_in_threadpool(source.read, CHUNK):
+            yield chunk
+    finally:
+        await run_in_threadpool(source.close)
 
 
 @router.get(
@@ -120,39 +131,26 @@ async def build_log(
         return build
 
     build = await read_off_loop(settings, find)
-    path = Path(build.log_path)
-    if not follow:
-        return PlainTextResponse(await run_in_threadpool(_read_text, path))
 
-    def finished(session) -> bool:
+    def since(session, after: int) -> tuple[bool, list[tuple[int, str]]]:
+        """Whether the build has ended (read first, so no chunk written before the end is missed), and the chunks after `after`."""
         row = session.get(Build, build.id)
-        return row is None or row.status in FINISHED
+        done = row is None or row.status in FINISHED
+        return done, buildlog.chunks_after(session, build.id, after)
+
+    if not follow:
+        _, chunks = await read_off_loop(settings, since, -1)
+        return PlainTextResponse("".join(text for _, text in chunks))
 
     async def stream():
-        position = 0
+        after = -1
         while True:
-            done = await read_off_loop(settings, finished)
-            chunk = await run_in_threadpool(_read_from, path, position)
-            if chunk:
-                # Only whole lines; the rest waits for its end.
-                cut = chunk.rfind(b"\n") + 1 if not done else len(chunk)
-                if cut:
-                    position += cut
-                    yield chunk[:cut]
+            done, chunks = await read_off_loop(settings, since, after)
+            for seq, text in chunks:
+                after = seq
+                yield text.encode()
             if done:
                 return
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(buildlog.FLUSH_SECONDS)
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
-
-
-def _read_text(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _read_from(path: Path, position: int) -> bytes:
-    if not path.exists():
-        return b""
-    with path.open("rb") as f:
-        f.seek(position)
-        return f.read()

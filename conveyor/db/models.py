@@ -149,14 +149,31 @@ class Build(Base):
     deployment_id: Mapped[str | None] = mapped_column(String(40))
     source_type: Mapped[str] = mapped_column(String(10))
     source_commit: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Uploaded source: `source_ref` (repository@sha256:… in the platform's
+    # registry) since 0005; `upload_path`, a file on one host, in older rows.
     upload_path: Mapped[str | None] = mapped_column(String(1024))
+    source_ref: Mapped[str | None] = mapped_column(String(600))
     status: Mapped[str] = mapped_column(String(20))  # pending | building | succeeded | failed | reused
     image_ref: Mapped[str | None] = mapped_column(String(600))
     image_digest: Mapped[str | None] = mapped_column(String(80))
-    log_path: Mapped[str] = mapped_column(String(1024))
+    # Before 0005 the log was a file; its lines are now `build_log_chunks` rows.
+    log_path: Mapped[str | None] = mapped_column(String(1024))
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BuildLogChunk(Base):
+    """Whole lines of a build's log, appended by the worker as the build runs;
+    every API replica follows a build by reading the rows after the last `seq`
+    it sent."""
+
+    __tablename__ = "build_log_chunks"
+
+    build_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class Handoff(Base):

@@ -104,10 +104,6 @@ def ensure_default_project(session: Session, settings) -> Project:
     return project
 
 
-def build_log_path(settings, build_id: str):
-    return settings.home / "builds" / f"{build_id}.log"
-
-
 def handoff_backlog(settings) -> int:
     """Operations committed but not yet accepted by Temporal."""
     with read_scope(settings.effective_database_url) as session:

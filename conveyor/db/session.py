@@ -17,6 +17,7 @@ PostgreSQL gets one connection pool, sized by `configure_pool`.
 
 from __future__ import annotations
 
+import fcntl
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +25,10 @@ from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -113,5 +117,67 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def migrate(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+# The key of the PostgreSQL advisory lock that serializes `conveyor db upgrade` runs.
+MIGRATION_LOCK_KEY = 0x636F6E76  # "conv"
+
+
+class SchemaOutdated(RuntimeError):
+    """The database is older than this code: the API and the worker refuse to run on it."""
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
+
+
+def current_revision(url: str) -> str | None:
+    engine = engine_for(url, writer=False)
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def migrate(url: str) -> str | None:
+    """Bring the schema to head and return the revision it was at. Concurrent
+    runs (several `conveyor db upgrade`s, or the local platform's) wait for
+    each other, and the later ones find nothing to do. PostgreSQL: a
+    session-level advisory lock; SQLite: an exclusive lock on a file next to
+    the database."""
+    if is_sqlite(url):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                before = current_revision(url)
+                command.upgrade(alembic_config(url), "head")
+                return before
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    locker = create_engine(url, poolclass=NullPool)
+    try:
+        with locker.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            try:
+                before = MigrationContext.configure(connection).get_current_revision()
+                connection.commit()
+                command.upgrade(alembic_config(url), "head")
+                return before
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                connection.commit()
+    finally:
+        locker.dispose()
+
+
+def check_schema(url: str) -> str:
+    """Refuse an older schema (raise SchemaOutdated naming the command that
+    upgrades it); return the revision. A newer one (a later release migrated
+    first, during a rolling upgrade) is accepted: migrations only add."""
+    current, head = current_revision(url), head_revision()
+    script = ScriptDirectory.from_config(alembic_config(url))
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current == head or (current is not None and current not in known):
+        return current or ""
+    raise SchemaOutdated(
+        f"the database schema is at revision {current or 'none (empty database)'}, this Conveyor needs {head}: "
+        "run `conveyor db upgrade` (with the same CONVEYOR_DATABASE_URL) first, then start the API and the worker again"
+    )

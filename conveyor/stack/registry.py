@@ -15,17 +15,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from conveyor.registry import MANIFEST_ACCEPT, base_url, manifest_digest  # noqa: F401 - the stack's callers use them from here
 from conveyor.settings import Settings
 from conveyor.stack import versions
-
-MANIFEST_ACCEPT = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
@@ -58,25 +50,11 @@ def server_command(settings: Settings) -> list[str]:
 
 
 def url(settings: Settings) -> str:
-    scheme = "http" if settings.registry_insecure else "https"
-    return f"{scheme}://{settings.registry}"
+    return base_url(settings)
 
 
 def healthy(settings: Settings) -> bool:
     return httpx.get(f"{url(settings)}/v2/", timeout=2.0).status_code == 200
-
-
-def manifest_digest(settings: Settings, repository: str, reference: str) -> str | None:
-    """The digest a tag (or digest) resolves to, or None when it does not exist."""
-    response = httpx.head(
-        f"{url(settings)}/v2/{repository}/manifests/{reference}",
-        headers={"Accept": MANIFEST_ACCEPT},
-        timeout=10.0,
-    )
-    if response.status_code == 404:
-        return None
-    response.raise_for_status()
-    return response.headers["Docker-Content-Digest"]
 
 
 class Buildah:

@@ -1,0 +1,162 @@
+"""The one client of the OCI distribution HTTP API: manifest digests, anonymous
+pull tokens, and uploaded sources stored as OCI artifacts.
+
+Uploaded tarballs live in the platform's registry, not on any process's disk,
+so every worker can read what any API replica received. Each is a blob
+(content-addressed by the tarball's sha256) referenced by an artifact manifest
+tagged `upload-<hex>`, which keeps it from garbage collection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+
+from conveyor.settings import Settings
+
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# The artifact type of an uploaded source (the config media type, so that
+# registries predating OCI 1.1's `artifactType` field also record it).
+SOURCE_ARTIFACT_TYPE = "application/vnd.conveyor.source.v1+json"
+SOURCE_LAYER_TYPE = "application/vnd.conveyor.source.tar"
+SOURCES_REPOSITORY = "conveyor/sources"
+CHUNK = 1024 * 1024
+
+
+class RegistryError(Exception):
+    """The registry refused or failed a request; `transient` says whether a retry may help."""
+
+    def __init__(self, message: str, transient: bool = True):
+        super().__init__(message)
+        self.transient = transient
+
+
+def base_url(settings: Settings, registry: str | None = None) -> str:
+    """Plain HTTP only for the platform's own registry, and only when it is set insecure."""
+    registry = registry or settings.registry
+    insecure = settings.registry_insecure and registry == settings.registry
+    return f"{'http' if insecure else 'https'}://{registry}"
+
+
+def bearer_token(client: httpx.Client, challenge: str, repository: str) -> str | None:
+    """Anonymous pull token for registries that answer 401 with a Bearer challenge."""
+    if not challenge.lower().startswith("bearer "):
+        return None
+    fields = dict(part.split("=", 1) for part in challenge[7:].replace('"', "").split(",") if "=" in part)
+    realm = fields.pop("realm", None)
+    if not realm:
+        return None
+    params = {"service": fields.get("service", ""), "scope": f"repository:{repository}:pull"}
+    response = client.get(realm, params=params)
+    response.raise_for_status()
+    body = response.json()
+    return body.get("token") or body.get("access_token")
+
+
+def manifest_digest(settings: Settings, repository: str, reference: str) -> str | None:
+    """The digest a tag (or digest) resolves to in the platform's registry, or None when it does not exist."""
+    response = httpx.head(
+        f"{base_url(settings)}/v2/{repository}/manifests/{reference}",
+        headers={"Accept": MANIFEST_ACCEPT},
+        timeout=10.0,
+    )
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"]
+
+
+def source_repository(project_id: str) -> str:
+    """Where a project's uploaded sources are kept (path components are lowercase)."""
+    return f"{SOURCES_REPOSITORY}/{project_id.lower().replace('_', '-')}"
+
+
+def _check(response: httpx.Response, what: str) -> None:
+    if response.status_code >= 400:
+        transient = response.status_code >= 500 or response.status_code == 429
+        raise RegistryError(f"registry refused {what}: HTTP {response.status_code}", transient=transient)
+
+
+async def push_source(settings: Settings, repository: str, chunks: AsyncIterator[bytes], digest: str, size: int) -> str:
+    """Stream a source tarball into the registry as an artifact; return its
+    reference `repository@sha256:…` (the blob's digest).
+
+    `chunks` are sent as they come (one PATCH of a chunked body), so the
+    tarball is never held in memory."""
+    base = base_url(settings)
+    empty_config = b"{}"
+    config_digest = "sha256:" + hashlib.sha256(empty_config).hexdigest()
+    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(60.0)) as client:
+        try:
+            exists = await client.head(f"/v2/{repository}/blobs/{digest}")
+            if exists.status_code != 200:
+                await _upload_blob(client, repository, digest, chunks)
+            await _upload_blob(client, repository, config_digest, _once(empty_config))
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": SOURCE_ARTIFACT_TYPE,
+                "config": {"mediaType": SOURCE_ARTIFACT_TYPE, "digest": config_digest, "size": len(empty_config)},
+                "layers": [{"mediaType": SOURCE_LAYER_TYPE, "digest": digest, "size": size}],
+            }
+            response = await client.put(
+                f"/v2/{repository}/manifests/upload-{digest.removeprefix('sha256:')}",
+                content=json.dumps(manifest).encode(),
+                headers={"Content-Type": OCI_MANIFEST},
+            )
+            _check(response, f"the manifest of {repository}")
+        except httpx.TransportError as exc:
+            raise RegistryError(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
+    return f"{repository}@{digest}"
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _upload_blob(client: httpx.AsyncClient, repository: str, digest: str, chunks: AsyncIterator[bytes]) -> None:
+    started = await client.post(f"/v2/{repository}/blobs/uploads/")
+    _check(started, f"a blob upload to {repository}")
+    location = started.headers["Location"]
+    patched = await client.patch(location, content=chunks, headers={"Content-Type": "application/octet-stream"})
+    _check(patched, f"the blob data of {repository}")
+    location = patched.headers.get("Location", location)
+    # The location carries the upload's state in its query: add to it, never replace it.
+    done = await client.put(httpx.URL(location).copy_merge_params({"digest": digest}))
+    _check(done, f"the blob {digest} of {repository}")
+
+
+def fetch_source(settings: Settings, reference: str, target: Path, max_bytes: int) -> None:
+    """Download a source tarball (`repository@sha256:…`) to `target`, checking
+    its digest and size as it streams (blocking)."""
+    repository, digest = reference.rsplit("@", 1)
+    hasher = hashlib.sha256()
+    size = 0
+    try:
+        with httpx.stream("GET", f"{base_url(settings)}/v2/{repository}/blobs/{digest}", timeout=60.0, follow_redirects=True) as response:
+            if response.status_code == 404:
+                raise RegistryError(f"the registry no longer holds the uploaded source {reference}", transient=False)
+            _check(response, f"the uploaded source {reference}")
+            with target.open("wb") as out:
+                for chunk in response.iter_bytes(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise RegistryError(f"the uploaded source {reference} is larger than {max_bytes} bytes", transient=False)
+                    hasher.update(chunk)
+                    out.write(chunk)
+    except httpx.TransportError as exc:
+        raise RegistryError(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
+    if "sha256:" + hasher.hexdigest() != digest:
+        raise RegistryError(f"the uploaded source {reference} does not match its digest", transient=False)
