@@ -2,7 +2,7 @@
 UV ?= uv
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: dev test deps sync binaries up down status clean
+.PHONY: dev test lint deps sync binaries up down status clean
 
 deps:
 	@scripts/system-deps.sh
@@ -17,7 +17,12 @@ binaries: sync
 dev: binaries
 	$(UV) run conveyor up
 
-test: binaries
+# Lint and types first: they take seconds and fail before the stack starts.
+lint: sync
+	$(UV) run ruff check .
+	$(UV) run mypy
+
+test: lint binaries
 	$(UV) run pytest -ra
 
 up: binaries

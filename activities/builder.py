@@ -25,14 +25,14 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from conveyor import images, sandbox, sources
 from conveyor.buildlog import BuildLogWriter
 from conveyor.db.models import Build, Deployment
-from conveyor.db.records import TERMINAL
 from conveyor.db.session import session_scope
 from conveyor.ids import utcnow
 from conveyor.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
 from conveyor.redact import mask_url_credentials
-from conveyor.settings import Settings
 from conveyor.registry import RegistryError, fetch_source, manifest_digest
+from conveyor.settings import Settings
 from conveyor.stack.registry import Buildah
+from conveyor.vocabulary import TERMINAL
 
 LOG_TAIL = 20
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1"}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import Callable, Iterator
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -18,11 +18,12 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from conveyor import manifests, rollout
 from conveyor.codec import load_keyring
-from conveyor.kube import api_client
-from conveyor.db.records import TERMINAL, deployment_status
+from conveyor.db.records import deployment_status
 from conveyor.db.session import read_scope
+from conveyor.kube import api_client
 from conveyor.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
 from conveyor.settings import Settings
+from conveyor.vocabulary import TERMINAL
 
 FIELD_MANAGER = "conveyor"
 log = logging.getLogger(__name__)

@@ -3,14 +3,14 @@ safe to run twice (a repeated call finds the state already written)."""
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 from sqlalchemy import delete, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from conveyor.db.models import App, Build, Deployment, Project
-from conveyor.db.records import TERMINAL, active_deployment, add_audit, delete_workflow_id
+from conveyor.db.records import active_deployment, add_audit, delete_workflow_id
 from conveyor.db.session import session_scope
 from conveyor.ids import new_id, utcnow
 from conveyor.payloads import (
@@ -27,6 +27,7 @@ from conveyor.payloads import (
     ScaleRecordInput,
 )
 from conveyor.settings import Settings
+from conveyor.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL
 
 VERBS = {
     "deploy": "Deployed image {image}",
@@ -85,7 +86,7 @@ class RecordActivities:
     def _deadline(self, app: App, dep: Deployment, build: BuildPlan | None):
         started = dep.started_at or utcnow()
         if started.tzinfo is None:  # SQLite keeps no zone; the column is UTC
-            started = started.replace(tzinfo=timezone.utc)
+            started = started.replace(tzinfo=UTC)
         budget = self.settings.deploy_deadline_seconds + app.progress_deadline_seconds
         if build is not None:
             budget += self.settings.build_timeout_seconds
@@ -98,7 +99,7 @@ class RecordActivities:
             app = dep.app
             project = session.get(Project, app.project_id)
             overtaken = self._overtaken_by(session, dep)
-            if dep.status in ("queued", "pending") and overtaken is not None:
+            if dep.status in NOT_STARTED and overtaken is not None:
                 # Handed to the lane after a later request that has rolled out
                 # already (two API replicas, or a hand-off retried after a
                 # crash): running it now would put older code back.
@@ -113,7 +114,7 @@ class RecordActivities:
                     dep.id,
                     operation_key(),
                 )
-            if dep.status in ("queued", "pending"):
+            if dep.status in NOT_STARTED:
                 dep.status = "deploying"
                 dep.started_at = utcnow()
                 # Scaling is not a release: every release runs at the app's current size.
@@ -156,7 +157,7 @@ class RecordActivities:
             select(Deployment).where(
                 Deployment.app_id == dep.app_id,
                 Deployment.number > dep.number,
-                Deployment.status.in_(("active", "superseded")),
+                Deployment.status.in_(ONCE_RAN),
             )
         ).first()
 

@@ -8,8 +8,8 @@ from temporalio.exceptions import ApplicationError
 
 from conveyor import images, registry
 from conveyor.payloads import ResolvedImage, ResolveImageInput
-from conveyor.settings import Settings
 from conveyor.registry import MANIFEST_ACCEPT
+from conveyor.settings import Settings
 
 
 class RegistryActivities:

@@ -8,11 +8,9 @@ import logging
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
@@ -20,14 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from api import metrics
 from api.access_log import AccessLogMiddleware, install_logging, span_without_query
 from api.deps import TemporalConnector
-from api.routes import apps, audit, builds, codec, deployments, observe
 from api.operations import HandoffReconciler
+from api.routes import apps, audit, builds, codec, deployments, observe
+from conveyor import telemetry
+from conveyor.codec import EncryptionCodec, load_keyring
 from conveyor.db.records import ensure_default_project, handoff_backlog
 from conveyor.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
-from conveyor.codec import EncryptionCodec, load_keyring
-from conveyor import telemetry
 from conveyor.settings import Settings, get_settings
-
 
 API_PREFIX = "/api/v1"
 # Every router mounted under API_PREFIX (the project-isolation test walks them).

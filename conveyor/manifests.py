@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from typing import Any
 
 from conveyor.payloads import ReleaseSpec
 
@@ -43,7 +44,7 @@ def env_checksum(env: dict[str, str], key: bytes, app_id: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
-def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict]:
+def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
     """Namespace, Secret, Deployment, Service and Ingress, in apply order."""
     meta = {"name": spec.slug, "namespace": spec.namespace, "labels": labels(spec)}
     pod_annotations = {

@@ -4,6 +4,7 @@ that mean a rollout will not finish (pure: works on API objects as dicts)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 STUCK_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"}
 
@@ -17,7 +18,7 @@ class RolloutState:
     desired: int
 
 
-def deployment_state(deployment: dict) -> RolloutState:
+def deployment_state(deployment: dict[str, Any]) -> RolloutState:
     spec, status, meta = deployment.get("spec", {}), deployment.get("status", {}) or {}, deployment["metadata"]
     desired = int(spec.get("replicas", 1))
     updated = int(status.get("updatedReplicas") or 0)
@@ -53,7 +54,7 @@ def deployment_state(deployment: dict) -> RolloutState:
     return RolloutState(True, False, f"{ready} of {desired} pods ready", ready, desired)
 
 
-def stuck_pod_reason(pod: dict) -> tuple[str, str] | None:
+def stuck_pod_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
     """(reason, words a user can act on) when a pod's container cannot run."""
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         state = status.get("state") or {}

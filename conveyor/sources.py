@@ -15,11 +15,11 @@ from __future__ import annotations
 import bz2
 import lzma
 import os
-import stat
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 BLOCK = 512

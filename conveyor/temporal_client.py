@@ -4,7 +4,8 @@ and the cluster's transport security (TLS, mTLS or an API key)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from temporalio.client import Client, Interceptor
 from temporalio.converter import DataConverter

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from kubernetes import client, config
+from kubernetes import config
 
 from conveyor import auth
 from conveyor.db.models import ApiToken, App, Project

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -26,31 +27,42 @@ CLEANUP_GRACE = timedelta(minutes=30)
 # The least an activity is given, so that one past the deadline still has an attempt.
 MIN_BUDGET = timedelta(seconds=30)
 
+
+
+class ActivityOptions(TypedDict, total=False):
+    """The options every activity call passes: timeouts and a retry policy."""
+
+    start_to_close_timeout: timedelta
+    schedule_to_close_timeout: timedelta
+    heartbeat_timeout: timedelta
+    retry_policy: RetryPolicy
+
+
 # Database writes and reads: quick.
-DB = dict(
+DB = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=30),
     schedule_to_close_timeout=OPERATION_BUDGET,
     retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)),
 )
 # Registry look-ups: the registry may be briefly away.
-REGISTRY = dict(
+REGISTRY = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=60),
     schedule_to_close_timeout=OPERATION_BUDGET,
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)),
 )
 # Single Kubernetes writes.
-KUBE_WRITE = dict(
+KUBE_WRITE = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=60),
     schedule_to_close_timeout=OPERATION_BUDGET,
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)),
 )
 
 
-def long_wait(seconds: int) -> dict:
+def long_wait(seconds: int) -> ActivityOptions:
     """Options for a heartbeating wait bounded by `seconds` of work. Each
     attempt may take the whole wait; the wait's own deadline (RolloutInput.
     deadline_at) holds across attempts, so a retry never extends it."""
-    return dict(
+    return ActivityOptions(
         start_to_close_timeout=timedelta(seconds=seconds + 120),
         schedule_to_close_timeout=max(OPERATION_BUDGET, timedelta(seconds=seconds) + CLEANUP_GRACE),
         heartbeat_timeout=timedelta(seconds=20),
@@ -58,12 +70,14 @@ def long_wait(seconds: int) -> dict:
     )
 
 
-def until(options: dict, deadline: datetime | None, grace: timedelta = timedelta(0)) -> dict:
+def until(options: ActivityOptions, deadline: datetime | None, grace: timedelta = timedelta(0)) -> ActivityOptions:
     """`options` with retries bounded by `deadline` (+ `grace`) instead of their default budget."""
     if deadline is None:
         return options
     remaining = deadline - workflow.now() + grace
-    return {**options, "schedule_to_close_timeout": max(remaining, MIN_BUDGET)}
+    bounded = options.copy()
+    bounded["schedule_to_close_timeout"] = max(remaining, MIN_BUDGET)
+    return bounded
 
 
 def failure_message(err: BaseException) -> str:

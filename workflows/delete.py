@@ -9,6 +9,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.kube import KubeActivities
+    from activities.records import RecordActivities
     from conveyor.payloads import AppTarget, AppTargetInput, DeleteFailedInput, DeleteResourcesInput, Operation, RemoveAppInput
     from workflows.common import DB, failure_message, long_wait
 
@@ -17,25 +19,25 @@ with workflow.unsafe.imports_passed_through():
 class DeleteAppWorkflow:
     @workflow.run
     async def run(self, op: Operation) -> str:
-        target: AppTarget | None = await workflow.execute_activity(
-            "load_app_target", AppTargetInput(app_id=op.app_id), result_type=AppTarget, summary=f"load {op.app_id}", **DB
+        target: AppTarget | None = await workflow.execute_activity_method(
+            RecordActivities.load_app_target, AppTargetInput(app_id=op.app_id), summary=f"load {op.app_id}", **DB
         )
         if target is None:
             return "already deleted"
         try:
-            await workflow.execute_activity(
-                "delete_app_resources",
+            await workflow.execute_activity_method(
+                KubeActivities.delete_app_resources,
                 DeleteResourcesInput(namespace=target.namespace, slug=target.slug, timeout_seconds=target.delete_timeout_seconds),
                 summary=f"delete {target.slug}'s Deployment, Service, Ingress, env Secret",
                 **long_wait(target.delete_timeout_seconds),
             )
-            await workflow.execute_activity(
-                "remove_app", RemoveAppInput(app_id=op.app_id, user=op.user), summary=f"remove {target.name}", **DB
+            await workflow.execute_activity_method(
+                RecordActivities.remove_app, RemoveAppInput(app_id=op.app_id, user=op.user), summary=f"remove {target.name}", **DB
             )
         except ActivityError as err:
             reason = failure_message(err)
-            await workflow.execute_activity(
-                "record_delete_failed",
+            await workflow.execute_activity_method(
+                RecordActivities.record_delete_failed,
                 DeleteFailedInput(app_id=op.app_id, workflow_id=workflow.info().workflow_id, reason=reason, user=op.user),
                 summary=f"mark {target.name} delete_failed",
                 **DB,

@@ -8,26 +8,30 @@ keeps serving what it served before.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.builder import BuilderActivities
+    from activities.kube import KubeActivities
+    from activities.records import RecordActivities
+    from activities.registry import RegistryActivities
     from conveyor.payloads import (
         ApplyInput,
         BeginDeploymentInput,
         BuildInput,
         BuiltImage,
-        FindBuildInput,
-        RecordBuildInput,
-        ResolveCommitInput,
         DeploymentPlan,
+        FindBuildInput,
         FinishDeploymentInput,
         Operation,
+        RecordBuildInput,
         RecordImageInput,
         ReleaseSpec,
+        ResolveCommitInput,
         ResolvedImage,
         ResolveImageInput,
         RolloutInput,
@@ -41,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         DB,
         KUBE_WRITE,
         REGISTRY,
+        ActivityOptions,
         cancelled,
         failure_message,
         failure_type,
@@ -57,16 +62,16 @@ DEPLOYMENT_ENDED = "DeploymentEnded"
 @workflow.defn
 class DeployWorkflow:
     def __init__(self) -> None:
-        self._steps: list[dict] = []
+        self._steps: list[dict[str, str]] = []
         self._finalizing = False
         self._applied = False
         self._resolved: ResolvedImage | None = None
-        self._deadline = None
+        self._deadline: datetime | None = None
         # The step whose rollout is being waited for ("rollout" or "restore").
         self._waiting_step: str | None = None
 
     @workflow.query
-    def progress(self) -> list[dict]:
+    def progress(self) -> list[dict[str, str]]:
         return self._steps
 
     # Live progress. A workflow cannot read its activities' heartbeats, so the
@@ -95,8 +100,8 @@ class DeployWorkflow:
     async def _rollout(self, spec: ReleaseSpec, stuck_seconds: int, deployment_id: str | None, step: str) -> RolloutResult:
         self._waiting_step = step
         try:
-            return await workflow.execute_activity(
-                "wait_for_rollout",
+            return await workflow.execute_activity_method(
+                KubeActivities.wait_for_rollout,
                 RolloutInput(
                     namespace=spec.namespace,
                     name=spec.slug,
@@ -108,27 +113,25 @@ class DeployWorkflow:
                     deadline_at=workflow.now() + timedelta(seconds=spec.progress_deadline_seconds + 5),
                     report_progress=True,
                 ),
-                result_type=RolloutResult,
                 summary=f"wait for {spec.slug} ×{spec.replicas} to roll out",
                 **long_wait(spec.progress_deadline_seconds),
             )
         finally:
             self._waiting_step = None
 
-    def _work(self, options: dict) -> dict:
+    def _work(self, options: ActivityOptions) -> ActivityOptions:
         """Options of a step of the release: retried until the deployment's deadline."""
         return until(options, self._deadline)
 
-    def _cleanup(self, options: dict) -> dict:
+    def _cleanup(self, options: ActivityOptions) -> ActivityOptions:
         """Options of restoring and recording: they get a grace period past the deadline."""
         return until(options, self._deadline, CLEANUP_GRACE)
 
     @workflow.run
     async def run(self, op: Operation) -> str:
-        plan: DeploymentPlan = await workflow.execute_activity(
-            "begin_deployment",
+        plan: DeploymentPlan = await workflow.execute_activity_method(
+            RecordActivities.begin_deployment,
             BeginDeploymentInput(deployment_id=op.deployment_id),
-            result_type=DeploymentPlan,
             summary=f"start {op.deployment_id}",
             **DB,
         )
@@ -141,10 +144,9 @@ class DeployWorkflow:
                 spec.image_ref = await self._image_from_source(op, plan)
             elif not plan.image_ref:
                 self._step("resolve", "running", plan.image or "")
-                resolved: ResolvedImage = await workflow.execute_activity(
-                    "resolve_image_digest",
+                resolved: ResolvedImage = await workflow.execute_activity_method(
+                    RegistryActivities.resolve_image_digest,
                     ResolveImageInput(image=plan.image or ""),
-                    result_type=ResolvedImage,
                     summary=f"resolve {plan.image}",
                     **self._work(REGISTRY),
                 )
@@ -152,8 +154,8 @@ class DeployWorkflow:
                     # One round trip less: finish_deployment records the digest.
                     self._resolved = resolved
                 else:
-                    await workflow.execute_activity(
-                        "record_image_digest",
+                    await workflow.execute_activity_method(
+                        RecordActivities.record_image_digest,
                         RecordImageInput(deployment_id=plan.deployment_id, image_ref=resolved.reference, image_digest=resolved.digest),
                         summary=f"record {resolved.digest[:19]}",
                         **self._work(DB),
@@ -162,8 +164,8 @@ class DeployWorkflow:
                 self._step("resolve", "done", resolved.reference)
             self._step("apply", "running", spec.image_ref)
             self._applied = True
-            await workflow.execute_activity(
-                "apply_manifests",
+            await workflow.execute_activity_method(
+                KubeActivities.apply_manifests,
                 ApplyInput(spec=spec, on_behalf_of=plan.deployment_id),
                 summary=f"apply {spec.slug} → {spec.image_ref}",
                 **self._work(KUBE_WRITE),
@@ -204,42 +206,40 @@ class DeployWorkflow:
     async def _image_from_source(self, op: Operation, plan: DeploymentPlan) -> str:
         """Resolve the commit, reuse the image built for it, or build one."""
         build = plan.build
+        assert build is not None, "only a plan with a build comes here"
         commit = build.commit
         if build.source_type == "git" and not commit:
             self._step("resolve", "running", f"{mask_url_credentials(build.repo_url)} {build.branch}")
-            commit = await workflow.execute_activity(
-                "resolve_git_commit",
+            commit = await workflow.execute_activity_method(
+                BuilderActivities.resolve_git_commit,
                 ResolveCommitInput(repo_url=build.repo_url or "", branch=build.branch or "main"),
-                result_type=str,
                 summary=f"head of {build.branch}",
                 **self._work(REGISTRY),
             )
             self._step("resolve", "done", commit)
         record = RecordBuildInput(build_id=build.build_id, deployment_id=plan.deployment_id, status="building", commit=commit)
-        await workflow.execute_activity("record_build", record, summary=f"record {build.build_id}", **self._work(DB))
+        await workflow.execute_activity_method(BuilderActivities.record_build, record, summary=f"record {build.build_id}", **self._work(DB))
         if commit:
-            reused: BuiltImage | None = await workflow.execute_activity(
-                "find_built_image",
+            reused: BuiltImage | None = await workflow.execute_activity_method(
+                BuilderActivities.find_built_image,
                 FindBuildInput(app_id=plan.app_id, commit=commit),
-                result_type=BuiltImage,
                 summary=f"image built for {commit[:12]}?",
                 **self._work(DB),
             )
             if reused is not None:
                 self._step("build", "done", f"reused {reused.reference} built for {commit[:12]}")
                 record.status, record.image = "reused", reused
-                await workflow.execute_activity("record_build", record, summary="record reuse", **self._work(DB))
+                await workflow.execute_activity_method(BuilderActivities.record_build, record, summary="record reuse", **self._work(DB))
                 return reused.reference
         build.commit = commit
         self._step("build", "running", build.build_id)
         try:
-            built: BuiltImage = await workflow.execute_activity(
-                "build_image",
+            built: BuiltImage = await workflow.execute_activity_method(
+                BuilderActivities.build_image,
                 BuildInput(plan=build, app_id=plan.app_id, project_id=plan.project_id, slug=plan.spec.slug),
-                result_type=BuiltImage,
                 summary=f"build {plan.spec.slug} ({build.source_type}{' ' + commit[:12] if commit else ''})",
                 **self._work(
-                    dict(
+                    ActivityOptions(
                         start_to_close_timeout=timedelta(seconds=build.timeout_seconds + 120),
                         heartbeat_timeout=timedelta(seconds=30),
                         retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(seconds=60)),
@@ -248,11 +248,11 @@ class DeployWorkflow:
             )
         except (ActivityError, asyncio.CancelledError) as err:
             record.status, record.reason = "failed", "cancelled" if cancelled(err) else failure_message(err)
-            await workflow.execute_activity("record_build", record, summary="record the failed build", **self._cleanup(DB))
+            await workflow.execute_activity_method(BuilderActivities.record_build, record, summary="record the failed build", **self._cleanup(DB))
             raise
         self._step("build", "done", built.reference)
         record.status, record.image = "succeeded", built
-        await workflow.execute_activity("record_build", record, summary="record build", **self._work(DB))
+        await workflow.execute_activity_method(BuilderActivities.record_build, record, summary="record build", **self._work(DB))
         return built.reference
 
     async def _restore(self, plan: DeploymentPlan, reason: str) -> str:
@@ -263,8 +263,8 @@ class DeployWorkflow:
         self._step("restore", "running")
         try:
             if plan.previous is not None:
-                await workflow.execute_activity(
-                    "apply_manifests",
+                await workflow.execute_activity_method(
+                    KubeActivities.apply_manifests,
                     ApplyInput(spec=plan.previous, on_behalf_of=plan.deployment_id),
                     summary=f"restore {plan.previous.deployment_id}",
                     **self._cleanup(KUBE_WRITE),
@@ -273,8 +273,8 @@ class DeployWorkflow:
                 self._step("restore", "done", f"back on {plan.previous.deployment_id}")
                 return f"{reason}; the previous deployment {plan.previous.deployment_id} keeps serving"
             spec = plan.spec
-            await workflow.execute_activity(
-                "scale_deployment",
+            await workflow.execute_activity_method(
+                KubeActivities.scale_deployment,
                 ScaleInput(namespace=spec.namespace, name=spec.slug, replicas=0, on_behalf_of=plan.deployment_id),
                 summary=f"scale {spec.slug} to 0",
                 **self._cleanup(KUBE_WRITE),
@@ -286,8 +286,8 @@ class DeployWorkflow:
             return f"{reason}; restoring the previous deployment also failed: {failure_message(err)}"
 
     async def _finish(self, plan: DeploymentPlan, status: str, reason: str | None, user: str) -> str:
-        return await workflow.execute_activity(
-            "finish_deployment",
+        return await workflow.execute_activity_method(
+            RecordActivities.finish_deployment,
             FinishDeploymentInput(
                 deployment_id=plan.deployment_id,
                 status=status,
@@ -296,7 +296,6 @@ class DeployWorkflow:
                 image_ref=self._resolved.reference if self._resolved else None,
                 image_digest=self._resolved.digest if self._resolved else None,
             ),
-            result_type=str,
             summary=f"mark {plan.deployment_id} {status}",
             **self._cleanup(DB),
         )

@@ -5,10 +5,12 @@ the order they were requested. Each runs as a child workflow with its own id
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ChildWorkflowError
+from temporalio.types import MethodAsyncSingleParam
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -16,19 +18,21 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry import propagate
 
     from conveyor.payloads import LaneInput, Operation
+    from conveyor.vocabulary import OperationKind
     from workflows.delete import DeleteAppWorkflow
     from workflows.deploy import DeployWorkflow
     from workflows.scale import ScaleWorkflow
 
 IDLE = timedelta(minutes=5)
 MAX_HISTORY = 5000
-WORKFLOWS = {
-    "deploy": DeployWorkflow.run,
-    "update": DeployWorkflow.run,
-    "restart": DeployWorkflow.run,
-    "rollback": DeployWorkflow.run,
-    "scale": ScaleWorkflow.run,
-    "delete": DeleteAppWorkflow.run,
+# Which workflow runs each kind of operation.
+WORKFLOWS: dict[str, MethodAsyncSingleParam[Any, Operation, str]] = {
+    OperationKind.DEPLOY: DeployWorkflow.run,
+    OperationKind.UPDATE: DeployWorkflow.run,
+    OperationKind.RESTART: DeployWorkflow.run,
+    OperationKind.ROLLBACK: DeployWorkflow.run,
+    OperationKind.SCALE: ScaleWorkflow.run,
+    OperationKind.DELETE: DeleteAppWorkflow.run,
 }
 
 
@@ -97,7 +101,7 @@ class AppLaneWorkflow:
                 if token is not None:
                     otel_context.detach(token)
             self._current = None
-            if op.kind == "delete":
+            if op.kind == OperationKind.DELETE:
                 return
             if workflow.info().get_current_history_length() > MAX_HISTORY:
                 workflow.continue_as_new(LaneInput(app_id=lane.app_id, project_id=lane.project_id, pending=self._queue))

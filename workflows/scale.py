@@ -6,7 +6,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from conveyor.payloads import AppTarget, AppTargetInput, Operation, RolloutInput, RolloutResult, ScaleInput, ScaleRecordInput
+    from activities.kube import KubeActivities
+    from activities.records import RecordActivities
+    from conveyor.payloads import AppTarget, AppTargetInput, Operation, RolloutInput, ScaleInput, ScaleRecordInput
     from workflows.common import DB, KUBE_WRITE, failure_message, long_wait
 
 
@@ -14,8 +16,8 @@ with workflow.unsafe.imports_passed_through():
 class ScaleWorkflow:
     @workflow.run
     async def run(self, op: Operation) -> str:
-        target: AppTarget | None = await workflow.execute_activity(
-            "load_app_target", AppTargetInput(app_id=op.app_id), result_type=AppTarget, summary=f"load {op.app_id}", **DB
+        target: AppTarget | None = await workflow.execute_activity_method(
+            RecordActivities.load_app_target, AppTargetInput(app_id=op.app_id), summary=f"load {op.app_id}", **DB
         )
         if target is None:
             return "app gone"
@@ -24,25 +26,24 @@ class ScaleWorkflow:
             app_id=op.app_id, replicas=replicas, previous_replicas=op.previous_replicas, user=op.user, outcome="done"
         )
         try:
-            await workflow.execute_activity(
-                "scale_deployment",
+            await workflow.execute_activity_method(
+                KubeActivities.scale_deployment,
                 ScaleInput(namespace=target.namespace, name=target.slug, replicas=replicas),
                 summary=f"scale {target.slug} to {replicas}",
                 **KUBE_WRITE,
             )
-            await workflow.execute_activity(
-                "wait_for_rollout",
+            await workflow.execute_activity_method(
+                KubeActivities.wait_for_rollout,
                 RolloutInput(
                     namespace=target.namespace,
                     name=target.slug,
                     deadline_seconds=target.progress_deadline_seconds,
                     stuck_seconds=target.progress_deadline_seconds,
                 ),
-                result_type=RolloutResult,
                 summary=f"wait for {target.slug} ×{replicas}",
                 **long_wait(target.progress_deadline_seconds),
             )
         except ActivityError as err:
             record.outcome, record.reason = "failed", failure_message(err)
-        await workflow.execute_activity("record_scale", record, summary=f"audit scale of {target.slug}", **DB)
+        await workflow.execute_activity_method(RecordActivities.record_scale, record, summary=f"audit scale of {target.slug}", **DB)
         return record.outcome

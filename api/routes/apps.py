@@ -9,15 +9,13 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
-
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Admin, Caller, Deployer, SessionDep, SettingsDep, TemporalConnector, Viewer, read_off_loop
 from api.operations import MutationDep, lane_id
 from api.pagination import PageDep
-from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, slugify
-from api.schemas import env_problem
+from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus, env_problem, slugify
 from api.serializers import app_public
 from conveyor import manifests, sources
 from conveyor.db.models import App, Build, Deployment, Handoff, Project

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -20,9 +21,9 @@ from conveyor import buildlog, registry, sources
 from conveyor.db.models import Build
 from conveyor.ids import new_id
 from conveyor.templates import Template, catalogue
+from conveyor.vocabulary import BUILD_FINISHED
 
 router = APIRouter(tags=["builds"])
-FINISHED = {"succeeded", "failed", "reused"}
 CHUNK = 1024 * 1024
 
 
@@ -135,7 +136,7 @@ async def build_log(
     def since(session, after: int) -> tuple[bool, list[tuple[int, str]]]:
         """Whether the build has ended (read first, so no chunk written before the end is missed), and the chunks after `after`."""
         row = session.get(Build, build.id)
-        done = row is None or row.status in FINISHED
+        done = row is None or row.status in BUILD_FINISHED
         return done, buildlog.chunks_after(session, build.id, after)
 
     if not follow:

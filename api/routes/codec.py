@@ -8,7 +8,8 @@ answered without a token, and only the configured origins get CORS headers.
 
 from __future__ import annotations
 
-from typing import Annotated, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Request, Response, status
 from google.protobuf import json_format

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, AsyncIterable
+import functools
+from collections.abc import AsyncIterable
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -17,8 +19,9 @@ from api.routes.apps import load_app, mutable, source_release
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from conveyor.db.models import Deployment
-from conveyor.db.records import TERMINAL, add_audit
+from conveyor.db.records import add_audit
 from conveyor.ids import utcnow
+from conveyor.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL, DeploymentStatus
 from workflows.deploy import DeployWorkflow
 
 router = APIRouter(prefix="/apps/{app_id}/deployments", tags=["deployments"])
@@ -146,7 +149,7 @@ async def revert(
         app = load_app(m.session, caller, app_id)
         mutable(app)
         target = _load(m.session, app, deployment_id)
-        if target.status not in ("active", "superseded") or not target.image_ref:
+        if target.status not in ONCE_RAN or not target.image_ref:
             raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
         app.env, app.port = dict(target.env), target.port
         return m.release(
@@ -187,7 +190,7 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
         # Not started yet: cancel it here; its workflow will find it cancelled and do nothing.
         claimed = m.session.execute(
             update(Deployment)
-            .where(Deployment.id == dep.id, Deployment.status.in_(("queued", "pending")))
+            .where(Deployment.id == dep.id, Deployment.status.in_(NOT_STARTED))
             .values(status="cancelled", reason=f"cancelled by {caller.name} before it started", finished_at=utcnow())
         ).rowcount
         if claimed:
@@ -202,7 +205,7 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
 
     for _ in range(3):
         dep = await read_off_loop(m.settings, _load_both, caller, app_id, deployment_id)
-        running = dep.status not in TERMINAL and dep.status not in ("queued", "pending")
+        running = dep.status not in TERMINAL and dep.status not in NOT_STARTED
         if running:
             # Tell the workflow before writing anything: if Temporal refuses, nothing changed.
             try:
@@ -210,7 +213,7 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
             except Exception as exc:  # noqa: BLE001
                 raise HTTPException(503, f"could not reach the deployment's workflow, nothing was changed: {exc}") from exc
         try:
-            return await m.once(caller, lambda: handle(running))
+            return await m.once(caller, functools.partial(handle, running))
         except _StartedMeanwhile:
             continue
     raise HTTPException(409, f"deployment {deployment_id} kept changing state; try again")
@@ -228,7 +231,7 @@ async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deploye
         app = load_app(m.session, caller, app_id)
         mutable(app)
         dep = _load(m.session, app, deployment_id)
-        if dep.status not in ("failed", "cancelled"):
+        if dep.status not in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
             raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
         if dep.image_ref or app.source_type == "image":
             snapshot = {

@@ -7,8 +7,9 @@ import json
 import re
 import socket
 import threading
-from datetime import datetime, timezone
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
@@ -181,7 +182,7 @@ def app_events(settings, session, app) -> list[EventPublic]:
         first = event.first_timestamp or event.event_time or event.metadata.creation_timestamp
         chosen.append(
             (
-                last or datetime.min.replace(tzinfo=timezone.utc),
+                last or datetime.min.replace(tzinfo=UTC),
                 event.metadata.name,
                 EventPublic(
                     type=event.type or "Normal",

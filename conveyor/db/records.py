@@ -10,9 +10,8 @@ from sqlalchemy.orm import Session
 from conveyor.db.models import App, AuditEntry, Deployment, Handoff, Project
 from conveyor.db.session import read_scope
 from conveyor.ids import utcnow
+from conveyor.vocabulary import IN_FLIGHT, DeploymentStatus
 
-TERMINAL = {"active", "superseded", "failed", "cancelled"}
-IN_FLIGHT = {"queued", "pending", "building", "deploying"}
 DEFAULT_PROJECT = "proj_default"
 
 
@@ -61,7 +60,7 @@ def delete_workflow_id(app_id: str, attempt: int) -> str:
 
 def active_deployment(session: Session, app_id: str) -> Deployment | None:
     return session.scalars(
-        select(Deployment).where(Deployment.app_id == app_id, Deployment.status == "active")
+        select(Deployment).where(Deployment.app_id == app_id, Deployment.status == DeploymentStatus.ACTIVE)
     ).first()
 
 

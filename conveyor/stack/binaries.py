@@ -15,10 +15,10 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from conveyor.stack import versions
 
@@ -68,7 +68,7 @@ def _kube_sibling_version(module: str) -> str:
 
 def _kube_ldflags() -> tuple[str, ...]:
     major, minor = versions.KUBERNETES.lstrip("v").split(".")[:2]
-    build_date = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    build_date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     flags = {
         "gitVersion": versions.KUBERNETES,
         "gitMajor": major,

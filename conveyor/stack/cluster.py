@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from conveyor import markers
@@ -24,7 +24,7 @@ PREVIOUS_LOG_LINES = ["listening on :8080", "fatal: exiting after an error"]
 
 
 def cri_log_line(message: str, stream: str = "stdout", when: datetime | None = None) -> str:
-    stamp = (when or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return f"{stamp} {stream} F {message}\n"
 
 

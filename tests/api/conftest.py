@@ -8,13 +8,13 @@ import uuid
 import httpx
 import pytest
 
-from conveyor import auth
+from conveyor import auth, vocabulary
 from conveyor.db.models import Project
 from conveyor.db.records import create_project
 from conveyor.db.session import session_scope
 from tests.helpers import eventually
 
-TERMINAL = {"active", "superseded", "failed", "cancelled"}
+TERMINAL = {str(status) for status in vocabulary.TERMINAL}
 # The seeded demo app in this session's registry (CONVEYOR_REGISTRY may move it off 5000).
 DEMO_IMAGE = f"{os.environ.get('CONVEYOR_REGISTRY', '127.0.0.1:5000')}/demo/web"
 

@@ -13,8 +13,8 @@ import uuid
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from kubernetes import client as k8s
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 

@@ -60,15 +60,15 @@ def test_rollout_progress_moves_as_pods_become_ready(api, kube_api, settings):
         return any(d in ("1/3 ready", "2/3 ready") for d in queried)
 
     eventually(query_shows_intermediate, 6 * per_pod, interval=0.3, what="the progress query to show n/3 ready")
-    lines = collect_until(sink, lambda ls: any(l.startswith("event: end") for l in ls) and ls[-1].startswith("data:"), 8 * per_pod)
+    lines = collect_until(sink, lambda ls: any(line.startswith("event: end") for line in ls) and ls[-1].startswith("data:"), 8 * per_pod)
     events = sse_events(lines)
     assert events[-1] == ("end", {"id": dep["id"], "status": "active", "reason": None})
     streamed = rollout_details([data for kind, data in events if kind == "step"])
     print("streamed rollout details:", streamed, "queried:", sorted(set(queried)))
     assert streamed[0] in ("0/3", "0/3 ready") and streamed[-1] == "3/3 ready"
     assert {"1/3 ready", "2/3 ready"} <= set(streamed), streamed
-    pings = [l for l in lines if l.startswith(": ping")]
-    assert pings, [(l[:60]) for l in lines if not l.startswith("data")] + [l[:90] for l in lines if "rollout" in l]
+    pings = [line for line in lines if line.startswith(": ping")]
+    assert pings, [(line[:60]) for line in lines if not line.startswith("data")] + [line[:90] for line in lines if "rollout" in line]
 
 
 def test_progress_stream_ends_when_the_app_is_deleted(api, kube_api, settings):
@@ -81,9 +81,9 @@ def test_progress_stream_ends_when_the_app_is_deleted(api, kube_api, settings):
     )
     dep = api.deployments(app["id"])[0]
     sink = stream_lines(api, f"/apps/{app['id']}/deployments/{dep['id']}/progress")
-    collect_until(sink, lambda ls: any('"name": "rollout"' in l for l in ls), 60)
+    collect_until(sink, lambda ls: any('"name": "rollout"' in line for line in ls), 60)
     api.call("DELETE", f"/apps/{app['id']}", 202)
-    lines = collect_until(sink, lambda ls: any(l.startswith("event: end") for l in ls) and ls[-1].startswith("data:"), 120)
+    lines = collect_until(sink, lambda ls: any(line.startswith("event: end") for line in ls) and ls[-1].startswith("data:"), 120)
     end = sse_events(lines)[-1]
     assert end[0] == "end" and end[1]["status"] in ("deleted", "cancelled", "failed"), end
     # The stream is closed, not left hanging.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -94,7 +93,7 @@ def probes(output: str) -> dict[str, str]:
 def test_build_steps_reach_neither_platform_ports_nor_host_processes(home, listeners, network):
     loopback_port, any_port = listeners
     host_ips = sandbox.host_addresses()
-    targets = [f"127.0.0.1:{loopback_port}", f"127.0.0.1:{any_port}", "10.0.2.2:%d" % any_port] + [f"{ip}:{any_port}" for ip in host_ips]
+    targets = [f"127.0.0.1:{loopback_port}", f"127.0.0.1:{any_port}", f"10.0.2.2:{any_port}"] + [f"{ip}:{any_port}" for ip in host_ips]
     # The probe must be able to succeed: the same targets are reachable from the host.
     for target in targets[:2] + targets[3:]:
         host, port = target.rsplit(":", 1)

@@ -21,7 +21,7 @@ async def test_workflow_with_activity_runs_and_is_listed_by_search_attributes(pl
     attributes = TypedSearchAttributes(
         [
             SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
-            for name, value in zip(temporal.SEARCH_ATTRIBUTES, (app_id, "proj_default", "dep_test", "deploy"))
+            for name, value in zip(temporal.SEARCH_ATTRIBUTES, (app_id, "proj_default", "dep_test", "deploy"), strict=True)
         ]
     )
     async with Worker(client, task_queue=task_queue, workflows=[GreetingWorkflow], activities=[greet]):

@@ -6,6 +6,7 @@ A change that would break running executions fails here: guard it with
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def test_there_is_a_history_of_each_workflow_type():
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays(path: Path):
-    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+    history = WorkflowHistory.from_json(f"replay-{path.stem}", await asyncio.to_thread(path.read_text))
     # The platform's converter: these histories were recorded in plaintext,
     # which the codec passes through.
     converter = data_converter(Keyring((PayloadKey("replay", b"\x00" * 32),)))
