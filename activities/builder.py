@@ -23,6 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from conveyor import images, sandbox, sources
+from conveyor.buildah import Buildah
 from conveyor.buildlog import BuildLogWriter
 from conveyor.db.models import Build, Deployment
 from conveyor.db.session import session_scope
@@ -31,7 +32,6 @@ from conveyor.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuil
 from conveyor.redact import mask_url_credentials
 from conveyor.registry import RegistryError, fetch_source, manifest_digest
 from conveyor.settings import Settings
-from conveyor.stack.registry import Buildah
 from conveyor.vocabulary import TERMINAL
 
 LOG_TAIL = 20

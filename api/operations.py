@@ -23,17 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from opentelemetry import propagate
+from pydantic import BaseModel
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -42,6 +41,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Caller, SettingsDep, TemporalConnector
+from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from conveyor.db.models import App, Deployment, Handoff, IdempotencyRecord
 from conveyor.db.records import in_flight
@@ -49,6 +49,7 @@ from conveyor.db.session import read_scope, session_scope
 from conveyor.ids import new_id, utcnow
 from conveyor.payloads import LaneInput, Operation
 from conveyor.settings import Settings
+from conveyor.vocabulary import DeploymentStatus, OperationKind
 from workflows.lane import AppLaneWorkflow
 
 log = logging.getLogger("conveyor.handoff")
@@ -66,7 +67,7 @@ def new_deployment(
     session: Session,
     app: App,
     caller: Caller,
-    operation: str,
+    operation: OperationKind,
     *,
     image: str | None,
     env: dict[str, str],
@@ -88,7 +89,7 @@ def new_deployment(
         number=number,
         operation=operation,
         # Earlier requests still running or waiting: this one waits its turn.
-        status="queued" if in_flight(session, app.id) else "pending",
+        status=DeploymentStatus.QUEUED if in_flight(session, app.id) else DeploymentStatus.PENDING,
         image=image,
         image_ref=image_ref,
         image_digest=image_digest,
@@ -255,10 +256,13 @@ class Outcome:
 class Mutation:
     """One mutating request: its transaction, the operations it queues, the hand-off.
 
-    Route handlers are plain functions run in a worker thread with `session`
-    open; they call `release` / `queue`, and return (status, body)."""
+    Handlers (api/services) are plain functions run in a worker thread with
+    `session` open; they call `release` / `queue`, and return (status, model).
+    `once` gives the route the body to return, with the status set on the
+    route's response, so the route's `response_model` shapes every answer."""
 
     request: Request
+    response: Response
     settings: Settings
     handoff: HandoffReconciler
     idempotency_key: str | None
@@ -266,7 +270,7 @@ class Mutation:
     session: Session = None  # type: ignore[assignment]  # set while a handler runs
     _queued: list[Operation] = field(default_factory=list)
 
-    async def once(self, caller: Caller, handler: Callable[[], tuple[int, Any]], body_digest: str | None = None) -> JSONResponse:
+    async def once(self, caller: Caller, handler: Callable[[], tuple[int, BaseModel]], body_digest: str | None = None) -> Any:
         """Run `handler` in one transaction, once per Idempotency-Key; then hand off what it queued."""
         key = self.idempotency_key
         if key is not None and not (1 <= len(key) <= 255):
@@ -280,10 +284,12 @@ class Mutation:
             # whatever is not delivered by then is the reconciler's.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.handoff.deliver(outcome.operations), HANDOFF_WAIT_SECONDS)
-        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-        return JSONResponse(json.loads(json.dumps(outcome.body)), status_code=outcome.status_code, headers=headers)
+        self.response.status_code = outcome.status_code
+        if outcome.replayed:
+            self.response.headers["Idempotent-Replayed"] = "true"
+        return outcome.body
 
-    def _transact(self, caller: Caller, fingerprint: str, handler: Callable[[], tuple[int, Any]]) -> Outcome:
+    def _transact(self, caller: Caller, fingerprint: str, handler: Callable[[], tuple[int, BaseModel]]) -> Outcome:
         key = self.idempotency_key
         try:
             with session_scope(self.settings.effective_database_url) as session:
@@ -303,7 +309,8 @@ class Mutation:
                         project_id=caller.project_id, key=key, request_fingerprint=fingerprint, status_code=0, body={}, created_at=utcnow()
                     )
                     session.add(record)
-                code, body = handler()
+                code, model = handler()
+                body = model.model_dump(mode="json")
                 if record is not None:
                     record.status_code, record.body = code, body
                 session.flush()
@@ -319,16 +326,16 @@ class Mutation:
         self.session.add(Handoff(workflow_id=op.workflow_id, app_id=op.app_id, operation=op.model_dump(), created_at=utcnow()))
         self._queued.append(op)
 
-    def release(self, app: App, operation: str, **snapshot: Any) -> tuple[int, dict]:
+    def release(self, app: App, operation: OperationKind, **snapshot: Any) -> tuple[int, DeploymentPublic]:
         """Record a new deployment and queue it on the app's lane: (202, its record)."""
         assert self.caller is not None
         dep = new_deployment(self.session, app, self.caller, operation, **snapshot)
         self.queue(deployment_operation(app, dep, self.caller))
-        return 202, deployment_public(dep).model_dump()
+        return 202, deployment_public(dep)
 
 
-def get_mutation(request: Request, settings: SettingsDep, idempotency_key: IdempotencyKey = None) -> Mutation:
-    return Mutation(request, settings, request.app.state.handoff, idempotency_key)
+def get_mutation(request: Request, response: Response, settings: SettingsDep, idempotency_key: IdempotencyKey = None) -> Mutation:
+    return Mutation(request, response, settings, request.app.state.handoff, idempotency_key)
 
 
 MutationDep = Annotated[Mutation, Depends(get_mutation)]

@@ -166,6 +166,12 @@ class Settings(BaseSettings):
         return f"{self.api_url}/api/v1/codec"
 
     @property
+    def temporal_ui_url(self) -> str:
+        """The local Temporal Web UI (the origin the codec endpoint allows by default)."""
+        host = self.temporal_address.rsplit(":", 1)[0]
+        return f"http://{host}:{self.temporal_ui_port}"
+
+    @property
     def temporal_port(self) -> int:
         return int(self.temporal_address.rsplit(":", 1)[1])
 

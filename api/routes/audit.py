@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from api.deps import SessionDep, Viewer
 from api.pagination import PageDep
-from api.routes.apps import load_app
 from api.schemas import AuditPublic
+from api.services.apps import load_app
 from conveyor.db.models import AuditEntry
 from conveyor.ids import iso
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -15,8 +16,9 @@ from sqlalchemy import select
 
 from api.deps import Deployer, SettingsDep, Viewer, read_off_loop
 from api.operations import MutationDep
-from api.routes.apps import load_app, mutable, new_upload_build
 from api.schemas import DeploymentPublic
+from api.services import apps as services
+from api.services.apps import load_app, mutable
 from conveyor import buildlog, registry, sources
 from conveyor.db.models import Build
 from conveyor.ids import new_id
@@ -45,7 +47,9 @@ def list_templates(caller: Viewer) -> list[Template]:
         "are limited."
     ),
 )
-async def upload_build(app_id: str, m: MutationDep, caller: Deployer, file: Annotated[UploadFile, File(description="The source tarball")]):
+async def upload_build(
+    app_id: str, m: MutationDep, caller: Deployer, file: Annotated[UploadFile, File(description="The source tarball")]
+) -> Any:
     settings = m.settings
 
     def check_app(session) -> None:
@@ -83,13 +87,7 @@ async def upload_build(app_id: str, m: MutationDep, caller: Deployer, file: Anno
         except registry.RegistryError as exc:
             raise HTTPException(503, f"the source could not be stored: {exc}") from exc
 
-        def handle():
-            app = load_app(m.session, caller, app_id)
-            mutable(app)
-            build = new_upload_build(m.session, app, source_ref)
-            return m.release(app, "deploy", image=None, env=app.env, port=app.port, build_id=build.id)
-
-        return await m.once(caller, handle, body_digest=digest.hexdigest())
+        return await m.once(caller, partial(services.deploy_upload, m, caller, app_id, source_ref), body_digest=digest.hexdigest())
     finally:
         await run_in_threadpool(target.unlink, True)
 

@@ -18,7 +18,6 @@ from temporalio.api.common.v1 import Payloads
 from api.deps import Admin, SettingsDep
 from conveyor.codec import EncryptionCodec, PayloadKeyError
 from conveyor.settings import Settings
-from conveyor.stack import temporal
 
 PREFIX = "/codec"
 # A history event holds at most 2 MiB of payloads; the UI sends one event's at a time.
@@ -28,7 +27,7 @@ router = APIRouter(prefix=PREFIX, tags=["codec"])
 
 
 def allowed_origins(settings: Settings) -> set[str]:
-    ui = temporal.ui_url(settings)
+    ui = settings.temporal_ui_url
     scheme_host, port = ui.rsplit(":", 1)
     origins = {ui, f"http://localhost:{port}"} if scheme_host.endswith("127.0.0.1") else {ui}
     return origins | {o.strip().rstrip("/") for o in settings.codec_cors_origins.split(",") if o.strip()}

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterable
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from sqlalchemy import select, update
+from sqlalchemy import select
 from temporalio.client import Client
 
 from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer, read_off_loop
 from api.operations import MutationDep
 from api.pagination import PageDep
-from api.routes.apps import load_app, mutable, source_release
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
+from api.services import deployments as services
+from api.services.apps import load_app
 from conveyor.db.models import Deployment
-from conveyor.db.records import add_audit
-from conveyor.ids import utcnow
-from conveyor.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL, DeploymentStatus
+from conveyor.vocabulary import NOT_STARTED, TERMINAL
 from workflows.deploy import DeployWorkflow
 
 router = APIRouter(prefix="/apps/{app_id}/deployments", tags=["deployments"])
@@ -42,13 +41,6 @@ def list_deployments(
     return [deployment_public(dep) for dep in page.finish(deps, lambda dep: dep.number)]
 
 
-def _load(session, app, deployment_id: str) -> Deployment:
-    dep = session.get(Deployment, deployment_id)
-    if dep is None or dep.app_id != app.id:
-        raise HTTPException(404, f"deployment {deployment_id} not found for app {app.id}")
-    return dep
-
-
 async def workflow_progress(temporal: Client, dep: Deployment) -> list[dict]:
     """The steps as the deployment's workflow reports them (empty before it starts)."""
     try:
@@ -57,15 +49,11 @@ async def workflow_progress(temporal: Client, dep: Deployment) -> list[dict]:
         return []
 
 
-def _load_both(session, caller, app_id: str, deployment_id: str) -> Deployment:
-    return _load(session, load_app(session, caller, app_id), deployment_id)
-
-
 @router.get("/{deployment_id}", response_model=DeploymentPublic, summary="One deployment with its progress")
 async def get_deployment(
     app_id: str, deployment_id: str, settings: SettingsDep, temporal: TemporalDep, caller: Viewer
 ) -> DeploymentPublic:
-    dep = await read_off_loop(settings, _load_both, caller, app_id, deployment_id)
+    dep = await read_off_loop(settings, services.load_both, caller, app_id, deployment_id)
     return deployment_public(dep, await workflow_progress(temporal, dep))
 
 
@@ -73,7 +61,7 @@ async def _streamed_deployment(
     app_id: str, deployment_id: str, settings: SettingsDep, caller: Viewer
 ) -> Deployment:
     # A dependency, so that a 404 is answered before the stream starts.
-    return await read_off_loop(settings, _load_both, caller, app_id, deployment_id)
+    return await read_off_loop(settings, services.load_both, caller, app_id, deployment_id)
 
 
 def _status_now(session, deployment_id: str) -> tuple[str, str | None] | None:
@@ -139,36 +127,8 @@ async def progress_stream(
         "The app's env and port become the target's."
     ),
 )
-async def revert(
-    app_id: str,
-    deployment_id: str,
-    m: MutationDep,
-    caller: Deployer,
-):
-    def handle():
-        app = load_app(m.session, caller, app_id)
-        mutable(app)
-        target = _load(m.session, app, deployment_id)
-        if target.status not in ONCE_RAN or not target.image_ref:
-            raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
-        app.env, app.port = dict(target.env), target.port
-        return m.release(
-            app,
-            "rollback",
-            image=target.image,
-            image_ref=target.image_ref,
-            image_digest=target.image_digest,
-            source_commit=target.source_commit,
-            env=target.env,
-            port=target.port,
-            rollback_of=target.id,
-        )
-
-    return await m.once(caller, handle)
-
-
-class _StartedMeanwhile(Exception):
-    """The deployment left the queue between the look and the claim."""
+async def revert(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer) -> Any:
+    return await m.once(caller, partial(services.revert, m, caller, app_id, deployment_id))
 
 
 @router.post(
@@ -181,30 +141,9 @@ class _StartedMeanwhile(Exception):
         "previous release back and then marks it cancelled (the same as cancelling the workflow in the Temporal Web UI)."
     ),
 )
-async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer, temporal: TemporalDep):
-    def handle(workflow_told: bool):
-        app = load_app(m.session, caller, app_id)
-        dep = _load(m.session, app, deployment_id)
-        if dep.status in TERMINAL:
-            raise HTTPException(409, f"deployment {dep.id} is already {dep.status}")
-        # Not started yet: cancel it here; its workflow will find it cancelled and do nothing.
-        claimed = m.session.execute(
-            update(Deployment)
-            .where(Deployment.id == dep.id, Deployment.status.in_(NOT_STARTED))
-            .values(status="cancelled", reason=f"cancelled by {caller.name} before it started", finished_at=utcnow())
-        ).rowcount
-        if claimed:
-            add_audit(m.session, app, f"{dep.operation}_cancelled", caller.name, f"Cancelled deployment v{dep.number} before it started", dep.id)
-        elif not workflow_told:
-            raise _StartedMeanwhile()
-        else:
-            add_audit(m.session, app, "cancel_requested", caller.name, f"Requested cancellation of deployment v{dep.number}", dep.id)
-        m.session.flush()
-        m.session.refresh(dep)
-        return 202, deployment_public(dep).model_dump()
-
+async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer, temporal: TemporalDep) -> Any:
     for _ in range(3):
-        dep = await read_off_loop(m.settings, _load_both, caller, app_id, deployment_id)
+        dep = await read_off_loop(m.settings, services.load_both, caller, app_id, deployment_id)
         running = dep.status not in TERMINAL and dep.status not in NOT_STARTED
         if running:
             # Tell the workflow before writing anything: if Temporal refuses, nothing changed.
@@ -213,8 +152,8 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
             except Exception as exc:  # noqa: BLE001
                 raise HTTPException(503, f"could not reach the deployment's workflow, nothing was changed: {exc}") from exc
         try:
-            return await m.once(caller, functools.partial(handle, running))
-        except _StartedMeanwhile:
+            return await m.once(caller, partial(services.cancel, m, caller, app_id, deployment_id, running))
+        except services.StartedMeanwhile:
             continue
     raise HTTPException(409, f"deployment {deployment_id} kept changing state; try again")
 
@@ -226,23 +165,5 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
     summary="Retry a failed or cancelled deployment",
     description="A new deployment with the same snapshot (image, env, port) as the failed or cancelled one.",
 )
-async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer):
-    def handle():
-        app = load_app(m.session, caller, app_id)
-        mutable(app)
-        dep = _load(m.session, app, deployment_id)
-        if dep.status not in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
-            raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
-        if dep.image_ref or app.source_type == "image":
-            snapshot = {
-                "image": dep.image,
-                "image_ref": dep.image_ref,
-                "image_digest": dep.image_digest,
-                "source_commit": dep.source_commit,
-            }
-        else:
-            # It never got an image: build its source again.
-            snapshot = source_release(m.session, m.settings, app) or {"image": None}
-        return m.release(app, dep.operation, env=dep.env, port=dep.port, rollback_of=dep.rollback_of, retry_of=dep.id, **snapshot)
-
-    return await m.once(caller, handle)
+async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer) -> Any:
+    return await m.once(caller, partial(services.retry, m, caller, app_id, deployment_id))

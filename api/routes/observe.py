@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, SettingsDep, Viewer, read_off_loop
 from api.pagination import PageDep
-from api.routes.apps import app_and_namespace, app_namespace, load_app, pod_objects
+from api.routes.apps import app_and_namespace, app_namespace, pod_objects
+from api.services.apps import load_app
 from conveyor import manifests
 from conveyor.ids import iso
 from conveyor.kube import api_client

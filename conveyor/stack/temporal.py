@@ -52,8 +52,7 @@ def server_command(settings: Settings) -> list[str]:
 
 
 def ui_url(settings: Settings) -> str:
-    host = settings.temporal_address.rsplit(":", 1)[0]
-    return f"http://{host}:{settings.temporal_ui_port}"
+    return settings.temporal_ui_url
 
 
 def healthy(settings: Settings) -> bool:

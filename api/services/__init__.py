@@ -1,0 +1,1 @@
+"""The API's services: what each mutating route does, behind thin routes."""

@@ -1,0 +1,310 @@
+"""What the apps routes do: check the request against the app, write the
+rows, queue the operation. Each function runs inside `Mutation.once` (one
+write transaction on a worker thread) and returns (status, response model).
+
+What a PATCH means is decided by `conveyor.planning.plan_update` (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import Caller, TemporalConnector
+from api.operations import Mutation, lane_id
+from api.schemas import AppCreate, AppPublic, DeploymentPublic, env_problem, slugify
+from api.serializers import app_public
+from conveyor import sources
+from conveyor.db.models import App, Build, Deployment, Handoff
+from conveyor.db.records import active_deployment, add_audit, delete_workflow_id
+from conveyor.ids import iso, new_id, utcnow
+from conveyor.payloads import Operation
+from conveyor.planning import AppFacts, ImageSource, plan_update
+from conveyor.settings import Settings
+from conveyor.templates import catalogue
+from conveyor.vocabulary import AppStatus, BuildStatus, OperationKind
+
+
+def unprocessable(field: str, message: str, where: str = "body") -> HTTPException:
+    return HTTPException(422, [{"loc": [where, field], "msg": message, "type": "value_error"}])
+
+
+def load_app(session: Session, caller: Caller, app_id: str) -> App:
+    app = session.get(App, app_id)
+    # Another project's app is indistinguishable from a missing one.
+    if app is None or app.project_id != caller.project_id:
+        raise HTTPException(404, f"app {app_id} not found")
+    return app
+
+
+def mutable(app: App) -> None:
+    if app.status == AppStatus.DELETING:
+        raise HTTPException(409, f"app {app.id} is being deleted; nothing else can change until that ends")
+    if app.status == AppStatus.DELETE_FAILED:
+        raise HTTPException(
+            409, f"deleting app {app.id} failed (see status_reason); DELETE it again, nothing else can change"
+        )
+
+
+def check_replicas(settings: Settings, replicas: int | None) -> None:
+    if replicas is not None and replicas > settings.max_replicas:
+        raise unprocessable("replicas", f"must be at most {settings.max_replicas} (CONVEYOR_MAX_REPLICAS)")
+
+
+def check_repo_url(settings: Settings, url: str | None) -> None:
+    if url is None:
+        return
+    try:
+        sources.check_repo_url(url, settings.repo_schemes)
+    except sources.UnsafeSource as exc:
+        raise unprocessable("repo_url", str(exc)) from exc
+
+
+def new_upload_build(session: Session, app: App, source_ref: str | None, upload_path: str | None = None) -> Build:
+    """A build of an uploaded source: `source_ref` in the registry (or a file of an older row)."""
+    build = Build(
+        id=new_id("bld"),
+        app_id=app.id,
+        source_type="upload",
+        source_ref=source_ref,
+        upload_path=upload_path,
+        status=BuildStatus.PENDING,
+        created_at=utcnow(),
+    )
+    session.add(build)
+    session.flush()
+    return build
+
+
+def source_release(session: Session, settings: Settings, app: App) -> dict | None:
+    """How a new deployment of `app` gets its image; None when there is nothing to deploy yet."""
+    if app.source_type == "image":
+        return {"image": app.image_url}
+    if app.source_type == "git":
+        return {"image": None}  # the workflow resolves the branch head, then builds or reuses
+    latest = session.scalars(
+        select(Build)
+        .where(Build.app_id == app.id, or_(Build.source_ref.is_not(None), Build.upload_path.is_not(None)))
+        .order_by(Build.created_at.desc())
+    ).first()
+    if latest is None:
+        return None
+    return {"image": None, "build_id": new_upload_build(session, app, latest.source_ref, latest.upload_path).id}
+
+
+def running_release(current: Deployment) -> dict:
+    """A config change is a release of the image that runs now, pinned by
+    digest: no tag is resolved again and nothing is rebuilt (only deploy, or
+    a new image_url, does that). `image_from` lets the deployment take the
+    image of whatever is active when it starts, should a release queued
+    before it (a deploy, a revert) become active first."""
+    return {
+        "image": current.image,
+        "image_ref": current.image_ref,
+        "image_digest": current.image_digest,
+        "source_commit": current.source_commit,
+        "image_from": current.id,
+    }
+
+
+def with_template(settings: Settings, body: AppCreate) -> AppCreate:
+    """The request with its template's values filled in; fields given explicitly win."""
+    check_replicas(settings, body.replicas)
+    check_repo_url(settings, body.repo_url)
+    if body.template_id is None:
+        return body
+    template = catalogue().get(body.template_id)
+    if template is None:
+        raise unprocessable("template_id", "not a template of the catalogue; GET /api/v1/templates lists them")
+    given = body.model_fields_set
+    body = body.model_copy(
+        update={
+            "image_url": body.image_url if "image_url" in given else template.image_url,
+            "port": body.port if "port" in given else template.port,
+            "replicas": body.replicas if "replicas" in given else template.replicas,
+            "env": {**template.env, **body.env},
+        }
+    )
+    check_replicas(settings, body.replicas)
+    return body
+
+
+def create(m: Mutation, caller: Caller, body: AppCreate) -> tuple[int, AppPublic]:
+    session, settings = m.session, m.settings
+    slug = slugify(body.name)
+    taken = session.scalars(select(App).where(App.project_id == caller.project_id, (App.name == body.name) | (App.slug == slug))).first()
+    if taken is not None:
+        raise HTTPException(409, f"an app named {taken.name!r} (slug {taken.slug}) already exists in this project")
+    now = utcnow()
+    app = App(
+        id=new_id("app"),
+        project_id=caller.project_id,
+        name=body.name,
+        slug=slug,
+        source_type=body.source_type,
+        image_url=body.image_url,
+        repo_url=body.repo_url,
+        repo_branch=body.repo_branch or ("main" if body.source_type == "git" else None),
+        build_command=body.build_command,
+        port=body.port,
+        replicas=body.replicas,
+        env=dict(body.env),
+        progress_deadline_seconds=body.progress_deadline_seconds or settings.default_progress_deadline_seconds,
+        status=AppStatus.CREATED if body.source_type == "upload" else AppStatus.DEPLOYING,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(app)
+    session.flush()
+    add_audit(session, app, "create", caller.name, f"Created app {app.name} ({app.source_type})")
+    if app.source_type != "upload":
+        snapshot = source_release(session, settings, app)
+        assert snapshot is not None, "image and git apps always have a source"
+        m.release(app, OperationKind.DEPLOY, env=app.env, port=app.port, **snapshot)
+    return 201, app_public(app)
+
+
+def update(m: Mutation, caller: Caller, app_id: str, given: dict[str, Any]) -> tuple[int, AppPublic]:
+    """A release, a scale, a recorded setting or nothing, as `plan_update` decides."""
+    session = m.session
+    app = load_app(session, caller, app_id)
+    mutable(app)
+    if given.get("image_url") is not None and app.source_type != "image":
+        raise unprocessable("image_url", f"only image apps have one; this app builds from {app.source_type} sources")
+    current = active_deployment(session, app.id)
+    facts = AppFacts(
+        image_url=app.image_url,
+        port=app.port,
+        replicas=app.replicas,
+        env=dict(app.env),
+        runs_pinned_image=current is not None and bool(current.image_ref),
+    )
+    plan = plan_update(facts, given)
+    # Each patch is checked on its own; the merged env must hold the limits too.
+    if (problem := env_problem(plan.changes["env"])) is not None:
+        raise unprocessable("env", problem)
+    for name, value in plan.changes.items():
+        setattr(app, name, value)
+    app.updated_at = utcnow()
+    snapshot = None
+    if plan.release_from is ImageSource.RUNNING and current is not None:
+        snapshot = running_release(current)
+    elif plan.release_from is ImageSource.SOURCE:
+        snapshot = source_release(session, m.settings, app)
+    started = False
+    if snapshot is not None:
+        add_audit(session, app, "update", caller.name, plan.release_summary)
+        m.release(app, OperationKind.UPDATE, env=app.env, port=app.port, **snapshot)
+        started = True
+    elif plan.release_from is not None or plan.recorded:
+        add_audit(session, app, "update", caller.name, f"Changed {', '.join(plan.recorded)}")
+    if plan.scale is not None and not started:
+        previous, replicas = plan.scale
+        m.queue(
+            Operation(
+                kind=OperationKind.SCALE,
+                app_id=app.id,
+                project_id=app.project_id,
+                workflow_id=f"scale-{app.id}-{new_id('op')}",
+                summary=f"scale {app.name} {previous} → {replicas}",
+                replicas=replicas,
+                previous_replicas=previous,
+                user=caller.name,
+            )
+        )
+        started = True
+    session.flush()
+    return (202 if started else 200), app_public(app)
+
+
+def delete_state(session: Session, caller: Caller, app_id: str) -> tuple[str, int, bool]:
+    """The app's status, its delete attempt, and whether that attempt still waits for its hand-off."""
+    app = load_app(session, caller, app_id)
+    waiting = session.get(Handoff, delete_workflow_id(app.id, app.delete_attempts)) is not None
+    return app.status, app.delete_attempts, waiting
+
+
+async def delete_attempt_over(temporal: TemporalConnector, app_id: str, attempt: int) -> bool:
+    """Whether the delete attempt's workflow has ended without deleting the app
+    (terminated, timed out, or failed before it could say so): then DELETE
+    starts a new attempt. When Temporal cannot tell, the attempt is still on."""
+    try:
+        client = await temporal.client()
+        try:
+            described = await client.get_workflow_handle(delete_workflow_id(app_id, attempt)).describe()
+            return described.status != WorkflowExecutionStatus.RUNNING
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        # Not started: the app's lane holds it while it runs earlier operations.
+        lane = await client.get_workflow_handle(lane_id(app_id)).describe()
+        return lane.status != WorkflowExecutionStatus.RUNNING
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return True
+        return False
+    except Exception:  # noqa: BLE001 - Temporal away: do not start a second attempt blind
+        return False
+
+
+def delete(m: Mutation, caller: Caller, app_id: str, ended_attempt: int | None) -> tuple[int, AppPublic]:
+    session = m.session
+    app = load_app(session, caller, app_id)
+    # Deleting already: a repeat changes nothing, unless that attempt ended without a word.
+    if app.status != AppStatus.DELETING or app.delete_attempts == ended_attempt:
+        app.delete_attempts = (app.delete_attempts or 0) + 1
+        again = f" (attempt {app.delete_attempts})" if app.delete_attempts > 1 else ""
+        app.status, app.status_reason = AppStatus.DELETING, None
+        add_audit(session, app, "delete_requested", caller.name, f"Requested deletion of {app.name}{again}")
+        m.queue(
+            Operation(
+                kind=OperationKind.DELETE,
+                app_id=app.id,
+                project_id=app.project_id,
+                workflow_id=delete_workflow_id(app.id, app.delete_attempts),
+                summary=f"delete {app.name} and its Kubernetes objects{again}",
+                user=caller.name,
+            )
+        )
+    session.flush()
+    return 202, app_public(app)
+
+
+def deploy(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPublic]:
+    app = load_app(m.session, caller, app_id)
+    mutable(app)
+    snapshot = source_release(m.session, m.settings, app)
+    if snapshot is None:
+        raise HTTPException(409, f"app {app.id} has no uploaded source yet: POST a tarball to /apps/{app.id}/build")
+    return m.release(app, OperationKind.DEPLOY, env=app.env, port=app.port, **snapshot)
+
+
+def restart(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPublic]:
+    app = load_app(m.session, caller, app_id)
+    mutable(app)
+    current = active_deployment(m.session, app.id)
+    if current is None:
+        raise HTTPException(409, f"app {app.id} has no active deployment to restart")
+    return m.release(
+        app,
+        OperationKind.RESTART,
+        image=current.image,
+        image_ref=current.image_ref,
+        image_digest=current.image_digest,
+        source_commit=current.source_commit,
+        env=current.env,
+        port=current.port,
+        restarted_at=iso(utcnow()),
+    )
+
+
+def deploy_upload(m: Mutation, caller: Caller, app_id: str, source_ref: str) -> tuple[int, DeploymentPublic]:
+    """Build the uploaded source (stored at `source_ref`) and deploy it."""
+    app = load_app(m.session, caller, app_id)
+    mutable(app)
+    build = new_upload_build(m.session, app, source_ref)
+    return m.release(app, OperationKind.DEPLOY, image=None, env=app.env, port=app.port, build_id=build.id)

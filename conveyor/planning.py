@@ -1,0 +1,79 @@
+"""What a change to an app means: a release, a scale, a record, or nothing.
+
+Pure: the API's service calls it with the app as it is and the fields the
+request set, then writes what the plan says. Unit tests call it directly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# Fields a PATCH may set on the app besides env.
+SETTABLE = ("image_url", "port", "repo_branch", "build_command", "progress_deadline_seconds", "replicas")
+
+
+class ImageSource(StrEnum):
+    # The image the active deployment runs, pinned by digest: a config change.
+    RUNNING = "running"
+    # The app's source, resolved (or built) again: a new image_url, or nothing runs yet.
+    SOURCE = "source"
+
+
+@dataclass(frozen=True)
+class AppFacts:
+    image_url: str | None
+    port: int
+    replicas: int
+    env: Mapping[str, str]
+    # The app has an active deployment whose image is pinned by digest.
+    runs_pinned_image: bool
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    # Attribute → value to set on the app (env included).
+    changes: dict[str, Any] = field(default_factory=dict)
+    # A release is asked for, and where its image comes from.
+    release_from: ImageSource | None = None
+    # What the audit entry of a release says changed.
+    release_summary: str = ""
+    # Settings changed that need no rollout (recorded in the audit log).
+    recorded: tuple[str, ...] = ()
+    # (from, to) when the replica count changes: a scale, unless a release
+    # runs anyway (a release always runs at the app's current size).
+    scale: tuple[int, int] | None = None
+
+
+def merge_env(current: Mapping[str, str], patch: Mapping[str, str | None]) -> dict[str, str]:
+    """A PATCH's env is merged: a key set to null is removed."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def plan_update(app: AppFacts, given: Mapping[str, Any]) -> UpdatePlan:
+    """The plan for a PATCH whose set fields are `given` (nulls of port and
+    replicas are refused before this)."""
+    env = merge_env(app.env, given.get("env") or {})
+    changes: dict[str, Any] = {name: given[name] for name in SETTABLE if given.get(name) is not None}
+    changes["env"] = env
+    image_changed = "image_url" in given and given["image_url"] != app.image_url
+    port_changed = "port" in given and given["port"] != app.port
+    env_keys = sorted(k for k in set(env) | set(app.env) if env.get(k) != app.env.get(k))
+    release_from = None
+    summary = ""
+    if image_changed or port_changed or env_keys:
+        release_from = ImageSource.RUNNING if app.runs_pinned_image and not image_changed else ImageSource.SOURCE
+        parts = [f"env ({', '.join(env_keys)})"] if env_keys else []
+        parts += [f"{name}={given[name]}" for name in ("image_url", "port") if name in given]
+        summary = "Changed " + ", ".join(parts)
+    recorded = tuple(sorted(set(given) - {"replicas"}))
+    replicas = given.get("replicas")
+    scale = (app.replicas, replicas) if replicas is not None and replicas != app.replicas else None
+    return UpdatePlan(changes=changes, release_from=release_from, release_summary=summary, recorded=recorded, scale=scale)
