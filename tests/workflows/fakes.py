@@ -47,6 +47,7 @@ from conveyor.payloads import (
     ScaleInput,
     ScaleRecordInput,
 )
+from workflows.deploy import DeployWorkflow
 
 # How long a blocked fake waits between heartbeats (the test worker sends
 # heartbeats at once, so a cancel reaches the fake within about this long).
@@ -169,7 +170,7 @@ class Fakes:
         """From inside a wait_for_rollout step: what the real wait does as pods become ready."""
         assert self.client is not None, "Fakes(client=...) is needed to report progress"
         handle = self.client.get_workflow_handle(activity.info().workflow_id)
-        await handle.signal("rollout_progress", RolloutProgress(ready=ready, desired=desired))
+        await handle.signal(DeployWorkflow.rollout_progress, RolloutProgress(ready=ready, desired=desired))
 
     def activities(self) -> list[Callable]:
         return [
