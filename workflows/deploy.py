@@ -191,7 +191,11 @@ class DeployWorkflow:
                 return await self._finish(plan, "failed", reason, op.user)
             if self._finalizing:
                 # Too late to cancel: the release is out; finish recording it.
-                return await self._finish(plan, "active", None, op.user)
+                status = await self._finish(plan, "active", None, op.user)
+                # Else the progress query (GET deployment) shows finalize running
+                # for good. A step adds no command: histories replay unchanged.
+                self._step("finalize", "done", f"{status} (too late to cancel)")
+                return status
             # Cancelled from the API or the Temporal UI: put the previous release back.
             self._mark_running_failed("cancelled")
             reason = await self._restore(plan, "cancelled by an operator")
@@ -282,6 +286,12 @@ class DeployWorkflow:
             self._step("restore", "done", "no earlier release; scaled to 0")
             return f"{reason}; there is no earlier deployment to restore, so the app was scaled to 0"
         except ActivityError as err:
+            if cancelled(err):
+                # An operator stopped a restore (one that hangs, say): say so
+                # rather than "failed: Cancelled". Only the recorded text
+                # differs; the commands are the same, so histories replay.
+                self._step("restore", "failed", "cancelled")
+                return f"{reason}; restoring the previous deployment was cancelled by an operator, so this deployment may still be in the cluster"
             self._step("restore", "failed", failure_message(err))
             return f"{reason}; restoring the previous deployment also failed: {failure_message(err)}"
 

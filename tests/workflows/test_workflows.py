@@ -1,0 +1,488 @@
+"""Conveyor's workflows on a Temporal dev server, with faked activities
+(tests/workflows/fakes.py) under their real names.
+
+What is checked is what the workflows decide: the lane's order, what a
+cancel at each step of a release leaves behind (the calls made, what
+`finish_deployment` records, the workflow's outcome), restores that fail,
+cancelled builds, continue-as-new, live rollout progress. Each test takes
+a second or two; none sleeps for ordering: each waits on recorded calls or
+on the workflows' queries.
+
+The workers use the platform's data converter (payloads encrypted) except
+for the runs recorded as replay fixtures, which use the plain pydantic
+converter (see `record`). Re-record them with CONVEYOR_RECORD_HISTORIES=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import CancelledError
+from temporalio.worker import Replayer
+
+import workflows.lane
+from api.operations import lane_id, signal_lane
+from conveyor.payloads import AppTarget, BuildPlan, DeploymentPlan, Operation, ReleaseSpec
+from conveyor.settings import Settings
+from tests.workflows.conftest import running_worker
+from tests.workflows.fakes import Block, Fail, Fakes, digest_of
+from workflows.deploy import DeployWorkflow
+from workflows.lane import AppLaneWorkflow
+from worker import WORKFLOWS, workflow_runner
+
+HISTORIES = Path(__file__).parent / "histories"
+PROJECT = "proj_wf"
+PREVIOUS = "dep_previous"
+KEPT = f"the previous deployment {PREVIOUS} keeps serving"
+# The activities of a release of an image, in order.
+RELEASED = ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", "finish_deployment"]
+
+
+# --- what begin_deployment hands the workflow ---------------------------------------
+
+
+def release(app_id: str, deployment_id: str, image_ref: str = "") -> ReleaseSpec:
+    return ReleaseSpec(
+        app_id=app_id,
+        project_id=PROJECT,
+        deployment_id=deployment_id,
+        name="web",
+        slug="web",
+        namespace="proj-wf",
+        image_ref=image_ref,
+        port=8000,
+        replicas=2,
+        env={"GREETING": "hello"},
+        progress_deadline_seconds=30,
+    )
+
+
+def deployment(
+    app_id: str, *, previous: bool = True, build: BuildPlan | None = None, image: str = "registry.test/web:2"
+) -> DeploymentPlan:
+    dep_id = f"dep_{uuid.uuid4().hex[:10]}"
+    return DeploymentPlan(
+        deployment_id=dep_id,
+        app_id=app_id,
+        project_id=PROJECT,
+        operation="deploy",
+        status="deploying",
+        image=None if build else image,
+        image_ref=None,
+        spec=release(app_id, dep_id),
+        previous=release(app_id, PREVIOUS, "registry.test/web:1@sha256:" + "1" * 64) if previous else None,
+        build=build,
+        deadline=datetime.now(timezone.utc) + timedelta(minutes=10),
+    )
+
+
+def operation(plan: DeploymentPlan) -> Operation:
+    return Operation(
+        kind=plan.operation,
+        app_id=plan.app_id,
+        project_id=PROJECT,
+        workflow_id=f"{plan.operation}-{plan.deployment_id}",
+        deployment_id=plan.deployment_id,
+        summary=f"{plan.operation} web",
+        user="ada",
+    )
+
+
+def app_operation(kind: str, app_id: str) -> Operation:
+    """A scale or delete, as the API hands it to the lane."""
+    return Operation(kind=kind, app_id=app_id, project_id=PROJECT, workflow_id=f"{kind}-{uuid.uuid4().hex[:8]}", summary=kind)
+
+
+def git_build() -> BuildPlan:
+    return BuildPlan(build_id=f"bld_{uuid.uuid4().hex[:10]}", source_type="git", repo_url="https://git.test/web.git", branch="main")
+
+
+def upload_build() -> BuildPlan:
+    return BuildPlan(
+        build_id=f"bld_{uuid.uuid4().hex[:10]}",
+        source_type="upload",
+        source_ref="registry.test/conveyor-sources/web@sha256:" + "5" * 64,
+    )
+
+
+def new_app(fakes: Fakes) -> str:
+    app_id = f"app_{uuid.uuid4().hex[:10]}"
+    fakes.targets[app_id] = AppTarget(
+        app_id=app_id, project_id=PROJECT, name="web", slug="web", namespace="proj-wf", progress_deadline_seconds=30, replicas=3
+    )
+    return app_id
+
+
+# --- running and observing -------------------------------------------------------
+
+
+async def start_deploy(client: Client, task_queue: str, fakes: Fakes, plan: DeploymentPlan) -> WorkflowHandle:
+    fakes.plans[plan.deployment_id] = plan
+    op = operation(plan)
+    return await client.start_workflow(DeployWorkflow.run, op, id=op.workflow_id, task_queue=task_queue)
+
+
+async def outcome(handle: WorkflowHandle) -> str:
+    """The workflow's result, or "cancelled" when it ended cancelled."""
+    try:
+        return await asyncio.wait_for(handle.result(), 10)
+    except WorkflowFailureError as err:
+        if isinstance(err.cause, CancelledError):
+            return "cancelled"
+        raise
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 5.0) -> None:
+    """Wait until `probe()` returns `expected` (for queries, which have nothing to wait on)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (got := await probe()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"still {got!r}, expected {expected!r}"
+        await asyncio.sleep(0.05)
+
+
+def step(progress: list[dict], name: str) -> tuple[str, str]:
+    found = [s for s in progress if s["name"] == name]
+    assert found, f"no step {name} in {progress}"
+    return found[0]["state"], found[0]["detail"]
+
+
+def finished(fakes: Fakes, workflow_id: str) -> list[tuple[str, str | None]]:
+    return [(c.input.status, c.input.reason) for c in fakes.named("finish_deployment", workflow_id)]
+
+
+async def record(handle: WorkflowHandle, name: str) -> None:
+    """The run's history replays on the current workflows; with
+    CONVEYOR_RECORD_HISTORIES=1 it becomes the replay fixture `name`."""
+    history = await handle.fetch_history()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    await replayer.replay_workflow(history)
+    if os.environ.get("CONVEYOR_RECORD_HISTORIES") == "1":
+        await asyncio.to_thread((HISTORIES / f"{name}.json").write_text, history.to_json())
+
+
+# --- the lane ----------------------------------------------------------------------
+
+
+def runs_in_turn(fakes: Fakes) -> list[str]:
+    """The workflow ids in the order their activities ran; an operation that
+    overlapped another would show up more than once."""
+    order: list[str] = []
+    for _, _, workflow_id in fakes.events:
+        if not order or order[-1] != workflow_id:
+            order.append(workflow_id)
+    return order
+
+
+async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_duplicates(client, task_queue):
+    fakes = Fakes()
+    app_id = new_app(fakes)
+    settings = Settings(temporal_task_queue=task_queue)
+    first, second = deployment(app_id), deployment(app_id)
+    fakes.plans.update({first.deployment_id: first, second.deployment_id: second})
+    deploy, update = operation(first), operation(second).model_copy(update={"kind": "update"})
+    scale, delete = app_operation("scale", app_id), app_operation("delete", app_id)
+    hold = Block()
+    fakes.script("begin_deployment", hold)
+    async with running_worker(client, task_queue, fakes):
+        await signal_lane(client, settings, deploy)
+        await fakes.started("begin_deployment")
+        for op in (scale, update, deploy, scale, delete, update):  # the running one and a queued one again
+            await signal_lane(client, settings, op)
+        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
+        assert await lane.query(AppLaneWorkflow.current) == deploy.workflow_id
+        assert await lane.query(AppLaneWorkflow.queued) == [scale.workflow_id, update.workflow_id, delete.workflow_id]
+        hold.release()
+        await asyncio.wait_for(lane.result(), 10)  # a delete ends the lane
+
+    assert runs_in_turn(fakes) == [deploy.workflow_id, scale.workflow_id, update.workflow_id, delete.workflow_id]
+    assert fakes.names(deploy.workflow_id) == RELEASED
+    assert fakes.names(scale.workflow_id) == ["load_app_target", "scale_deployment", "wait_for_rollout", "record_scale"]
+    assert fakes.names(update.workflow_id) == fakes.names(deploy.workflow_id)
+    assert fakes.names(delete.workflow_id) == ["load_app_target", "delete_app_resources", "remove_app"]
+    assert finished(fakes, update.workflow_id) == [("active", None)]
+
+
+async def test_lane_continues_as_new_and_carries_its_queue_over(client, task_queue, monkeypatch):
+    # Continue as new after every operation (production: past 5000 events).
+    monkeypatch.setattr(workflows.lane, "MAX_HISTORY", 1)
+    fakes = Fakes()
+    app_id = new_app(fakes)
+    settings = Settings(temporal_task_queue=task_queue)
+    plans = [deployment(app_id) for _ in range(4)]
+    fakes.plans.update({p.deployment_id: p for p in plans})
+    ops = [operation(p) for p in plans]
+    delete = app_operation("delete", app_id)
+    hold = Block()
+    fakes.script("begin_deployment", hold)
+    async with running_worker(client, task_queue, fakes):
+        await signal_lane(client, settings, ops[0])
+        await fakes.started("begin_deployment")
+        first_run = (await client.get_workflow_handle(lane_id(app_id)).describe()).run_id
+        for op in ops[1:]:
+            await signal_lane(client, settings, op)
+        hold.release()
+        # Signalled while the lane hands its queue from run to run.
+        await fakes.started("begin_deployment", 2)
+        await signal_lane(client, settings, delete)
+        await signal_lane(client, settings, ops[1])  # a duplicate of the running one
+        await asyncio.wait_for(client.get_workflow_handle(lane_id(app_id)).result(), 10)
+
+        runs, run_id = 0, first_run
+        while run_id:
+            runs += 1
+            history = await client.get_workflow_handle(lane_id(app_id), run_id=run_id).fetch_history()
+            last = history.events[-1]
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id or None
+
+    assert runs >= 4, "the lane should have continued as new after each operation"
+    assert runs_in_turn(fakes) == [op.workflow_id for op in ops] + [delete.workflow_id]
+    assert [c.input.deployment_id for c in fakes.named("begin_deployment")] == [p.deployment_id for p in plans]
+    assert [c.workflow_id for c in fakes.named("finish_deployment")] == [op.workflow_id for op in ops]
+
+
+# --- a release, cancelled at each step ------------------------------------------------
+
+RESTORED = ["apply_manifests", "wait_for_rollout"]
+CANCELLED = ("cancelled", f"cancelled by an operator; {KEPT}")
+
+
+@pytest.mark.parametrize(
+    "blocked, calls, finishes, result",
+    [
+        pytest.param(
+            "resolve_image_digest",
+            ["begin_deployment", "resolve_image_digest", "finish_deployment"],
+            [CANCELLED],
+            "cancelled",
+            id="resolve",
+        ),
+        pytest.param(
+            "apply_manifests",
+            ["begin_deployment", "resolve_image_digest", "apply_manifests", *RESTORED, "finish_deployment"],
+            [CANCELLED],
+            "cancelled",
+            id="apply",
+        ),
+        pytest.param(
+            "wait_for_rollout",
+            ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", *RESTORED, "finish_deployment"],
+            [CANCELLED],
+            "cancelled",
+            id="rollout",
+        ),
+        pytest.param(
+            "finish_deployment",
+            ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", "finish_deployment", "finish_deployment"],
+            # Too late to cancel: the release is out, and recorded so.
+            [("active", None), ("active", None)],
+            "active",
+            id="finalize",
+        ),
+    ],
+)
+async def test_cancel_at_each_step_of_a_release(client, plain_client, task_queue, blocked, calls, finishes, result):
+    # The cancel during the rollout wait is recorded as a replay fixture (in plaintext).
+    recorded = blocked == "wait_for_rollout"
+    if recorded:
+        client = plain_client
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    fakes.script(blocked, Block())
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        held = await fakes.started(blocked)
+        await handle.cancel()
+        assert await outcome(handle) == result
+        await fakes.wait_for(lambda: held.outcome is not None)
+        progress = await handle.query(DeployWorkflow.progress)
+        if recorded:
+            await record(handle, "deploy-cancelled")
+
+    assert held.outcome == "cancelled", "the running activity is cancelled too"
+    assert fakes.names() == calls
+    assert finished(fakes, handle.id) == finishes
+    applied = [c.input for c in fakes.named("apply_manifests")]
+    if len(applied) == 2:
+        assert applied[0].spec.deployment_id == plan.deployment_id
+        assert applied[1].spec == plan.previous, "the restore applies the previous release"
+        assert applied[1].on_behalf_of == plan.deployment_id
+        assert fakes.named("wait_for_rollout")[-1].input.deployment_id is None
+        assert step(progress, "restore") == ("done", f"back on {PREVIOUS}")
+    if result == "cancelled":
+        step_name = {"resolve_image_digest": "resolve", "apply_manifests": "apply", "wait_for_rollout": "rollout"}[blocked]
+        assert step(progress, step_name) == ("failed", "cancelled")
+    else:
+        assert step(progress, "rollout")[0] == "done"
+        assert step(progress, "finalize") == ("done", "active (too late to cancel)")
+
+
+async def test_cancel_during_restore_still_records_the_outcome(client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    fakes.script("wait_for_rollout", Fail("pod web-1 is crash-looping", type="RolloutFailed"))
+    fakes.script("apply_manifests", None, Block())  # the restore's apply hangs
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        held = await fakes.started("apply_manifests", 2)
+        await handle.cancel()
+        result = await outcome(handle)
+        await fakes.wait_for(lambda: held.outcome is not None)
+        progress = await handle.query(DeployWorkflow.progress)
+
+    assert result == "failed"
+    assert held.outcome == "cancelled"
+    assert fakes.names() == [*RELEASED[:-1], "apply_manifests", "finish_deployment"]
+    assert finished(fakes, handle.id) == [
+        (
+            "failed",
+            "pod web-1 is crash-looping; restoring the previous deployment was cancelled by an operator,"
+            " so this deployment may still be in the cluster",
+        )
+    ]
+    assert step(progress, "rollout") == ("failed", "pod web-1 is crash-looping")
+    assert step(progress, "restore") == ("failed", "cancelled")
+
+
+async def test_a_failing_restore_records_both_reasons(client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    fakes.script("wait_for_rollout", Fail("pod web-1 is crash-looping", type="RolloutFailed"))
+    fakes.script("apply_manifests", None, Fail("admission webhook denied the Deployment"))
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        assert await outcome(handle) == "failed"
+        progress = await handle.query(DeployWorkflow.progress)
+
+    assert fakes.names() == [*RELEASED[:-1], "apply_manifests", "finish_deployment"]
+    assert fakes.named("apply_manifests")[1].input.spec == plan.previous
+    assert finished(fakes, handle.id) == [
+        (
+            "failed",
+            "pod web-1 is crash-looping; restoring the previous deployment also failed: admission webhook denied the Deployment",
+        )
+    ]
+    assert step(progress, "restore") == ("failed", "admission webhook denied the Deployment")
+
+
+async def test_a_transient_failure_is_retried_and_the_release_completes(client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes), previous=False)
+    fakes.script("apply_manifests", Fail("connection refused", non_retryable=False))
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        assert await outcome(handle) == "active"
+
+    assert [c.outcome for c in fakes.named("apply_manifests")] == ["failed", "returned"]
+    digest = digest_of(plan.image)
+    assert [(c.input.status, c.input.image_ref, c.input.image_digest) for c in fakes.named("finish_deployment")] == [
+        ("active", f"{plan.image}@{digest}", digest)
+    ]
+
+
+async def test_a_failed_rollout_without_an_earlier_release_scales_to_zero(client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes), previous=False)
+    fakes.script("wait_for_rollout", Fail("the rollout did not finish within 30s", type="RolloutFailed"))
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        assert await outcome(handle) == "failed"
+
+    assert fakes.names()[-2:] == ["scale_deployment", "finish_deployment"]
+    assert fakes.named("scale_deployment")[0].input.replicas == 0
+    assert finished(fakes, handle.id) == [
+        (
+            "failed",
+            "the rollout did not finish within 30s; there is no earlier deployment to restore, so the app was scaled to 0",
+        )
+    ]
+
+
+# --- builds ---------------------------------------------------------------------------
+
+
+async def test_a_git_release_builds_its_image_and_deploys_it(plain_client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes), build=git_build())
+    async with running_worker(plain_client, task_queue, fakes):
+        handle = await start_deploy(plain_client, task_queue, fakes, plan)
+        assert await outcome(handle) == "active"
+        await record(handle, "deploy-build")
+
+    assert fakes.names() == [
+        "begin_deployment",
+        "resolve_git_commit",
+        "record_build",
+        "find_built_image",
+        "build_image",
+        "record_build",
+        "apply_manifests",
+        "wait_for_rollout",
+        "finish_deployment",
+    ]
+    assert fakes.named("resolve_git_commit")[0].input.branch == "main"
+    commit = fakes.named("build_image")[0].input.plan.commit
+    assert commit and len(commit) == 40, "the build is of the branch head, resolved first"
+    records = [c.input for c in fakes.named("record_build")]
+    assert [(r.status, r.commit) for r in records] == [("building", commit), ("succeeded", commit)]
+    assert fakes.named("apply_manifests")[0].input.spec.image_ref == records[1].image.reference
+    assert finished(fakes, handle.id) == [("active", None)]
+
+
+@pytest.mark.parametrize("build", [git_build, upload_build], ids=["git", "upload"])
+async def test_a_cancelled_build_is_recorded_and_nothing_is_applied(client, task_queue, build):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes), build=build())
+    fakes.script("build_image", Block())
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        held = await fakes.started("build_image")
+        await handle.cancel()
+        assert await outcome(handle) == "cancelled"
+        await fakes.wait_for(lambda: held.outcome is not None)
+        progress = await handle.query(DeployWorkflow.progress)
+
+    assert held.outcome == "cancelled", "the build itself is stopped"
+    assert not fakes.named("apply_manifests") and not fakes.named("scale_deployment")
+    records = [(c.input.status, c.input.reason) for c in fakes.named("record_build")]
+    assert records[0] == ("building", None)
+    assert records[-1] == ("failed", "cancelled")
+    assert finished(fakes, handle.id) == [CANCELLED]
+    assert step(progress, "build") == ("failed", "cancelled")
+
+
+# --- live progress -----------------------------------------------------------------------
+
+
+async def test_rollout_progress_signals_update_the_progress_query(client, task_queue):
+    fakes = Fakes(client, desired_replicas=3)
+    plan = deployment(new_app(fakes))
+    one_ready, two_ready = asyncio.Event(), asyncio.Event()
+
+    async def rolling_out(request):
+        await fakes.signal_progress(1, 3)
+        await one_ready.wait()
+        await fakes.signal_progress(2, 3)
+        await two_ready.wait()
+        return fakes.rollout_result()
+
+    fakes.script("wait_for_rollout", rolling_out)
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+
+        async def rollout_step():
+            return step(await handle.query(DeployWorkflow.progress), "rollout") if fakes.named("wait_for_rollout") else None
+
+        await eventually(rollout_step, ("running", "1/3 ready"))
+        one_ready.set()
+        await eventually(rollout_step, ("running", "2/3 ready"))
+        two_ready.set()
+        assert await outcome(handle) == "active"
+        assert step(await handle.query(DeployWorkflow.progress), "rollout") == ("done", "3/3 ready")
