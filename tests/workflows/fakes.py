@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from conveyor.payloads import (
+    ApplyInput,
     AppTarget,
     AppTargetInput,
-    ApplyInput,
     BeginDeploymentInput,
     BuildInput,
     BuiltImage,

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -34,9 +35,9 @@ from conveyor.payloads import AppTarget, BuildPlan, DeploymentPlan, Operation, R
 from conveyor.settings import Settings
 from tests.workflows.conftest import running_worker
 from tests.workflows.fakes import Block, Fail, Fakes, digest_of
+from worker import WORKFLOWS, workflow_runner
 from workflows.deploy import DeployWorkflow
 from workflows.lane import AppLaneWorkflow
-from worker import WORKFLOWS, workflow_runner
 
 HISTORIES = Path(__file__).parent / "histories"
 PROJECT = "proj_wf"
@@ -80,7 +81,7 @@ def deployment(
         spec=release(app_id, dep_id),
         previous=release(app_id, PREVIOUS, "registry.test/web:1@sha256:" + "1" * 64) if previous else None,
         build=build,
-        deadline=datetime.now(timezone.utc) + timedelta(minutes=10),
+        deadline=datetime.now(UTC) + timedelta(minutes=10),
     )
 
 
