@@ -56,10 +56,20 @@ SERVICES: list[ServiceSpec] = [
         name="temporal",
         title="Temporal dev server",
         command=temporal.server_command,
-        healthy=temporal.healthy,
+        healthy=temporal.frontend_healthy,
         host_port=lambda s: _host_port(s.temporal_address),
         port_setting="CONVEYOR_TEMPORAL_ADDRESS",
         url=lambda s: s.temporal_address,
+        start_timeout=90.0,
+    ),
+    ServiceSpec(
+        name="temporal-ui",
+        title="Temporal Web UI",
+        command=temporal.ui_command,
+        healthy=temporal.healthy,
+        host_port=lambda s: (s.temporal_address.rsplit(":", 1)[0], s.temporal_ui_port),
+        port_setting="CONVEYOR_TEMPORAL_UI_PORT",
+        url=temporal.ui_url,
         start_timeout=90.0,
     ),
 ]
@@ -131,6 +141,7 @@ class Platform:
         if self.local_cluster:
             self._step("Kubernetes binaries", self._ensure_binaries)
             self._step("Kubernetes cluster (kwokctl, KWOK nodes)", self._ensure_cluster)
+        self._step("Temporal Web UI binary", self._ensure_ui_binary)
         self._step("payload encryption key", self._ensure_payload_keys)
         for spec in SERVICES:
             self._step(spec.title, lambda spec=spec: self._ensure_service(spec))
@@ -161,6 +172,13 @@ class Platform:
             return f"cached in {binaries.bin_dir()}"
         binaries.ensure_binaries(lambda m: self.progress("  " + m))
         return f"built {len(todo)} into {binaries.bin_dir()}"
+
+    def _ensure_ui_binary(self) -> str:
+        ui = [binaries.temporal_ui()]
+        if binaries.missing(ui):
+            binaries.ensure_binaries(lambda m: self.progress("  " + m), ui)
+            return f"built {ui[0].path}"
+        return f"cached in {ui[0].path}"
 
     def _ensure_cluster(self) -> str:
         s = self.settings
