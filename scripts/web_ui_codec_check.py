@@ -37,6 +37,7 @@ LOADED_MARKERS = ("Input",)
 def chromium(profile: Path) -> webdriver.Chrome:
     options = Options()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    # --no-sandbox: Chromium's sandbox refuses to run as root, as CI does.
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1600"):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
@@ -106,12 +107,17 @@ def run(
         driver = chromium(Path(profile))
         try:
             browser = Browser(driver, settings, out)
+            before = browser.workflow(workflow_id, expect, False, "1-before-sign-in.png", event_id)
+            signed_in = browser.sign_in(token)
+            decoded = browser.workflow(workflow_id, expect, True, "2-signed-in.png", event_id)
+            signed_out = browser.sign_out()
+            after = browser.workflow(workflow_id, expect, False, "3-signed-out.png", event_id)
             return [
-                ("before sign-in the Web UI shows ciphertext", browser.workflow(workflow_id, expect, False, "1-before-sign-in.png", event_id)),
-                ("sign-in with the admin token", browser.sign_in(token)),
-                ("signed in, the Web UI shows decoded payloads", browser.workflow(workflow_id, expect, True, "2-signed-in.png", event_id)),
-                ("sign-out", browser.sign_out()),
-                ("after sign-out the Web UI shows ciphertext", browser.workflow(workflow_id, expect, False, "3-signed-out.png", event_id)),
+                ("before sign-in the Web UI shows ciphertext", before),
+                ("sign-in with the admin token", signed_in),
+                ("signed in, the Web UI shows decoded payloads", decoded),
+                ("sign-out", signed_out),
+                ("after sign-out the Web UI shows ciphertext", after),
             ]
         finally:
             driver.quit()

@@ -18,7 +18,6 @@ must be one of them.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import html
@@ -132,6 +131,12 @@ def _check_cookie_request(request: Request, settings: Settings) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Origin: not allowed to use the codec session")
 
 
+def _lookup(session, how: Callable, value: str) -> Caller | None:
+    """The caller of a live token found by `how` (by secret or by id), or None."""
+    token = how(session, value)
+    return caller_of(token) if token is not None else None
+
+
 def codec_caller(
     request: Request, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
 ) -> Caller:
@@ -146,10 +151,10 @@ def codec_caller(
     if token_id is None:
         raise _unauthorized(f"codec session: invalid or expired; sign in again at {COOKIE_PATH}/login")
     with read_scope(settings.effective_database_url) as session:
-        token = auth.find_token_by_id(session, token_id)
-        if token is None:
-            raise _unauthorized(f"codec session: its token was revoked; sign in again at {COOKIE_PATH}/login")
-        return check_role(caller_of(token), "admin")
+        caller = _lookup(session, auth.find_token_by_id, token_id)
+    if caller is None:
+        raise _unauthorized(f"codec session: its token was revoked; sign in again at {COOKIE_PATH}/login")
+    return check_role(caller, "admin")
 
 
 CodecAdmin = Annotated[Caller, Depends(codec_caller)]
@@ -227,7 +232,8 @@ def _login_form(settings: Settings, message: str = "", status_code: int = 200) -
     return _page(
         settings,
         f"{note}<p>Sign in with an admin token so that this browser's Temporal Web UI shows decrypted payloads. "
-        f"The token stays here; the browser keeps a signed session cookie for {settings.codec_session_ttl_seconds // 60} minutes.</p>"
+        "The token is not kept: the browser gets a signed session cookie for "
+        f"{settings.codec_session_ttl_seconds // 60} minutes.</p>"
         f'<form method="post" action="{COOKIE_PATH}/login"><label>Admin token '
         '<input type="password" name="token" autocomplete="off" required autofocus></label>'
         '<p><button type="submit">Sign in</button></p></form>',
@@ -240,11 +246,6 @@ def _check_same_origin(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Origin: sign-in and sign-out take posts from this page only")
-
-
-def _lookup(session, how: Callable, value: str) -> Caller | None:
-    token = how(session, value)
-    return caller_of(token) if token is not None else None
 
 
 @router.get("/login", summary="The codec sign-in page for the Web UI's browser", response_class=HTMLResponse)

@@ -31,6 +31,7 @@ from conveyor.kube import namespace_for
 from conveyor.payloads import ApplyInput
 from conveyor.stack import temporal
 from conveyor.temporal_client import connect
+from scripts import web_ui_codec_check
 from tests.helpers import eventually
 
 NAMESPACE_PROJECT = "proj_default"
@@ -293,15 +294,21 @@ def test_an_app_deployed_with_the_old_configmap_ends_up_with_only_the_secret(api
     assert read_or_none(core.read_namespaced_config_map, name, namespace) is None
 
 
-def apply_input_json(settings, workflow_id: str) -> str:
-    async def find() -> Payloads:
+def apply_event(settings, workflow_id: str) -> tuple[int, Payloads]:
+    """The id and (stored, encrypted) input of the deploy's apply_manifests event."""
+
+    async def find() -> tuple[int, Payloads]:
         raw = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
         async for event in raw.get_workflow_handle(workflow_id).fetch_history_events():
             if event.activity_task_scheduled_event_attributes.activity_type.name == "apply_manifests":
-                return event.activity_task_scheduled_event_attributes.input
+                return event.event_id, event.activity_task_scheduled_event_attributes.input
         raise AssertionError("no apply_manifests in the deploy's history")
 
-    return json_format.MessageToJson(asyncio.run(find()))
+    return asyncio.run(find())
+
+
+def apply_input_json(settings, workflow_id: str) -> str:
+    return json_format.MessageToJson(apply_event(settings, workflow_id)[1])
 
 
 def sign_in(settings, token: str, origin: str | None = None) -> httpx.Response:
@@ -389,7 +396,7 @@ def test_a_browser_signs_in_to_the_codec_with_a_cookie_and_decodes_as_the_web_ui
 def test_forged_expired_and_revoked_codec_sessions_are_refused(api, settings, make_token, app_with_secret):
     app, first, password, env = app_with_secret
     body = apply_input_json(settings, first["workflow_id"])
-    token, name = make_token("admin")
+    token, _ = make_token("admin")
     cookie = sign_in(settings, token).cookies[codec_routes.COOKIE]
     assert ui_decode(settings, body, cookie).status_code == 200
     version, token_id, expires, mac = cookie.split(".")
@@ -414,3 +421,13 @@ def test_forged_expired_and_revoked_codec_sessions_are_refused(api, settings, ma
         session.get(ApiToken, token_id).revoked_at = utcnow()
     revoked = ui_decode(settings, body, cookie)
     assert revoked.status_code == 401 and "revoked" in revoked.text
+
+
+def test_the_web_ui_shows_decoded_env_only_to_a_browser_signed_in_to_the_codec(settings, app_with_secret, tmp_path):
+    """Headless Chromium as an operator: the event page before sign-in, signed in, signed out."""
+    app, first, password, env = app_with_secret
+    event_id, _ = apply_event(settings, first["workflow_id"])
+    results = web_ui_codec_check.run(first["workflow_id"], password, tmp_path, event_id=event_id, settings=settings)
+    print(f"screenshots in {tmp_path}")
+    assert all(ok for _, ok in results), results
+    assert {p.name for p in tmp_path.glob("*.png")} == {"1-before-sign-in.png", "2-signed-in.png", "3-signed-out.png"}
