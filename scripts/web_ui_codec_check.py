@@ -21,11 +21,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from conveyor.settings import Settings
 from conveyor.stack import temporal
@@ -85,16 +88,24 @@ class Browser:
         self.driver.save_screenshot(str(self.out / shot))
         return loaded(text) and (expect in text) == want
 
+    def submit(self, until: Callable[[webdriver.Chrome], bool]) -> bool:
+        """Press the page's button and wait for the answer (a click returns before the post is sent)."""
+        self.driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        try:
+            return bool(WebDriverWait(self.driver, 15).until(until))
+        except TimeoutException:
+            return False
+
     def sign_in(self, token: str) -> bool:
         self.driver.get(f"{self.settings.codec_endpoint}/login")
         self.driver.find_element(By.NAME, "token").send_keys(token)
-        self.driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        return "Signed in" in page_text(self.driver)
+        return self.submit(lambda d: "Signed in" in page_text(d))
 
     def sign_out(self) -> bool:
         self.driver.get(f"{self.settings.codec_endpoint}/login")
-        self.driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        return 'name="token"' in self.driver.page_source
+        if "Signed in" not in page_text(self.driver):
+            return False
+        return self.submit(lambda d: bool(d.find_elements(By.NAME, "token")))
 
 
 def run(

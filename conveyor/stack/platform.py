@@ -207,6 +207,12 @@ class Platform:
     def _ensure_service(self, spec: ServiceSpec) -> str:
         s = self.settings
         tracked = self.table.get(spec.name)
+        command = spec.command(s)
+        if tracked and tracked.cmd[1:] != command[1:]:
+            # Started with other arguments (an older Conveyor: e.g. the dev
+            # server with its own Web UI on the UI's port): start it anew.
+            self.table.stop(spec.name)
+            tracked = None
         if tracked and _quietly(spec.healthy, s):
             return f"reused (pid {tracked.pid})"
         if tracked:
@@ -218,7 +224,7 @@ class Platform:
         if address is not None:
             ensure_port_free(spec.title, address[0], address[1], spec.port_setting)
         tracked = self.table.start(
-            spec.name, spec.command(s), env={**spec.env(s), "CONVEYOR_HOME": str(s.home)}, cwd=PROJECT_ROOT
+            spec.name, command, env={**spec.env(s), "CONVEYOR_HOME": str(s.home)}, cwd=PROJECT_ROOT
         )
         self.started.append(spec.name)
 
