@@ -103,14 +103,22 @@ def get_caller(settings: SettingsDep, authorization: Annotated[str | None, Heade
         token = auth.find_token(session, authorization[7:].strip())
         if token is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
-        return Caller(token_id=token.id, name=token.name, role=token.role, project_id=token.project_id)
+        return caller_of(token)
+
+
+def caller_of(token: Any) -> Caller:
+    return Caller(token_id=token.id, name=token.name, role=token.role, project_id=token.project_id)
+
+
+def check_role(caller: Caller, role: str) -> Caller:
+    if not auth.role_allows(caller.role, role):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; your token has {caller.role}")
+    return caller
 
 
 def require(role: str):
     def check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
-        if not auth.role_allows(caller.role, role):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; your token has {caller.role}")
-        return caller
+        return check_role(caller, role)
 
     return check
 

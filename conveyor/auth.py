@@ -40,3 +40,8 @@ def find_token(session: Session, token: str) -> ApiToken | None:
 
 def role_allows(role: str, needed: str) -> bool:
     return ROLES.index(role) >= ROLES.index(needed)
+
+
+def find_token_by_id(session: Session, token_id: str) -> ApiToken | None:
+    """A live token by its id (what a signed codec session names, never the secret)."""
+    return session.scalars(select(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))).first()

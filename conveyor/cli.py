@@ -83,7 +83,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_build_binaries(args: argparse.Namespace) -> int:  # noqa: ARG001
     from conveyor.stack import binaries
 
-    binaries.ensure_binaries(_progress_printer())
+    binaries.ensure_binaries(_progress_printer(), [*binaries.all_binaries(), binaries.temporal_ui()])
     print(binaries.bin_dir())
     return 0
 
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_cli.add_commands(sub)
 
-    build = sub.add_parser("build-binaries", help="build the Kubernetes, etcd and KWOK binaries into the cache")
+    build = sub.add_parser("build-binaries", help="build the Kubernetes, etcd, KWOK and Temporal Web UI binaries into the cache")
     build.set_defaults(func=cmd_build_binaries)
     return parser
 

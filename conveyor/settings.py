@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Origins allowed to call the codec endpoint from a browser (comma-separated);
     # the local Temporal Web UI's origin is always allowed.
     codec_cors_origins: str = ""
+    # How long a browser's codec sign-in (GET /api/v1/codec/login) lasts.
+    codec_session_ttl_seconds: int = 8 * 3600
 
     # Registry and builder
     registry: str = "127.0.0.1:5000"

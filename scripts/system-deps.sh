@@ -12,6 +12,9 @@ command -v git >/dev/null || need+=(git)
 command -v unshare >/dev/null && command -v prlimit >/dev/null || need+=(util-linux)
 command -v newuidmap >/dev/null || need+=(uidmap)
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
+# The Web UI codec test drives headless Chromium through the distribution's driver.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 for extra in "$@"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
 done

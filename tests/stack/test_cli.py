@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from conveyor.settings import Settings
+from conveyor.stack import temporal
 
 
 def conveyor(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -30,7 +31,7 @@ def test_status_json_reports_every_part_running(platform, settings):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     parts = {p["name"]: p for p in status["parts"]}
-    assert set(parts) >= {"registry", "temporal"}
+    assert set(parts) >= {"registry", "temporal", "temporal-ui"}
     assert all(p["running"] for p in parts.values())
     assert status["rss_bytes"] > 0
     if platform.local_cluster:
@@ -42,7 +43,7 @@ def test_up_again_reuses_every_running_part(platform, settings):
     assert result.returncode == 0, result.stderr
     assert "started" not in result.stdout.replace("running in the background", "")
     assert result.stdout.count("reused") >= 2
-    assert "Temporal Web UI" in result.stdout and "http://127.0.0.1:8233" in result.stdout
+    assert "Temporal Web UI" in result.stdout and temporal.ui_url(settings) in result.stdout
 
 
 def test_port_taken_by_another_process_is_a_clear_error(platform, settings, tmp_path):
