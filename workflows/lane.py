@@ -101,7 +101,10 @@ class AppLaneWorkflow:
                 if token is not None:
                     otel_context.detach(token)
             self._current = None
-            if op.kind == OperationKind.DELETE:
+            if op.kind == OperationKind.DELETE and not self._queue:
+                # The app is gone (or its delete failed and waits for another
+                # DELETE, which starts a new lane run). A new delete attempt that
+                # arrived meanwhile is in the queue and must still run.
                 return
             if workflow.info().get_current_history_length() > MAX_HISTORY:
                 workflow.continue_as_new(LaneInput(app_id=lane.app_id, project_id=lane.project_id, pending=self._queue))

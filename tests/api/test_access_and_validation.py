@@ -23,6 +23,7 @@ from conveyor import telemetry
 from conveyor.db.models import App
 from conveyor.db.session import session_scope
 from tests.api.conftest import DEMO_IMAGE, Api
+from tests.git_https import GitHttpsServer
 from tests.helpers import eventually
 
 
@@ -369,10 +370,19 @@ def test_repo_branch_must_be_a_branch_name(api, branch):
 # --- credentials in repository URLs --------------------------------------
 
 
-def test_repo_url_credentials_are_masked_in_every_answer_and_the_audit(api, settings):
+@pytest.fixture
+def missing_repo(tmp_path, settings):
+    """A real git server over HTTPS that has no such repository: the deploy
+    fails at once (a permanent error), with the URL in its reason."""
+    (tmp_path / "repos").mkdir()
+    with GitHttpsServer(tmp_path / "repos", tmp_path, settings.effective_git_ca_dir) as server:
+        yield server.port
+
+
+def test_repo_url_credentials_are_masked_in_every_answer_and_the_audit(api, settings, missing_repo):
     secret = f"pw-{uuid.uuid4().hex}"
-    url = f"https://alice:{secret}@127.0.0.1:1/team/app.git"
-    shown = "https://alice:***@127.0.0.1:1/team/app.git"
+    url = f"https://alice:{secret}@127.0.0.1:{missing_repo}/team/app.git"
+    shown = f"https://alice:***@127.0.0.1:{missing_repo}/team/app.git"
     body = {"name": f"git-{uuid.uuid4().hex[:6]}", "source_type": "git", "repo_url": url}
     created = api.call("POST", "/apps", 201, json=body).json()
     assert created["repo_url"] == shown
