@@ -110,6 +110,16 @@ def _in_database(work) -> int:
     return 0
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from conveyor.db.session import migrate
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)  # where the SQLite file goes by default
+    migrate(settings.effective_database_url)
+    print("database schema is up to date")
+    return 0
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from conveyor import auth
 
@@ -166,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show what runs (exit 3 when a part is down)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    db = sub.add_parser("db", help="the platform's database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="run the database migrations (one step before starting APIs and workers)")
+    upgrade.set_defaults(func=cmd_db_upgrade)
 
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # rollout before the progress deadline (never later than the deadline).
     rollout_stuck_seconds: int = 30
     namespace_prefix: str = "conveyor-"
+    # RoleBindings the worker puts in each app namespace it creates, as
+    # `clusterrole=namespace/serviceaccount,...` (deploy/ binds the worker and
+    # the API this way, so neither needs rights in any other namespace).
+    app_role_bindings: str = ""
     # Builds from source
     base_image: str | None = None  # default: <registry>/conveyor/base:busybox
     allowed_repo_schemes: str = "https,ssh"
@@ -97,6 +101,10 @@ class Settings(BaseSettings):
     # OpenTelemetry collector base URL (OTLP over HTTP), e.g. http://127.0.0.1:4318
     otlp_endpoint: str | None = None
     max_concurrent_activities: int = 16
+    # On SIGTERM the worker stops polling and gives running activities this
+    # long to finish before it cancels them (keep the orchestrator's grace
+    # period, e.g. terminationGracePeriodSeconds, longer than this).
+    worker_shutdown_seconds: float = 60.0
 
     @property
     def local_kubeconfig(self) -> Path:
@@ -117,6 +125,18 @@ class Settings(BaseSettings):
     @property
     def repo_schemes(self) -> list[str]:
         return [s.strip().lower() for s in self.allowed_repo_schemes.split(",") if s.strip()]
+
+    @property
+    def role_bindings(self) -> list[tuple[str, str, str]]:
+        """(cluster role, service account namespace, service account name) of `app_role_bindings`."""
+        bindings = []
+        for item in filter(None, (part.strip() for part in self.app_role_bindings.split(","))):
+            role, _, account = item.partition("=")
+            namespace, _, name = account.partition("/")
+            if not (role and namespace and name):
+                raise ValueError("CONVEYOR_APP_ROLE_BINDINGS: each item is clusterrole=namespace/serviceaccount")
+            bindings.append((role, namespace, name))
+        return bindings
 
     @property
     def build_base_image(self) -> str:
