@@ -8,6 +8,7 @@ test starts them with a ServiceAccount's kubeconfig.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import yaml
 
 from conveyor.settings import Settings
 from tests.helpers import eventually
@@ -26,6 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 API_COMMAND = ["uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1"]
 WORKER_COMMAND = ["python", "-m", "worker"]
 MIGRATE_COMMAND = ["conveyor", "db", "upgrade"]
+
+
+def inline_kubeconfig(path: Path) -> dict:
+    """The kubeconfig at `path` with every file it points to inlined as *-data,
+    so it can be copied where those files are not (a container)."""
+    config = yaml.safe_load(path.read_text())
+    for section, key in (("clusters", "cluster"), ("users", "user")):
+        for entry in config.get(section, []):
+            body = entry[key]
+            for field in ("certificate-authority", "client-certificate", "client-key"):
+                if field in body:
+                    body[f"{field}-data"] = base64.b64encode(Path(body.pop(field)).read_bytes()).decode()
+    return config
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@ a worker holding only the worker ServiceAccount's token (TokenRequest)."""
 
 from __future__ import annotations
 
-import base64
 import os
 import json
 import subprocess
@@ -16,7 +15,7 @@ from kubernetes import client, config
 
 from tests.api.conftest import Api
 from tests.helpers import eventually
-from tests.production import ROOT, api_and_worker, conveyor_env, payload_keys
+from tests.production import ROOT, api_and_worker, conveyor_env, inline_kubeconfig, payload_keys
 
 pytestmark = pytest.mark.stack
 
@@ -101,11 +100,7 @@ def service_account_kubeconfig(settings, kube_api, folder: Path) -> Path:
         "conveyor-worker", SA_NAMESPACE,
         client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
     ).status.token
-    admin = yaml.safe_load(settings.effective_kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    if "certificate-authority" in cluster:
-        cluster = {"server": cluster["server"],
-                   "certificate-authority-data": base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()}
+    cluster = inline_kubeconfig(settings.effective_kubeconfig)["clusters"][0]["cluster"]
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "worker",
         "clusters": [{"name": "c", "cluster": cluster}],

@@ -7,19 +7,19 @@ sets CONVEYOR_IMAGE_UNDER_TEST; `make test` does not collect this folder."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from conveyor import auth
 from conveyor.db.records import ensure_default_project
 from conveyor.db.session import session_scope
 from tests.api.conftest import Api
-from tests.production import MIGRATE_COMMAND, api_and_worker, conveyor_env
+from tests.production import MIGRATE_COMMAND, api_and_worker, conveyor_env, inline_kubeconfig
 
 pytestmark = pytest.mark.stack
 IMAGE = os.environ["CONVEYOR_IMAGE_UNDER_TEST"]
@@ -77,7 +77,8 @@ def test_image_runs_as_non_root_without_build_tools(runner):
 def test_migrate_api_and_worker_from_the_image_deploy(settings, runner, tmp_path):
     shared = runner.shared
     kubeconfig = shared / "kubeconfig"
-    shutil.copy(settings.effective_kubeconfig, kubeconfig)
+    kubeconfig.write_text(yaml.safe_dump(inline_kubeconfig(settings.effective_kubeconfig)))
+    kubeconfig.chmod(0o600)
     os.chown(kubeconfig, 10001, 10001)
     database_url = f"sqlite:///{shared / 'conveyor.db'}"
     env = conveyor_env(settings, CONVEYOR_DATABASE_URL=database_url, CONVEYOR_KUBECONFIG=str(kubeconfig),
