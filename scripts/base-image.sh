@@ -33,7 +33,10 @@ if [ ! -s "$tarball" ]; then
   mv "$tarball.tmp" "$tarball"
 fi
 
-store=(buildah --storage-driver vfs)
+# The image build's own buildah storage (vfs keeps a full copy per layer, so it
+# is pruned after each build): CONVEYOR_IMAGE_STORAGE, set by build-image.sh.
+storage=${CONVEYOR_IMAGE_STORAGE:-${CONVEYOR_HOME:-$PWD/.conveyor}/image-build}
+store=(buildah --root "$storage/storage" --runroot "$storage/run" --storage-driver vfs)
 if ! "${store[@]}" inspect --type image "$image" >/dev/null 2>&1; then
   ctr=$("${store[@]}" from scratch)
   "${store[@]}" add "$ctr" "$tarball" / >/dev/null

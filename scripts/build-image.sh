@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 registry=${CONVEYOR_REGISTRY:-127.0.0.1:5000}
 image=$registry/conveyor/conveyor:${IMAGE_TAG:-latest}
+export CONVEYOR_IMAGE_STORAGE=${CONVEYOR_IMAGE_STORAGE:-${CONVEYOR_HOME:-$PWD/.conveyor}/image-build}
+store=(buildah --root "$CONVEYOR_IMAGE_STORAGE/storage" --runroot "$CONVEYOR_IMAGE_STORAGE/run" --storage-driver vfs)
 uv run conveyor up --detach >/dev/null   # the registry the base goes to, and the stack the smoke test uses
 base=$(scripts/base-image.sh)
 
@@ -15,8 +17,12 @@ secret=()
 # Trust the host's CA bundle for the builder's downloads (TLS-inspecting networks).
 [ -s /etc/ssl/certs/ca-certificates.crt ] && secret=(--secret id=ca,src=/etc/ssl/certs/ca-certificates.crt)
 echo "building $image on $base" >&2
-buildah --storage-driver vfs bud --isolation chroot --layers "${secret[@]}" \
+"${store[@]}" bud --isolation chroot --layers "${secret[@]}" \
   --build-arg BASE="$base" -f Containerfile -t "$image" .
-buildah --storage-driver vfs push --quiet --tls-verify=false "$image" "docker://$image"
+"${store[@]}" push --quiet --tls-verify=false "$image" "docker://$image"
 echo "pushed $image" >&2
+# Every vfs layer is a whole rootfs (about 1 GB here): drop the ones no tag
+# needs. The next build re-runs its steps, fast with the uv cache and the
+# debootstrap tarball.
+"${store[@]}" rmi --prune >/dev/null || true
 CONVEYOR_IMAGE_UNDER_TEST=$image uv run pytest -q tests/image

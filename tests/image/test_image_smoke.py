@@ -1,8 +1,8 @@
 """The Conveyor image's own commands, run from the image's rootfs with
 `buildah run --isolation chroot` (crun cannot run containers on these
-machines): `conveyor db upgrade`, the API and the worker, against the local
+machines; chroot isolation needs no OCI runtime): `conveyor db upgrade`, the API and the worker, against the local
 Temporal, cluster and a database of their own. Run by `make image`, which
-sets CONVEYOR_IMAGE_UNDER_TEST; `make test` does not collect this folder."""
+sets CONVEYOR_IMAGE_UNDER_TEST and CONVEYOR_IMAGE_STORAGE; `make test` does not collect this folder."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from tests.production import MIGRATE_COMMAND, api_and_worker, conveyor_env, inli
 pytestmark = pytest.mark.stack
 IMAGE = os.environ["CONVEYOR_IMAGE_UNDER_TEST"]
 USER = "10001:10001"
-BUILDAH = ["buildah", "--storage-driver", "vfs"]
+STORAGE = Path(os.environ["CONVEYOR_IMAGE_STORAGE"])  # where build-image.sh built it
+BUILDAH = ["buildah", "--root", str(STORAGE / "storage"), "--runroot", str(STORAGE / "run"), "--storage-driver", "vfs"]
 
 
 class ImageRunner:
