@@ -2,7 +2,7 @@
 UV ?= uv
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: dev test lint deps sync binaries up down status clean
+.PHONY: dev test lint deps sync binaries up down status clean image
 
 deps:
 	@scripts/system-deps.sh
@@ -24,6 +24,12 @@ lint: sync
 
 test: lint binaries
 	$(UV) run pytest -ra
+
+# The Conveyor image (conveyor/conveyor) on a Debian base made by debootstrap,
+# pushed to the local registry and smoke-tested; not part of `make test` (README).
+image: binaries
+	@scripts/system-deps.sh debootstrap
+	scripts/build-image.sh
 
 up: binaries
 	$(UV) run conveyor up --detach

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client
@@ -84,6 +85,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         activity_executor=executor,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
         interceptors=[telemetry.temporal_interceptor(tracer)],
     )
 

@@ -4,6 +4,7 @@ or an idempotent delete, so running an activity twice leaves the same state."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -49,6 +50,7 @@ def _raise_api_error(exc: ApiException, what: str) -> None:
 # A rollout wait reacts to every change of the Deployment at once (a watch);
 # between changes it wakes this often to heartbeat and look for stuck pods.
 WATCH_SLICE_SECONDS = 2
+RBAC_SETTLE_TRIES = 10
 
 
 class KubeActivities:
@@ -99,19 +101,29 @@ class KubeActivities:
         self.guard(request.on_behalf_of)
         dynamic = self.dynamic
         applied = []
-        for obj in manifests.render(request.spec, self.env_checksum_key):
+        objects = manifests.render(request.spec, self.env_checksum_key)
+        # Right after the Namespace: the worker's own rights in it come from these.
+        objects[1:1] = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
+        for obj in objects:
             resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             name = obj["metadata"]["name"]
-            try:
-                resource.server_side_apply(
-                    body=obj,
-                    name=name,
-                    namespace=obj["metadata"].get("namespace"),
-                    field_manager=FIELD_MANAGER,
-                    force_conflicts=True,
-                )
-            except ApiException as exc:
-                _raise_api_error(exc, f"applying {obj['kind']} {name}")
+            # A RoleBinding just applied reaches the apiserver's authorizer a
+            # moment later: until then the worker's own writes are refused.
+            for attempt in itertools.count():
+                try:
+                    resource.server_side_apply(
+                        body=obj,
+                        name=name,
+                        namespace=obj["metadata"].get("namespace"),
+                        field_manager=FIELD_MANAGER,
+                        force_conflicts=True,
+                    )
+                    break
+                except ApiException as exc:
+                    if exc.status == 403 and attempt < RBAC_SETTLE_TRIES and self.settings.role_bindings:
+                        time.sleep(0.5)
+                        continue
+                    _raise_api_error(exc, f"applying {obj['kind']} {name}")
             applied.append(f"{obj['kind']}/{name}")
         # Env lived in a ConfigMap before it moved to the Secret: drop the leftover.
         try:

@@ -44,6 +44,24 @@ def env_checksum(env: dict[str, str], key: bytes, app_id: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
+def role_bindings(bindings: list[tuple[str, str, str]], namespace: str) -> list[dict[str, Any]]:
+    """One RoleBinding per (cluster role, service account namespace, name) in an app namespace."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {
+                "name": f"{role}-{sa_name}",
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+            },
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "namespace": sa_namespace, "name": sa_name}],
+        }
+        for role, sa_namespace, sa_name in bindings
+    ]
+
+
 def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
     """Namespace, Secret, Deployment, Service and Ingress, in apply order."""
     meta = {"name": spec.slug, "namespace": spec.namespace, "labels": labels(spec)}

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # fails with what is left; DELETE can then be tried again.
     delete_timeout_seconds: int = 120
     namespace_prefix: str = "conveyor-"
+    # RoleBindings the worker puts in each app namespace it creates, as
+    # `clusterrole=namespace/serviceaccount,...` (deploy/ binds the worker and
+    # the API this way, so neither needs rights in any other namespace).
+    app_role_bindings: str = ""
     # Builds from source
     base_image: str | None = None  # default: <registry>/conveyor/base:busybox
     allowed_repo_schemes: str = "https,ssh"
@@ -121,6 +125,10 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     # Activities one worker runs at once (threads): every rollout wait holds one.
     max_concurrent_activities: int = 100
+    # On SIGTERM the worker stops polling and gives running activities this
+    # long to finish before it cancels them (keep the orchestrator's grace
+    # period, e.g. terminationGracePeriodSeconds, longer than this).
+    worker_shutdown_seconds: float = 60.0
 
     @property
     def local_kubeconfig(self) -> Path:
@@ -141,6 +149,18 @@ class Settings(BaseSettings):
     @property
     def repo_schemes(self) -> list[str]:
         return [s.strip().lower() for s in self.allowed_repo_schemes.split(",") if s.strip()]
+
+    @property
+    def role_bindings(self) -> list[tuple[str, str, str]]:
+        """(cluster role, service account namespace, service account name) of `app_role_bindings`."""
+        bindings = []
+        for item in filter(None, (part.strip() for part in self.app_role_bindings.split(","))):
+            role, _, account = item.partition("=")
+            namespace, _, name = account.partition("/")
+            if not (role and namespace and name):
+                raise ValueError("CONVEYOR_APP_ROLE_BINDINGS: each item is clusterrole=namespace/serviceaccount")
+            bindings.append((role, namespace, name))
+        return bindings
 
     @property
     def build_base_image(self) -> str:
