@@ -114,7 +114,7 @@ def _env_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 def apps_list(api: ApiClient, args) -> int:
-    apps = api.call("GET", "/apps", params={"limit": 200}).json()
+    apps = api.call("GET", "/apps").json()  # without a limit: the whole list
     _table([[a["name"], a["id"], a["status"], str(a["replicas"]), a["image_url"] or a["source_type"]] for a in apps], ["NAME", "ID", "STATUS", "REPLICAS", "IMAGE"])
     return 0
 
@@ -154,7 +154,7 @@ def apps_rollback(api: ApiClient, args) -> int:
     app_id = api.app_id(args.app)
     target = args.deployment
     if target is None:
-        history = api.call("GET", f"/apps/{app_id}/deployments", params={"limit": 200}).json()
+        history = api.call("GET", f"/apps/{app_id}/deployments").json()
         active = next((d for d in history if d["status"] == "active"), None)
         earlier = [d for d in history if d["status"] == "superseded" and (active is None or d["number"] < active["number"])]
         if not earlier:
