@@ -87,3 +87,16 @@ def point_tag(settings, repository: str, tag: str, source: str, source_repositor
     )
     assert put.status_code == 201, put.text
     return put.headers["Docker-Content-Digest"]
+
+
+def stream_closes(sink: queue.Queue, timeout: float) -> bool:
+    """Whether the stream read into `sink` ends (the server closed it) within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            kind, _ = sink.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            return False
+        if kind in ("closed", "error"):
+            return kind == "closed"
+    return False

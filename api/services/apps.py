@@ -96,19 +96,18 @@ def source_release(session: Session, settings: Settings, app: App) -> dict | Non
     return {"image": None, "build_id": new_upload_build(session, app, latest.source_ref, latest.upload_path).id}
 
 
-def running_release(current: Deployment) -> dict:
+def image_of(dep: Deployment) -> dict[str, Any]:
+    """The image a deployment ran, pinned by digest (and the commit it was built from)."""
+    return {"image": dep.image, "image_ref": dep.image_ref, "image_digest": dep.image_digest, "source_commit": dep.source_commit}
+
+
+def running_release(current: Deployment) -> dict[str, Any]:
     """A config change is a release of the image that runs now, pinned by
     digest: no tag is resolved again and nothing is rebuilt (only deploy, or
     a new image_url, does that). `image_from` lets the deployment take the
     image of whatever is active when it starts, should a release queued
     before it (a deploy, a revert) become active first."""
-    return {
-        "image": current.image,
-        "image_ref": current.image_ref,
-        "image_digest": current.image_digest,
-        "source_commit": current.source_commit,
-        "image_from": current.id,
-    }
+    return {**image_of(current), "image_from": current.id}
 
 
 def with_template(settings: Settings, body: AppCreate) -> AppCreate:
@@ -289,17 +288,7 @@ def restart(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPu
     current = active_deployment(m.session, app.id)
     if current is None:
         raise HTTPException(409, f"app {app.id} has no active deployment to restart")
-    return m.release(
-        app,
-        OperationKind.RESTART,
-        image=current.image,
-        image_ref=current.image_ref,
-        image_digest=current.image_digest,
-        source_commit=current.source_commit,
-        env=current.env,
-        port=current.port,
-        restarted_at=iso(utcnow()),
-    )
+    return m.release(app, OperationKind.RESTART, env=current.env, port=current.port, restarted_at=iso(utcnow()), **image_of(current))
 
 
 def deploy_upload(m: Mutation, caller: Caller, app_id: str, source_ref: str) -> tuple[int, DeploymentPublic]:

@@ -11,7 +11,7 @@ from api.deps import Caller
 from api.operations import Mutation
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
-from api.services.apps import load_app, mutable, source_release
+from api.services.apps import image_of, load_app, mutable, source_release
 from conveyor.db.models import App, Deployment
 from conveyor.db.records import add_audit
 from conveyor.ids import utcnow
@@ -41,17 +41,7 @@ def revert(m: Mutation, caller: Caller, app_id: str, deployment_id: str) -> tupl
     if target.status not in ONCE_RAN or not target.image_ref:
         raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
     app.env, app.port = dict(target.env), target.port
-    return m.release(
-        app,
-        OperationKind.ROLLBACK,
-        image=target.image,
-        image_ref=target.image_ref,
-        image_digest=target.image_digest,
-        source_commit=target.source_commit,
-        env=target.env,
-        port=target.port,
-        rollback_of=target.id,
-    )
+    return m.release(app, OperationKind.ROLLBACK, env=target.env, port=target.port, rollback_of=target.id, **image_of(target))
 
 
 def cancel(m: Mutation, caller: Caller, app_id: str, deployment_id: str, workflow_told: bool) -> tuple[int, DeploymentPublic]:
@@ -86,12 +76,7 @@ def retry(m: Mutation, caller: Caller, app_id: str, deployment_id: str) -> tuple
     if dep.status not in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
         raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
     if dep.image_ref or app.source_type == "image":
-        snapshot = {
-            "image": dep.image,
-            "image_ref": dep.image_ref,
-            "image_digest": dep.image_digest,
-            "source_commit": dep.source_commit,
-        }
+        snapshot = image_of(dep)
     else:
         # It never got an image: build its source again.
         snapshot = source_release(m.session, m.settings, app) or {"image": None}

@@ -4,15 +4,12 @@ stream ends when its deployment is deleted."""
 
 from __future__ import annotations
 
-import queue
-import time
-
 from kubernetes import client
 
 from conveyor import rollout
 from conveyor.kube import namespace_for
 from tests.api.test_operate import sse_events
-from tests.helpers import collect_until, eventually, stream_lines
+from tests.helpers import collect_until, eventually, stream_closes, stream_lines
 
 # The KWOK pod-ready stage (conveyor/stack/kwok/cluster.yaml) takes a pod's
 # ready delay from this annotation.
@@ -87,19 +84,9 @@ def test_progress_stream_ends_when_the_app_is_deleted(api, kube_api, settings):
     end = sse_events(lines)[-1]
     assert end[0] == "end" and end[1]["status"] in ("deleted", "cancelled", "failed"), end
     # The stream is closed, not left hanging.
-    assert closes(sink, 10)
+    assert stream_closes(sink, 10)
     # Once the app is gone, a new stream is a 404, not a crash.
     eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 60, what="the app to be deleted")
     assert api.call("GET", f"/apps/{app['id']}/deployments/{dep['id']}/progress").status_code == 404
 
 
-def closes(sink, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            kind, _ = sink.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            return False
-        if kind == "closed":
-            return True
-    return False

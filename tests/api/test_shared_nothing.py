@@ -8,13 +8,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from conveyor.db.session import read_scope
 from conveyor.temporal_client import connect
 from tests.api.conftest import Api
 from tests.api.test_builds import tarball, upload, upload_app
-from tests.helpers import collect_until, eventually, stream_lines
+from tests.helpers import collect_until, eventually, stream_closes, stream_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,18 +100,6 @@ def replicas(platform, settings):
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _drain_until_closed(sink, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            kind, _ = sink.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            return False
-        if kind in ("closed", "error"):
-            return kind == "closed"
-    return False
-
-
 def _build_image_identities(settings, workflow_id: str) -> list[str]:
     """The identities of the workers that ran `build_image` in a workflow's history."""
 
@@ -151,7 +137,7 @@ def test_upload_on_one_api_builds_on_any_worker_and_streams_live_from_the_other_
     assert any("step-two" in line for line in lines)
     assert any("unpacking the uploaded source" in line for line in lines)
     # The stream ends when the build does.
-    assert _drain_until_closed(sink, timeout=60)
+    assert stream_closes(sink, 60)
     done = following.wait_active(app["id"], dep["id"], timeout=120)
 
     # The source went through the registry, not a disk: the row names the
