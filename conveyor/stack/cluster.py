@@ -99,6 +99,10 @@ def exists(settings: Settings) -> bool:
     return (cluster_dir(settings) / "kwok.yaml").exists()
 
 
+# Contains kube-apiserver's default 10.0.0.0/24, so clusters made before keep their addresses.
+SERVICE_IP_RANGE = "10.0.0.0/16"
+
+
 def create_command(settings: Settings) -> list[str]:
     bin_dir = binaries.bin_dir()
     config = settings.home / "kwok-config.yaml"
@@ -134,6 +138,10 @@ def create_command(settings: Settings) -> list[str]:
         "kube-controller-manager=leader-elect=false",
         "--extra-args",
         "kube-scheduler=leader-elect=false",
+        # Room for every app's Service: the default range (a /24) runs out
+        # after about 250 apps ("failed to allocate a serviceIP: range is full").
+        "--extra-args",
+        f"kube-apiserver=service-cluster-ip-range={SERVICE_IP_RANGE}",
         "--wait",
         "120s",
     ]
