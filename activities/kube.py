@@ -4,13 +4,17 @@ or an idempotent delete, so running an activity twice leaves the same state."""
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
+from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 ProgressReporter = Callable[[str, RolloutProgress], None]
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 def _raise_api_error(exc: ApiException, what: str) -> None:
     # Timeouts, conflicts, throttling and server errors are transient: retried
     # until the operation's deadline. Any other 4xx will not get better by
@@ -40,17 +47,45 @@ def _raise_api_error(exc: ApiException, what: str) -> None:
     # (A refused connection or a timeout never reaches here: it is not an
     # ApiException, and Temporal retries it.)
     retryable = exc.status in (408, 409, 429) or exc.status >= 500
+    # Short, and without the client's traceback: this is what the Web UI shows
+    # as the pending activity's last failure (a long one is dropped there).
     raise ApplicationError(
-        f"{what}: Kubernetes answered {exc.status} {exc.reason}: {exc.body}",
+        f"{what}: Kubernetes answered {exc.status} {exc.reason}: {_status_message(exc)}",
         non_retryable=not retryable,
         type="KubernetesApiError",
-    ) from exc
+    ) from None
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.body)[:MESSAGE_LIMIT]
+    except (ValueError, AttributeError):
+        return str(exc.body)[:MESSAGE_LIMIT]
+
+
+def concise_errors(fn: F) -> F:
+    """The activity's failures as short messages a person can act on. A
+    Kubernetes API that cannot be reached is transient (retried until the
+    operation's deadline); the message names it without urllib3's chain."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApplicationError(
+                f"the Kubernetes API cannot be reached: {type(exc).__name__}: {str(exc)[:MESSAGE_LIMIT]}",
+                type="KubernetesUnreachable",
+            ) from None
+
+    return run  # type: ignore[return-value]
 
 
 # A rollout wait reacts to every change of the Deployment at once (a watch);
 # between changes it wakes this often to heartbeat and look for stuck pods.
 WATCH_SLICE_SECONDS = 2
 RBAC_SETTLE_TRIES = 10
+MESSAGE_LIMIT = 500
 
 
 class KubeActivities:
@@ -97,6 +132,7 @@ class KubeActivities:
         return load_keyring(self.settings).derive("env-checksum")
 
     @activity.defn(name="apply_manifests")
+    @concise_errors
     def apply_manifests(self, request: ApplyInput) -> list[str]:
         self.guard(request.on_behalf_of)
         dynamic = self.dynamic
@@ -193,6 +229,7 @@ class KubeActivities:
                     yield None
 
     @activity.defn(name="wait_for_rollout")
+    @concise_errors
     def wait_for_rollout(self, request: RolloutInput) -> RolloutResult:
         """Wait until the Deployment is rolled out, heartbeating its progress."""
         info = activity.info()
@@ -250,6 +287,7 @@ class KubeActivities:
             log.warning("could not report rollout progress to %s: %s", workflow_id, exc)
 
     @activity.defn(name="scale_deployment")
+    @concise_errors
     def scale_deployment(self, request: ScaleInput) -> int:
         self.guard(request.on_behalf_of)
         apps = client.AppsV1Api(self.api)
@@ -262,6 +300,7 @@ class KubeActivities:
         return scale.spec.replicas
 
     @activity.defn(name="delete_app_resources")
+    @concise_errors
     def delete_app_resources(self, request: DeleteResourcesInput) -> list[str]:
         """Delete the app's objects (pods first, via foreground deletion) and wait until they are gone."""
         core, apps, net = client.CoreV1Api(self.api), client.AppsV1Api(self.api), client.NetworkingV1Api(self.api)
