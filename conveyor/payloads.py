@@ -7,11 +7,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from conveyor.vocabulary import BuildStatus, DeploymentStatus, OperationKind
+
 
 class Operation(BaseModel):
     """One cluster-changing request queued on an app's lane."""
 
-    kind: str  # deploy | update | restart | rollback | scale | delete
+    kind: OperationKind
     app_id: str
     project_id: str
     workflow_id: str
@@ -74,8 +76,8 @@ class DeploymentPlan(BaseModel):
     deployment_id: str
     app_id: str
     project_id: str
-    operation: str
-    status: str
+    operation: OperationKind
+    status: DeploymentStatus
     stuck_seconds: int = 30
     image: str | None
     image_ref: str | None
@@ -138,7 +140,7 @@ class RolloutResult(BaseModel):
 
 class FinishDeploymentInput(BaseModel):
     deployment_id: str
-    status: str  # active | failed | cancelled
+    status: DeploymentStatus  # active | failed | cancelled
     reason: str | None = None
     user: str = "system"
     # The digest the tag resolved to, when this deployment resolved one.
@@ -224,7 +226,7 @@ class BuiltImage(BaseModel):
 class RecordBuildInput(BaseModel):
     build_id: str
     deployment_id: str
-    status: str  # building | succeeded | reused | failed
+    status: BuildStatus  # building | succeeded | reused | failed
     commit: str | None = None
     image: BuiltImage | None = None
     reason: str | None = None

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         ScaleInput,
     )
     from conveyor.redact import mask_url_credentials
+    from conveyor.vocabulary import TERMINAL, BuildStatus, DeploymentStatus
     from workflows.common import (
         CLEANUP_GRACE,
         DB,
@@ -135,7 +136,7 @@ class DeployWorkflow:
             summary=f"start {op.deployment_id}",
             **DB,
         )
-        if plan.status in ("failed", "cancelled", "active", "superseded"):
+        if plan.status in TERMINAL:
             return plan.status
         self._deadline = plan.deadline
         spec = plan.spec
@@ -176,22 +177,22 @@ class DeployWorkflow:
             self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")
             self._step("finalize", "running")
             self._finalizing = True
-            status = await self._finish(plan, "active", None, op.user)
+            status = await self._finish(plan, DeploymentStatus.ACTIVE, None, op.user)
             self._step("finalize", "done", f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}: {status}")
             return status
         except (ActivityError, asyncio.CancelledError) as err:
             if failure_type(err) == DEPLOYMENT_ENDED:
                 # A Reset re-ran a deployment that had ended: it changed nothing.
                 self._mark_running_failed(failure_message(err))
-                return await self._finish(plan, "failed", failure_message(err), op.user)
+                return await self._finish(plan, DeploymentStatus.FAILED, failure_message(err), op.user)
             if not cancelled(err):
                 reason = failure_message(err)
                 self._mark_running_failed(reason)
                 reason = await self._restore(plan, reason)
-                return await self._finish(plan, "failed", reason, op.user)
+                return await self._finish(plan, DeploymentStatus.FAILED, reason, op.user)
             if self._finalizing:
                 # Too late to cancel: the release is out; finish recording it.
-                status = await self._finish(plan, "active", None, op.user)
+                status = await self._finish(plan, DeploymentStatus.ACTIVE, None, op.user)
                 # Else the progress query (GET deployment) shows finalize running
                 # for good. A step adds no command: histories replay unchanged.
                 self._step("finalize", "done", f"{status} (too late to cancel)")
@@ -199,7 +200,7 @@ class DeployWorkflow:
             # Cancelled from the API or the Temporal UI: put the previous release back.
             self._mark_running_failed("cancelled")
             reason = await self._restore(plan, "cancelled by an operator")
-            await self._finish(plan, "cancelled", reason, op.user)
+            await self._finish(plan, DeploymentStatus.CANCELLED, reason, op.user)
             raise asyncio.CancelledError(reason) from err
 
     def _mark_running_failed(self, detail: str) -> None:
@@ -221,7 +222,7 @@ class DeployWorkflow:
                 **self._work(REGISTRY),
             )
             self._step("resolve", "done", commit)
-        record = RecordBuildInput(build_id=build.build_id, deployment_id=plan.deployment_id, status="building", commit=commit)
+        record = RecordBuildInput(build_id=build.build_id, deployment_id=plan.deployment_id, status=BuildStatus.BUILDING, commit=commit)
         await workflow.execute_activity_method(BuilderActivities.record_build, record, summary=f"record {build.build_id}", **self._work(DB))
         if commit:
             reused: BuiltImage | None = await workflow.execute_activity_method(
@@ -232,7 +233,7 @@ class DeployWorkflow:
             )
             if reused is not None:
                 self._step("build", "done", f"reused {reused.reference} built for {commit[:12]}")
-                record.status, record.image = "reused", reused
+                record.status, record.image = BuildStatus.REUSED, reused
                 await workflow.execute_activity_method(BuilderActivities.record_build, record, summary="record reuse", **self._work(DB))
                 return reused.reference
         build.commit = commit
@@ -251,11 +252,11 @@ class DeployWorkflow:
                 ),
             )
         except (ActivityError, asyncio.CancelledError) as err:
-            record.status, record.reason = "failed", "cancelled" if cancelled(err) else failure_message(err)
+            record.status, record.reason = BuildStatus.FAILED, "cancelled" if cancelled(err) else failure_message(err)
             await workflow.execute_activity_method(BuilderActivities.record_build, record, summary="record the failed build", **self._cleanup(DB))
             raise
         self._step("build", "done", built.reference)
-        record.status, record.image = "succeeded", built
+        record.status, record.image = BuildStatus.SUCCEEDED, built
         await workflow.execute_activity_method(BuilderActivities.record_build, record, summary="record build", **self._work(DB))
         return built.reference
 
@@ -295,7 +296,7 @@ class DeployWorkflow:
             self._step("restore", "failed", failure_message(err))
             return f"{reason}; restoring the previous deployment also failed: {failure_message(err)}"
 
-    async def _finish(self, plan: DeploymentPlan, status: str, reason: str | None, user: str) -> str:
+    async def _finish(self, plan: DeploymentPlan, status: DeploymentStatus, reason: str | None, user: str) -> str:
         return await workflow.execute_activity_method(
             RecordActivities.finish_deployment,
             FinishDeploymentInput(
