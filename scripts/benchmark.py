@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -175,46 +177,51 @@ class Conveyor:
             time.sleep(0.02)
 
     async def deploy_many(self, count: int, replicas: int, probes: dict[str, list[float]]) -> tuple[float, int]:
-        """(wall time until every app runs, 5xx answers seen)."""
+        """(wall time until every app runs, 5xx answers seen). `/healthz` and
+        `GET /apps?limit=50` are timed meanwhile by probe processes of their
+        own, so that this client's own load does not count as the API's."""
         errors = 0
-        async with httpx.AsyncClient(base_url=self.base, headers=self.headers, timeout=300) as http:
-            done = asyncio.Event()
+        with tempfile.TemporaryDirectory(prefix="conveyor-probe-") as tmp:
+            outputs = {path: Path(tmp) / f"{i}.json" for i, path in enumerate(("/healthz", "/api/v1/apps?limit=50"))}
+            probers = [
+                await asyncio.create_subprocess_exec(sys.executable, __file__, "--probe", self.base + path, self.headers["Authorization"], str(out))
+                for path, out in outputs.items()
+            ]
+            try:
+                async with httpx.AsyncClient(base_url=self.base, headers=self.headers, timeout=300) as http:
 
-            async def probe(path: str, params: dict | None = None) -> None:
-                nonlocal errors
-                while not done.is_set():
+                    async def one(i: int) -> str:
+                        nonlocal errors
+                        response = await http.post(
+                            "/api/v1/apps",
+                            json={"name": f"crowd-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": replicas},
+                        )
+                        errors += response.status_code >= 500
+                        response.raise_for_status()
+                        return response.json()["id"]
+
                     started = time.monotonic()
-                    response = await http.get(path, params=params)
-                    probes.setdefault(path, []).append(time.monotonic() - started)
-                    errors += response.status_code >= 500
-                    await asyncio.sleep(0.1)
-
-            async def one(i: int) -> str:
-                nonlocal errors
-                response = await http.post(
-                    "/api/v1/apps", json={"name": f"crowd-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": replicas}
-                )
-                errors += response.status_code >= 500
-                response.raise_for_status()
-                return response.json()["id"]
-
-            probers = [asyncio.create_task(probe("/healthz")), asyncio.create_task(probe("/api/v1/apps", {"limit": 50}))]
-            started = time.monotonic()
-            ids = await asyncio.gather(*(one(i) for i in range(count)))
-            self.apps += ids
-            waiting = set(ids)
-            while waiting:
-                await asyncio.sleep(0.25)
-                response = await http.get("/api/v1/apps")
-                errors += response.status_code >= 500
-                statuses = {a["id"]: a["status"] for a in response.json()} if response.status_code == 200 else {}
-                broken = [i for i in waiting if statuses.get(i) in ("failed", "stopped")]
-                if broken:
-                    raise RuntimeError(f"{len(broken)} apps failed to deploy")
-                waiting = {i for i in waiting if statuses.get(i) != "running"}
-            wall = time.monotonic() - started
-            done.set()
-            await asyncio.gather(*probers)
+                    ids = await asyncio.gather(*(one(i) for i in range(count)))
+                    self.apps += ids
+                    waiting = set(ids)
+                    while waiting:
+                        await asyncio.sleep(0.25)
+                        response = await http.get("/api/v1/apps")
+                        errors += response.status_code >= 500
+                        statuses = {a["id"]: a["status"] for a in response.json()} if response.status_code == 200 else {}
+                        broken = [i for i in waiting if statuses.get(i) in ("failed", "stopped")]
+                        if broken:
+                            raise RuntimeError(f"{len(broken)} apps failed to deploy")
+                        waiting = {i for i in waiting if statuses.get(i) != "running"}
+                    wall = time.monotonic() - started
+            finally:
+                for proc in probers:
+                    proc.terminate()
+                    await proc.wait()
+            for path, out in outputs.items():
+                figures = json.loads(out.read_text()) if out.exists() else {"latencies": [], "errors": 0}
+                probes[path.split("?")[0]] = figures["latencies"]
+                errors += figures["errors"]
         return wall, errors
 
     def clean(self) -> None:
@@ -248,6 +255,25 @@ def peak_rss(pids: dict[str, int]):
         thread.join()
 
 
+def probe(url: str, authorization: str, out: str) -> None:
+    """Time GET `url` every 100 ms until SIGTERM, then write the latencies to `out`."""
+    latencies: list[float] = []
+    errors = 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with httpx.Client(headers={"Authorization": authorization}, timeout=60) as http:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                response = http.get(url)
+                errors += response.status_code >= 500
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.monotonic() - started)
+            stop.wait(0.1)
+    Path(out).write_text(json.dumps({"latencies": latencies, "errors": errors}))
+
+
 def single_deploys(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
     # One untimed round of each warms the caches (discovery, connections).
     conveyor.deploy(3)
@@ -278,6 +304,7 @@ def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: 
         if size == max(sizes):
             row(f"{size} concurrent deploys: /healthz p99 during the run", ms(p99(probes.get("/healthz", []))))
             row(f"{size} concurrent deploys: GET /apps?limit=50 p99 during the run", ms(p99(probes.get("/api/v1/apps", []))))
+            row(f"{size} concurrent deploys: /healthz answers timed", str(len(probes.get("/healthz", []))))
             for name, peak in sorted(peaks.items()):
                 row(f"{size} concurrent deploys: peak RSS of the {name}", format_bytes(peak))
 
@@ -337,7 +364,11 @@ def main() -> None:
     parser.add_argument("--skip-load", action="store_true", help="only the platform figures")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--crowds", default="50,200", help="sizes of the concurrent runs")
+    parser.add_argument("--probe", nargs=3, metavar=("URL", "AUTHORIZATION", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        probe(*args.probe)
+        return
     settings = get_settings()
     if args.cold_build:
         cold_build()
