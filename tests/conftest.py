@@ -12,10 +12,6 @@ import uuid
 import pytest
 from kubernetes import client, config
 
-# Streams of progress ping often enough for a test to see it (when this
-# session starts the platform).
-os.environ.setdefault("CONVEYOR_PROGRESS_PING_SECONDS", "3")
-
 from conveyor.settings import Settings  # noqa: E402
 from conveyor.stack.platform import Platform  # noqa: E402
 

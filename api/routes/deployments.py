@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 from temporalio.client import Client
@@ -85,7 +85,13 @@ POLL_SECONDS = 0.5
     response_class=EventSourceResponse,
 )
 async def progress_stream(
-    dep: Annotated[Deployment, Depends(_streamed_deployment)], settings: SettingsDep, temporal: TemporalDep
+    dep: Annotated[Deployment, Depends(_streamed_deployment)],
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    ping: Annotated[
+        float | None,
+        Query(ge=1, le=60, description="Seconds of quiet before a `: ping` (default CONVEYOR_PROGRESS_PING_SECONDS), for proxies with short idle timeouts"),
+    ] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     # Each poll reads the row in its own short session (read_off_loop): no
     # session or transaction is held while the stream waits.
@@ -110,7 +116,7 @@ async def progress_stream(
         if loop.time() - opened > settings.deploy_deadline_seconds:
             yield ServerSentEvent(event="close", data={"id": dep.id, "status": status, "reason": "reconnect to keep following"})
             return
-        if loop.time() - last_sent >= settings.progress_ping_seconds:
+        if loop.time() - last_sent >= (ping or settings.progress_ping_seconds):
             # FastAPI pings an idle stream too, every 15 s; this interval is a setting.
             last_sent = loop.time()
             yield ServerSentEvent(comment="ping")
