@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     nodes: int = 3
     node_cpu: str = "8"
     node_memory: str = "16Gi"
-    node_pods: str = "110"
+    # Simulated nodes cost nothing per pod: room for the apps of a whole test
+    # suite run twice (SQLite, then PostgreSQL) on one cluster, as CI does.
+    node_pods: str = "1000"
     pod_create_delay_ms: int = 200
     pod_ready_delay_ms: int = 1000
     pod_ready_jitter_ms: int = 500
