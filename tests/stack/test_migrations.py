@@ -78,36 +78,23 @@ def _one_revision_behind(url: str) -> str:
     return str(previous)
 
 
-def test_api_exits_on_a_schema_one_revision_behind_naming_conveyor_db_upgrade(tmp_path):
-    url = f"sqlite:///{tmp_path / 'behind.db'}"
-    previous = _one_revision_behind(url)
-    api = subprocess.run(
+@pytest.mark.parametrize(
+    "command",
+    [
         [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        env=_env(url, CONVEYOR_HOME=str(tmp_path / "home")),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert api.returncode != 0
-    assert "conveyor db upgrade" in api.stderr and f"revision {previous}" in api.stderr, api.stderr[-2000:]
-    # It did not migrate on its own.
-    assert current_revision(url) == previous
-
-
-def test_worker_exits_on_a_schema_one_revision_behind_naming_conveyor_db_upgrade(tmp_path):
+        [sys.executable, "-m", "worker"],
+    ],
+    ids=["api", "worker"],
+)
+def test_api_and_worker_exit_on_a_schema_one_revision_behind_naming_conveyor_db_upgrade(tmp_path, command):
     url = f"sqlite:///{tmp_path / 'behind.db'}"
     previous = _one_revision_behind(url)
-    worker = subprocess.run(
-        [sys.executable, "-m", "worker"],
-        cwd=ROOT,
-        env=_env(url, CONVEYOR_HOME=str(tmp_path / "home")),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    started = subprocess.run(
+        command, cwd=ROOT, env=_env(url, CONVEYOR_HOME=str(tmp_path / "home")), capture_output=True, text=True, timeout=120
     )
-    assert worker.returncode != 0
-    assert "conveyor db upgrade" in worker.stderr, worker.stderr[-2000:]
+    assert started.returncode != 0
+    assert "conveyor db upgrade" in started.stderr and f"revision {previous}" in started.stderr, started.stderr[-2000:]
+    # It did not migrate on its own.
     assert current_revision(url) == previous
 
 

@@ -110,8 +110,8 @@ def test_hostile_links_are_refused_by_the_check_and_by_extract(tmp_path, sentine
     assert not workspace.exists()
 
 
-@pytest.mark.parametrize("bomb", [hostile.pax_bomb, hostile.gnu_long_name_bomb])
-def test_header_bombs_are_refused_before_their_body_is_read(tmp_path, bomb):
+@pytest.mark.parametrize("bomb", [hostile.pax_bomb, hostile.gnu_long_name_bomb, hostile.gzip_bomb])
+def test_header_and_gzip_bombs_are_refused_while_streaming_with_bounded_memory(tmp_path, bomb):
     data, entry, words, status = bomb(64 * 1024 * 1024)
     archive = tmp_path / "bomb.tar.gz"
     archive.write_bytes(data)
@@ -123,23 +123,11 @@ def test_header_bombs_are_refused_before_their_body_is_read(tmp_path, bomb):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert refused.value.status == status and repr(entry) in str(refused.value) and words in str(refused.value)
-    assert peak < 2 * 1024 * 1024, f"the check held {peak} bytes"
-
-
-def test_a_gzip_bomb_is_refused_while_streaming_with_bounded_memory(tmp_path):
-    data, _entry, words, status = hostile.gzip_bomb(64 * 1024 * 1024)
-    archive = tmp_path / "bomb.tar.gz"
-    archive.write_bytes(data)
-    tracemalloc.start()
-    try:
-        with pytest.raises(sources.UnsafeSource) as refused:
-            sources.check_tarball(archive, LIMITS)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
     assert refused.value.status == status and words in str(refused.value)
-    assert peak < 2 * 1024 * 1024
+    if bomb is not hostile.gzip_bomb:
+        # A header bomb is named by its entry; a gzip bomb by the limit it crossed.
+        assert repr(entry) in str(refused.value)
+    assert peak < 2 * 1024 * 1024, f"the check held {peak} bytes"
 
 
 def test_the_extractor_never_follows_a_link_already_in_the_workspace(tmp_path, sentinel):
