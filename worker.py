@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -35,10 +36,18 @@ def progress_reporter(client: Client, loop: asyncio.AbstractEventLoop) -> Progre
     workflow through the worker's client, on the worker's event loop."""
 
     def report(workflow_id: str, progress: RolloutProgress) -> None:
+        # Sent, not awaited: a slow Temporal must not hold up the rollout wait
+        # (its heartbeats); a lost progress signal only delays the display.
         signal = client.get_workflow_handle(workflow_id).signal(DeployWorkflow.rollout_progress, progress)
-        asyncio.run_coroutine_threadsafe(signal, loop).result(timeout=10)
+        future = asyncio.run_coroutine_threadsafe(signal, loop)
+        future.add_done_callback(_log_signal_failure)
 
     return report
+
+
+def _log_signal_failure(future: concurrent.futures.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logging.getLogger(__name__).info("a rollout progress signal was not delivered: %s", future.exception())
 
 
 def activities(settings: Settings, report_progress: ProgressReporter | None = None) -> list:
@@ -65,13 +74,13 @@ def activities(settings: Settings, report_progress: ProgressReporter | None = No
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandbox, with the workflow modules and their payload models passed
-    through: re-importing them (and building the pydantic models again) for
-    every workflow run cost about 150 ms of CPU per run. The workflow modules
-    hold no mutable state; determinism across versions is what the replay
-    tests check."""
+    """The sandbox, with the payload models and the activity classes (which
+    workflows name by reference) passed through: re-importing them, and
+    building the pydantic models again, for every workflow run cost about
+    150 ms of CPU per run. The workflow modules themselves stay sandboxed, so
+    the sandbox still catches a clock, random or I/O call in workflow code."""
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "conveyor", "pydantic", "pydantic_core")
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("conveyor", "activities", "pydantic", "pydantic_core")
     )
 
 

@@ -5,10 +5,12 @@ uploaded source comes from the registry, so any worker can build it."""
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import ssl
@@ -16,6 +18,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
@@ -36,6 +40,7 @@ from conveyor.vocabulary import TERMINAL
 
 LOG_TAIL = 20
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1"}
+GIT_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "GIT_SSL_CAINFO", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
 
 
 def default_dockerfile(base_image: str, build_command: str | None, start_command: str | None) -> str:
@@ -69,6 +74,46 @@ def base_images(dockerfile: str) -> list[str]:
     return found
 
 
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# buildah's words for a pull or push the registry refused for good.
+PERMANENT_REGISTRY_ANSWERS = ("manifest unknown", "name unknown", "not found", "unauthorized", "denied", "forbidden")
+HEARTBEAT_SECONDS = 5.0
+
+
+@contextmanager
+def heartbeating(every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """Heartbeat the activity the whole time, not only while build output
+    streams: a quiet clone, pull or push must not look like a dead worker
+    (Temporal would then start a second attempt beside this one)."""
+    stop = threading.Event()
+    context = contextvars.copy_context()  # the activity's context, for this thread
+
+    def beat() -> None:
+        while not stop.wait(every):
+            context.run(activity.heartbeat)
+
+    thread = threading.Thread(target=beat, name="build-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _read_digest(path: Path) -> str:
+    """The pushed digest, from a file the sandbox could have replaced: no link followed, checked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise BuildFailed(f"the push left no digest ({exc.strerror})") from None
+    with os.fdopen(fd) as f:
+        digest = f.read(200).strip()
+    if not DIGEST.fullmatch(digest):
+        raise BuildFailed("the push left no valid sha256 digest")
+    return digest
+
+
 class BuildFailed(Exception):
     """The build cannot succeed as it is (permanent), unless `transient`: a
     pull from or push to the registry failed, which a later attempt may pass."""
@@ -87,7 +132,9 @@ def git_env(settings: Settings) -> dict[str, str]:
     directory, git over HTTPS trusts them as well as the system's (git's own
     setting would replace the system's), read anew on every call so an
     operator can add one without a restart."""
-    env = {**os.environ, **GIT_ENV}
+    # Only what git needs: it runs a URL a user gave, and the worker's own
+    # environment may hold the database URL or Temporal credentials.
+    env = {name: os.environ[name] for name in GIT_PASSTHROUGH if name in os.environ} | GIT_ENV
     extra = sorted(settings.effective_git_ca_dir.glob("*.pem")) if settings.effective_git_ca_dir.is_dir() else []
     if not extra:
         return env
@@ -220,21 +267,30 @@ class BuilderActivities:
         except subprocess.TimeoutExpired:
             raise BuildFailed(f"the build took longer than {self.settings.build_timeout_seconds}s and was stopped") from None
         if proc.returncode != 0:
-            log(proc.stdout.strip() + proc.stderr.strip())
-            raise BuildFailed(f"{what} failed", transient=True)
+            output = proc.stdout.strip() + proc.stderr.strip()
+            log(output)
+            # A missing image or refused access stays so; a registry away comes back.
+            permanent = any(words in output.lower() for words in PERMANENT_REGISTRY_ANSWERS)
+            raise BuildFailed(f"{what} failed" + (" (the registry refused it)" if permanent else ""), transient=not permanent)
         return proc.stdout
 
-    def _pull_bases(self, box: sandbox.BuildSandbox, dockerfile: Path, log, deadline: float) -> None:
-        allowed = {self.settings.registry, images.parse(self.settings.build_base_image).registry}
+    def _pull_bases(self, box: sandbox.BuildSandbox, dockerfile: Path, log, deadline: float, project_id: str) -> None:
+        base_image = images.parse(self.settings.build_base_image)
         for base in base_images(dockerfile.read_text(errors="replace")):
             try:
                 ref = images.parse(base)
             except images.InvalidImageReference:
                 raise BuildFailed(f"FROM {base}: not an image reference this builder can pull") from None
-            if ref.registry not in allowed:
-                raise BuildFailed(f"FROM {base}: builds use images from the platform's registry ({self.settings.registry}) only")
+            own = ref.registry == self.settings.registry and ref.repository.split("/", 1)[0] == project_id
+            if not (own or (ref.registry, ref.repository) == (base_image.registry, base_image.repository)):
+                # Another project's images are that project's: a FROM must not copy them.
+                raise BuildFailed(
+                    f"FROM {base}: builds use the base image or this project's own images ({self.settings.registry}/{project_id}/…) only"
+                )
             log(f"==> pulling {base}")
-            args = ["pull", "--quiet"] + (["--tls-verify=false"] if self.settings.registry_insecure else []) + [base]
+            # Plain HTTP only to the platform's own registry, never to another.
+            insecure = self.settings.registry_insecure and ref.registry == self.settings.registry
+            args = ["pull", "--quiet"] + (["--tls-verify=false"] if insecure else []) + [base]
             self._sandboxed(box, args, f"pulling {base}", log, deadline)
 
     @activity.defn(name="build_image")
@@ -248,7 +304,7 @@ class BuilderActivities:
         image = f"{self.settings.registry}/{request.project_id}/{request.slug}:{plan.build_id}"
         deadline = time.monotonic() + plan.timeout_seconds
         box: sandbox.BuildSandbox | None = None
-        with BuildLogWriter(self.url, plan.build_id, LOG_TAIL) as log:
+        with heartbeating(), BuildLogWriter(self.url, plan.build_id, LOG_TAIL) as log:
             try:
                 src = workspace / "src"
                 self._fetch(request, src, log)
@@ -271,7 +327,7 @@ class BuilderActivities:
                     box.prepare()
                 except sandbox.SandboxUnavailable as exc:
                     raise BuildFailed(str(exc)) from exc
-                self._pull_bases(box, dockerfile, log, deadline)
+                self._pull_bases(box, dockerfile, log, deadline, request.project_id)
                 proc, description = box.popen_build(self.buildah.bud_args(src, image, dockerfile, pull=False))
                 log(f"==> {description}")
                 self._run_streaming(proc, log, deadline)
@@ -280,7 +336,7 @@ class BuilderActivities:
                 push = ["push", "--quiet", "--digestfile", str(digest_file)]
                 push += ["--tls-verify=false"] if self.settings.registry_insecure else []
                 self._sandboxed(box, push + [image, f"docker://{image}"], f"pushing {image}", log, deadline + 300)
-                digest = digest_file.read_text().strip()
+                digest = _read_digest(digest_file)
                 log(f"==> pushed {image}@{digest}")
                 return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}")
             except BuildFailed as exc:

@@ -72,7 +72,7 @@ def concise_errors(fn: F) -> F:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
             raise ApplicationError(
                 f"the Kubernetes API cannot be reached: {type(exc).__name__}: {str(exc)[:MESSAGE_LIMIT]}",
                 type="KubernetesUnreachable",

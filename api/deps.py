@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -49,6 +50,10 @@ async def read_off_loop(settings: Settings, work: Callable[..., T], *args: Any) 
     return await run_in_threadpool(run)
 
 
+# After a failed connection attempt, the next one waits this long.
+RECONNECT_AFTER_SECONDS = 2.0
+
+
 class TemporalConnector:
     """Connects on first use, so the API starts even while Temporal is down."""
 
@@ -57,14 +62,26 @@ class TemporalConnector:
         self.interceptors = interceptors or []
         self._client: Client | None = None
         self._lock = asyncio.Lock()
+        self._failed: tuple[float, Exception] | None = None
 
     async def client(self) -> Client:
-        """The shared client; raises when Temporal cannot be reached yet."""
+        """The shared client; raises when Temporal cannot be reached yet.
+
+        A failed attempt is remembered for a moment, so that requests arriving
+        while Temporal is away fail at once instead of queueing behind one
+        another's connection attempts."""
         if self._client is not None:
             return self._client
         async with self._lock:
             if self._client is None:
-                self._client = await connect(self.settings, self.interceptors)
+                now = time.monotonic()
+                if self._failed is not None and now - self._failed[0] < RECONNECT_AFTER_SECONDS:
+                    raise self._failed[1]
+                try:
+                    self._client = await connect(self.settings, self.interceptors)
+                except Exception as exc:
+                    self._failed = (now, exc)
+                    raise
             return self._client
 
     async def get(self) -> Client:

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import metrics
 from api.access_log import AccessLogMiddleware, install_logging, span_without_query
 from api.deps import TemporalConnector
+from api.limits import BodyLimitMiddleware
 from api.operations import HandoffReconciler
 from api.routes import apps, audit, builds, codec, deployments, observe
 from conveyor import telemetry
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     app.add_middleware(AccessLogMiddleware)
     # Outermost: liveness is answered before any other layer (tracing,
     # metrics, access log), so it stays fast while the API is busy.
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(LivenessMiddleware)
     return app
 

@@ -21,7 +21,6 @@ nothing was written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -193,10 +192,17 @@ class HandoffReconciler:
     def _left_behind(self) -> list[Operation]:
         cutoff = utcnow() - timedelta(seconds=self.settings.handoff_grace_seconds)
         with read_scope(self.url) as session:
+            # Rows that keep failing go last, so they cannot hold up the others.
             rows = session.scalars(
-                select(Handoff).where(Handoff.created_at < cutoff).order_by(Handoff.created_at).limit(200)
+                select(Handoff).where(Handoff.created_at < cutoff).order_by(Handoff.attempts, Handoff.created_at).limit(200)
             ).all()
-            return [Operation.model_validate(row.operation) for row in rows]
+            ops = []
+            for row in rows:
+                try:
+                    ops.append(Operation.model_validate(row.operation))
+                except ValueError:
+                    log.error("hand-off row %s holds no operation this version reads; left in place", row.workflow_id)
+            return ops
 
     async def _started(self, client: Client, workflow_id: str) -> bool:
         try:
@@ -215,8 +221,11 @@ class HandoffReconciler:
         client = await self.temporal.client()
         pending, started = [], []
         for op in ops:
-            # Its workflow exists: the lane had it; only the crossing-off was lost.
-            (started if await self._started(client, op.workflow_id) else pending).append(op)
+            try:
+                # Its workflow exists: the lane had it; only the crossing-off was lost.
+                (started if await self._started(client, op.workflow_id) else pending).append(op)
+            except Exception as exc:  # noqa: BLE001 - this one waits for the next round; the others go on
+                await run_in_threadpool(_note_failure, self.url, op.workflow_id, str(exc))
         if started:
             await run_in_threadpool(_crossed_off, self.url, [op.workflow_id for op in started])
         delivered = await self.deliver(pending)
@@ -282,8 +291,12 @@ class Mutation:
         if outcome.operations:
             # Committed: the answer does not wait on a slow Temporal for long;
             # whatever is not delivered by then is the reconciler's.
-            with contextlib.suppress(TimeoutError):
+            # Nor does it fail: the operation is committed, an error now would
+            # tell the caller to try again and run it twice.
+            try:
                 await asyncio.wait_for(self.handoff.deliver(outcome.operations), HANDOFF_WAIT_SECONDS)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("hand-off after commit did not finish (%s); the reconciler takes over", type(exc).__name__)
         self.response.status_code = outcome.status_code
         if outcome.replayed:
             self.response.headers["Idempotent-Replayed"] = "true"
@@ -316,7 +329,7 @@ class Mutation:
                 session.flush()
                 return Outcome(code, body, list(self._queued))
         except IntegrityError as exc:
-            raise HTTPException(409, "a concurrent request with the same Idempotency-Key or name won the race; retry") from exc
+            raise HTTPException(409, "a concurrent request changed the same thing first (a name, a deployment number or an Idempotency-Key); retry") from exc
         finally:
             self.session = None  # type: ignore[assignment]
 

@@ -4,6 +4,7 @@ one it sent. Nothing is shared on disk."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 
@@ -73,7 +74,10 @@ class BuildLogWriter:
     def close(self) -> None:
         self._closed.set()
         self._flusher.join()
-        self.flush()
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - the log's last lines must not replace the build's own outcome
+            logging.getLogger(__name__).warning("build %s: the last log lines could not be written", self.build_id, exc_info=True)
 
     def __enter__(self) -> BuildLogWriter:
         return self

@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     api_threads: int = 40
     # Operations committed but not handed to Temporal this long (a crash, or
     # Temporal away) are handed off by the reconciler, which looks this often.
-    handoff_grace_seconds: float = 5.0
+    # (longer than a request waits for its own hand-off, so the two do not race)
+    handoff_grace_seconds: float = 15.0
     handoff_interval_seconds: float = 2.0
     base_domain: str = "apps.localhost"
     max_replicas: int = 50

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import select
@@ -20,6 +20,7 @@ from api.serializers import app_public
 from api.services import apps as services
 from conveyor import manifests, vocabulary
 from conveyor.db.models import App, Project
+from conveyor.db.session import read_scope
 from conveyor.ids import iso, utcnow
 from conveyor.kube import api_client
 from conveyor.settings import Settings
@@ -137,6 +138,16 @@ def app_and_namespace(session: Session, caller: Caller, app_id: str) -> tuple[Ap
     return app, app_namespace(session, app)
 
 
+def get_app_target(app_id: str, settings: SettingsDep, caller: Viewer) -> tuple[App, str]:
+    """The app and its namespace, read in a session closed before the route
+    calls Kubernetes: no connection is held while the cluster answers."""
+    with read_scope(settings.effective_database_url) as session:
+        return app_and_namespace(session, caller, app_id)
+
+
+AppTargetDep = Annotated[tuple[App, str], Depends(get_app_target)]
+
+
 def pod_objects(settings: Settings, namespace: str, app: App) -> list[dict]:
     """The app's pods as API dicts, by name."""
     core = k8s.CoreV1Api(api_client(settings))
@@ -149,9 +160,8 @@ def _ready(pod: dict) -> bool:
 
 
 @router.get("/{app_id}/status", response_model=AppStatus, summary="Runtime status: ready replicas and pod phases")
-def app_status(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> AppStatus:
-    app = load_app(session, caller, app_id)
-    namespace = app_namespace(session, app)
+def app_status(target: AppTargetDep, settings: SettingsDep) -> AppStatus:
+    app, namespace = target
     try:
         obj = k8s.AppsV1Api(api_client(settings)).read_namespaced_deployment(app.slug, namespace)
         desired, ready = obj.spec.replicas or 0, obj.status.ready_replicas or 0
@@ -168,8 +178,8 @@ def app_status(app_id: str, session: SessionDep, settings: SettingsDep, caller: 
 
 
 @router.get("/{app_id}/pods", response_model=list[PodDetail], summary="List the app's pods")
-def app_pods(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> list[PodDetail]:
-    app, namespace = app_and_namespace(session, caller, app_id)
+def app_pods(target: AppTargetDep, settings: SettingsDep) -> list[PodDetail]:
+    app, namespace = target
     out = []
     for pod in pod_objects(settings, namespace, app):
         statuses = pod.get("status", {}).get("containerStatuses") or []

@@ -107,9 +107,10 @@ def sign_session(key: bytes, token_id: str, expires: int) -> str:
 def session_token_id(key: bytes, value: str, now: float) -> str | None:
     """The token id a cookie names, if its signature holds and it has not expired."""
     parts = value.split(".")
-    if len(parts) != 4 or parts[0] != SESSION_VERSION or not parts[2].isdigit():
+    if len(parts) != 4 or parts[0] != SESSION_VERSION or not (parts[2].isascii() and parts[2].isdigit()):
         return None
-    if not hmac.compare_digest(_mac(key, ".".join(parts[:3])), parts[3]):
+    # Bytes: compare_digest refuses str that is not ASCII (a crafted cookie).
+    if not hmac.compare_digest(_mac(key, ".".join(parts[:3])).encode(), parts[3].encode()):
         return None
     if int(parts[2]) <= now:
         return None

@@ -19,10 +19,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 from pydantic import BaseModel, Field
 
-from api.deps import SessionDep, SettingsDep, Viewer, read_off_loop
+from api.deps import SettingsDep, Viewer, read_off_loop
 from api.pagination import PageDep
-from api.routes.apps import app_and_namespace, app_namespace, pod_objects
-from api.services.apps import load_app
+from api.routes.apps import AppTargetDep, app_and_namespace, pod_objects
 from conveyor import manifests
 from conveyor.ids import iso
 from conveyor.kube import api_client
@@ -164,8 +163,7 @@ class EventPublic(BaseModel):
     last_seen: str | None
 
 
-def app_events(settings, session, app) -> list[EventPublic]:
-    namespace = app_namespace(session, app)
+def app_events(settings, namespace: str, app) -> list[EventPublic]:
     slug = re.escape(app.slug)
     mine = {
         "Deployment": re.compile(rf"^{slug}$"),
@@ -205,15 +203,9 @@ def app_events(settings, session, app) -> list[EventPublic]:
     response_model=list[EventPublic],
     summary="Kubernetes events of the app's Deployment, ReplicaSets and pods, newest first (paginated)",
 )
-def events(
-    app_id: str,
-    session: SessionDep,
-    settings: SettingsDep,
-    caller: Viewer,
-    page: PageDep,
-) -> list[EventPublic]:
-    app = load_app(session, caller, app_id)
-    everything = app_events(settings, session, app)
+def events(target: AppTargetDep, settings: SettingsDep, page: PageDep) -> list[EventPublic]:
+    app, namespace = target
+    everything = app_events(settings, namespace, app)
     start = page.after(int) or 0
     window = page.window(everything, start)
     offsets = {id(item): start + i + 1 for i, item in enumerate(window)}
@@ -291,9 +283,8 @@ def _stats(settings, nodes: set[str]) -> tuple[dict[str, dict], str | None]:
     summary="CPU, memory, disk and network per pod and in total",
     description="Figures the cluster cannot provide are reported as unavailable, with the reason; none are invented.",
 )
-def metrics(app_id: str, session: SessionDep, settings: SettingsDep, caller: Viewer) -> AppMetrics:
-    app = load_app(session, caller, app_id)
-    namespace = app_namespace(session, app)
+def metrics(target: AppTargetDep, settings: SettingsDep) -> AppMetrics:
+    app, namespace = target
     pods = pod_objects(settings, namespace, app)
     usage, stamp, window, usage_error = _usage(settings, namespace, app.slug)
     nodes = {p["spec"]["nodeName"] for p in pods if p.get("spec", {}).get("nodeName")}

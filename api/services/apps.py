@@ -33,8 +33,11 @@ def unprocessable(field: str, message: str, where: str = "body") -> HTTPExceptio
     return HTTPException(422, [{"loc": [where, field], "msg": message, "type": "value_error"}])
 
 
-def load_app(session: Session, caller: Caller, app_id: str) -> App:
-    app = session.get(App, app_id)
+def load_app(session: Session, caller: Caller, app_id: str, lock: bool = False) -> App:
+    """The caller's app; `lock` (in a write transaction) holds its row until the
+    commit, so concurrent changes of one app take turns on PostgreSQL as they
+    do on SQLite (where a writer holds the database)."""
+    app = session.get(App, app_id, with_for_update=lock)
     # Another project's app is indistinguishable from a missing one.
     if app is None or app.project_id != caller.project_id:
         raise HTTPException(404, f"app {app_id} not found")
@@ -170,7 +173,7 @@ def create(m: Mutation, caller: Caller, body: AppCreate) -> tuple[int, AppPublic
 def update(m: Mutation, caller: Caller, app_id: str, given: dict[str, Any]) -> tuple[int, AppPublic]:
     """A release, a scale, a recorded setting or nothing, as `plan_update` decides."""
     session = m.session
-    app = load_app(session, caller, app_id)
+    app = load_app(session, caller, app_id, lock=True)
     mutable(app)
     if given.get("image_url") is not None and app.source_type != "image":
         raise unprocessable("image_url", f"only image apps have one; this app builds from {app.source_type} sources")
@@ -252,7 +255,7 @@ async def delete_attempt_over(temporal: TemporalConnector, app_id: str, attempt:
 
 def delete(m: Mutation, caller: Caller, app_id: str, ended_attempt: int | None) -> tuple[int, AppPublic]:
     session = m.session
-    app = load_app(session, caller, app_id)
+    app = load_app(session, caller, app_id, lock=True)
     # Deleting already: a repeat changes nothing, unless that attempt ended without a word.
     if app.status != AppStatus.DELETING or app.delete_attempts == ended_attempt:
         app.delete_attempts = (app.delete_attempts or 0) + 1
@@ -274,7 +277,7 @@ def delete(m: Mutation, caller: Caller, app_id: str, ended_attempt: int | None) 
 
 
 def deploy(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPublic]:
-    app = load_app(m.session, caller, app_id)
+    app = load_app(m.session, caller, app_id, lock=True)
     mutable(app)
     snapshot = source_release(m.session, m.settings, app)
     if snapshot is None:
@@ -283,7 +286,7 @@ def deploy(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPub
 
 
 def restart(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPublic]:
-    app = load_app(m.session, caller, app_id)
+    app = load_app(m.session, caller, app_id, lock=True)
     mutable(app)
     current = active_deployment(m.session, app.id)
     if current is None:
@@ -293,7 +296,7 @@ def restart(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPu
 
 def deploy_upload(m: Mutation, caller: Caller, app_id: str, source_ref: str) -> tuple[int, DeploymentPublic]:
     """Build the uploaded source (stored at `source_ref`) and deploy it."""
-    app = load_app(m.session, caller, app_id)
+    app = load_app(m.session, caller, app_id, lock=True)
     mutable(app)
     build = new_upload_build(m.session, app, source_ref)
     return m.release(app, OperationKind.DEPLOY, image=None, env=app.env, port=app.port, build_id=build.id)

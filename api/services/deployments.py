@@ -35,7 +35,7 @@ def load_both(session: Session, caller: Caller, app_id: str, deployment_id: str)
 
 def revert(m: Mutation, caller: Caller, app_id: str, deployment_id: str) -> tuple[int, DeploymentPublic]:
     """A new deployment of the target's image, env and port; the replica count stays."""
-    app = load_app(m.session, caller, app_id)
+    app = load_app(m.session, caller, app_id, lock=True)
     mutable(app)
     target = load_deployment(m.session, app, deployment_id)
     if target.status not in ONCE_RAN or not target.image_ref:
@@ -47,7 +47,7 @@ def revert(m: Mutation, caller: Caller, app_id: str, deployment_id: str) -> tupl
 def cancel(m: Mutation, caller: Caller, app_id: str, deployment_id: str, workflow_told: bool) -> tuple[int, DeploymentPublic]:
     """Cancel a deployment that has not started here; one that has was told
     through its workflow before this runs (`workflow_told`) and is only recorded."""
-    app = load_app(m.session, caller, app_id)
+    app = load_app(m.session, caller, app_id, lock=True)
     dep = load_deployment(m.session, app, deployment_id)
     if dep.status in TERMINAL:
         raise HTTPException(409, f"deployment {dep.id} is already {dep.status}")
@@ -70,7 +70,7 @@ def cancel(m: Mutation, caller: Caller, app_id: str, deployment_id: str, workflo
 
 def retry(m: Mutation, caller: Caller, app_id: str, deployment_id: str) -> tuple[int, DeploymentPublic]:
     """A new deployment with the same snapshot as a failed or cancelled one."""
-    app = load_app(m.session, caller, app_id)
+    app = load_app(m.session, caller, app_id, lock=True)
     mutable(app)
     dep = load_deployment(m.session, app, deployment_id)
     if dep.status not in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):

@@ -491,3 +491,32 @@ def test_no_422_repeats_the_value_it_refuses(api, deployed_app):
     response = api.call("POST", f"{path}/restart", headers={"Idempotency-Key": "ECHO_KEY_20" * 30})
     assert_422_naming(response, "Idempotency-Key")
     assert "ECHO_KEY_20" not in response.text
+
+
+# --- bodies are bounded before anything reads them ---------------------------
+
+
+def test_bodies_over_their_limit_are_refused_before_auth_with_a_413(settings):
+    """FastAPI reads a whole form before any dependency: without this bound a
+    caller with no token could fill the API's disk through the upload route."""
+    chunk = b"x" * (1024 * 1024)
+    sent = 0
+
+    def endless():
+        nonlocal sent
+        while sent < settings.upload_max_bytes + 8 * len(chunk):
+            sent += len(chunk)
+            yield chunk
+
+    with httpx.Client(base_url=settings.api_url, timeout=60) as http:
+        # Streamed without a Content-Length, and no Authorization at all.
+        upload = http.post(
+            "/api/v1/apps/app_nobody/build", content=endless(), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
+        assert upload.status_code == 413, upload.text
+        assert "body" in upload.json()["detail"]
+        # Declared too large: refused at once, nothing read.
+        big = http.post("/api/v1/apps", content=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers={"content-type": "application/json"})
+        assert big.status_code == 413, big.text
+        # Within the limit, the route answers as before (here: no token).
+        assert http.post("/api/v1/apps", json={"name": "x"}).status_code == 401

@@ -190,6 +190,17 @@ def test_failing_build_leaves_the_app_on_its_previous_deployment(api, kube_api, 
     assert deployed_image(kube_api, settings, app["slug"]) == good["image_ref"]
 
 
+def test_a_build_cannot_start_from_another_projects_image(api, settings):
+    """Each project's built images are its own: a FROM naming another project's
+    repository in the platform's registry fails the build at once, before any pull."""
+    app = upload_app(api)
+    other = f"{settings.registry}/proj_someone-else/their-app:bld_x"
+    dep = upload(api, app["id"], tarball({"Dockerfile": f"FROM {other}\nRUN echo copied\n"})).json()
+    failed = api.wait_finished(app["id"], dep["id"], timeout=180)
+    assert failed["status"] == "failed"
+    assert "this project's own images" in failed["reason"] and "copied" not in failed["reason"]
+
+
 @pytest.mark.parametrize(
     ("entries", "status", "words"),
     [

@@ -197,3 +197,23 @@ def test_a_lost_crossing_off_does_not_run_an_operation_twice(api, deployed_app, 
     assert [(d["id"], d["status"]) for d in deps] == [(first["id"], "active")]
     audit = api.call("GET", f"/apps/{app['id']}/audit", 200).json()
     assert sum(1 for e in audit if e["action"] == "deploy") == 1
+
+
+def test_concurrent_changes_of_one_app_each_keep_their_part(api, deployed_app, settings, admin_token):
+    """Ten PATCHes of one app at once, each adding its own env key: none is
+    lost (each change reads the app as the one before it left it), and each is
+    one numbered deployment."""
+    app, _first = deployed_app
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=settings.api_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60) as http:
+            return await asyncio.gather(
+                *(http.patch(f"/api/v1/apps/{app['id']}", json={"env": {f"KEY_{i}": str(i)}}) for i in range(10))
+            )
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [202] * 10, [r.text for r in responses if r.status_code != 202]
+    env = api.call("GET", f"/apps/{app['id']}", 200).json()["env"]
+    assert {f"KEY_{i}" for i in range(10)} <= set(env)
+    numbers = [d["number"] for d in api.deployments(app["id"])]
+    assert sorted(numbers) == list(range(1, 12))

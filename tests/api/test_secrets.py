@@ -410,6 +410,8 @@ def test_forged_expired_and_revoked_codec_sessions_are_refused(api, settings, ma
         f"{version}.tok_000000000000.{expires}.{mac}",  # another token's id
         codec_routes.sign_session(b"k" * 32, token_id, int(expires)),  # signed with a key the API lacks
         "garbage",
+        f"{version}.{token_id}.{expires}.\u00e9",  # not ASCII: refused, not a 500
+        f"{version}.{token_id}.\u00b2.{mac}",  # a digit only to str.isdigit
     ]
     for value in forged:
         refused = ui_decode(settings, body, value)

@@ -22,7 +22,7 @@ def upgrade() -> None:
     # Apps deployed before: what runs is their active deployment's image.
     op.execute(
         "UPDATE apps SET running_image = (SELECT d.image_ref FROM deployments d "
-        "WHERE d.app_id = apps.id AND d.status = 'active')"
+        "WHERE d.app_id = apps.id AND d.status = 'active' ORDER BY d.finished_at DESC LIMIT 1)"
     )
 
 
