@@ -19,6 +19,8 @@ DEFAULT_LIMIT = 1024 * 1024
 CODEC_LIMIT = 5 * 1024 * 1024
 # Multipart framing around an uploaded tarball.
 MULTIPART_MARGIN = 64 * 1024
+# How much of a refused body is read and dropped before the answer.
+DRAIN_LIMIT = 16 * 1024 * 1024
 _UPLOAD = re.compile(r"^/api/v1/apps/[^/]+/build$")
 
 
@@ -45,6 +47,7 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _drain(receive)
             await _refuse(send, limit)
             return
         seen = 0
@@ -67,6 +70,7 @@ class BodyLimitMiddleware:
                 # a broken form with a 400), the answer is this 413.
                 if message["type"] == "http.response.start" and not started:
                     started = True
+                    await _drain(receive)
                     await _refuse(send, limit)
                 return
             started = started or message["type"] == "http.response.start"
@@ -76,7 +80,22 @@ class BodyLimitMiddleware:
             await self.app(scope, bounded_receive, noting_send)
         except _TooLarge:
             if not started:
+                await _drain(receive)
                 await _refuse(send, limit)
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop a little more of the refused body, so that a client still
+    sending gets the 413 instead of a broken connection; past DRAIN_LIMIT the
+    connection is simply closed."""
+    dropped = 0
+    while dropped < DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _refuse(send: Send, limit: int) -> None:

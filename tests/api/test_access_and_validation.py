@@ -504,7 +504,7 @@ def test_bodies_over_their_limit_are_refused_before_auth_with_a_413(settings):
 
     def endless():
         nonlocal sent
-        while sent < settings.upload_max_bytes + 8 * len(chunk):
+        while sent < settings.upload_max_bytes + 4 * len(chunk):
             sent += len(chunk)
             yield chunk
 
