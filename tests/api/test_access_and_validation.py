@@ -504,6 +504,8 @@ def test_bodies_over_their_limit_are_refused_before_auth_with_a_413(settings):
 
     def endless():
         nonlocal sent
+        # A well-formed form whose file part never ends: the parser writes it out.
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="src.tar"\r\nContent-Type: application/octet-stream\r\n\r\n'
         while sent < settings.upload_max_bytes + 4 * len(chunk):
             sent += len(chunk)
             yield chunk

@@ -327,8 +327,10 @@ def ui_decode(settings, body: str, cookie: str | None, **headers) -> httpx.Respo
         "X-Namespace": settings.temporal_namespace,
         **headers,
     }
-    cookies = {codec_routes.COOKIE: cookie} if cookie is not None else None
-    return httpx.post(f"{settings.codec_endpoint}/decode", content=body, headers=sent, cookies=cookies)
+    if cookie is not None:
+        # Raw bytes: a forged cookie need not be ASCII, which httpx's cookie jar insists on.
+        sent["Cookie"] = f"{codec_routes.COOKIE}={cookie}".encode()
+    return httpx.post(f"{settings.codec_endpoint}/decode", content=body, headers=sent)
 
 
 def test_a_browser_signs_in_to_the_codec_with_a_cookie_and_decodes_as_the_web_ui(

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
 
 from conveyor.codec import Keyring, PayloadKey, data_converter
 from conveyor.stack.temporal import SEARCH_ATTRIBUTES, temporal_cli
@@ -54,7 +54,9 @@ def task_queue() -> str:
 
 
 @asynccontextmanager
-async def running_worker(client: Client, task_queue: str, fakes: Fakes) -> AsyncIterator[Worker]:
+async def running_worker(
+    client: Client, task_queue: str, fakes: Fakes, runner: WorkflowRunner | None = None
+) -> AsyncIterator[Worker]:
     """The real worker's workflows and sandbox, with `fakes` as the activities.
     Heartbeats go out at once (not throttled to 80% of the heartbeat timeout,
     as in production), so a cancel reaches a blocked fake in milliseconds."""
@@ -63,7 +65,7 @@ async def running_worker(client: Client, task_queue: str, fakes: Fakes) -> Async
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=fakes.activities(),
-        workflow_runner=workflow_runner(),
+        workflow_runner=runner or workflow_runner(),
         max_heartbeat_throttle_interval=timedelta(milliseconds=50),
         default_heartbeat_throttle_interval=timedelta(milliseconds=50),
     )

@@ -28,6 +28,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows.lane
 from api.operations import lane_id, signal_lane
@@ -213,7 +214,12 @@ async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_du
 
 async def test_lane_continues_as_new_and_carries_its_queue_over(client, task_queue, monkeypatch):
     # Continue as new after every operation (production: past 5000 events).
+    # The lane module is passed through the sandbox here, for this test only,
+    # so that the patched threshold is the one the workflow reads.
     monkeypatch.setattr(workflows.lane, "MAX_HISTORY", 1)
+    runner = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "conveyor", "activities", "pydantic", "pydantic_core")
+    )
     fakes = Fakes()
     app_id = new_app(fakes)
     settings = Settings(temporal_task_queue=task_queue)
@@ -223,7 +229,7 @@ async def test_lane_continues_as_new_and_carries_its_queue_over(client, task_que
     delete = app_operation("delete", app_id)
     hold = Block()
     fakes.script("begin_deployment", hold)
-    async with running_worker(client, task_queue, fakes):
+    async with running_worker(client, task_queue, fakes, runner):
         await signal_lane(client, settings, ops[0])
         await fakes.started("begin_deployment")
         first_run = (await client.get_workflow_handle(lane_id(app_id)).describe()).run_id
