@@ -161,14 +161,21 @@ class KubeActivities:
                         continue
                     _raise_api_error(exc, f"applying {obj['kind']} {name}")
             applied.append(f"{obj['kind']}/{name}")
-        # Env lived in a ConfigMap before it moved to the Secret: drop the leftover.
-        try:
-            client.CoreV1Api(self.api).delete_collection_namespaced_config_map(
-                request.spec.namespace, label_selector=f"{manifests.LABEL_APP_ID}={request.spec.app_id}"
-            )
-        except ApiException as exc:
-            _raise_api_error(exc, f"removing the old env ConfigMap of {request.spec.slug}")
         return applied
+
+    def _drop_leftover_env_config_map(self, request: RolloutInput, deployment: dict[str, Any]) -> None:
+        """Env lived in a ConfigMap before it moved to the Secret. Once a
+        rollout has finished on a template that does not read it, no pod does:
+        until then the old pods may restart and need it."""
+        name = manifests.env_config_map_name(request.name)
+        containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
+        if any((ref.get("configMapRef") or {}).get("name") == name for c in containers for ref in c.get("envFrom") or []):
+            return
+        try:
+            client.CoreV1Api(self.api).delete_namespaced_config_map(name, request.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                _raise_api_error(exc, f"removing the old env ConfigMap of {request.name}")
 
     def _stuck_pod(self, request: RolloutInput, first_seen: dict[str, float], stuck_after: float) -> str | None:
         core = client.CoreV1Api(self.api)
@@ -242,20 +249,21 @@ class KubeActivities:
             give_up_at = started + request.deadline_seconds + 5
         stuck_after = min(request.stuck_seconds, request.deadline_seconds)
         first_seen: dict[str, float] = {}
-        state = None
+        state, last = None, None
         reported: tuple[int, int] | None = None
         next_pod_check = time.monotonic() + WATCH_SLICE_SECONDS
         for obj in self._deployment_changes(request):
             if activity.is_cancelled():
                 raise CancelledError("rollout wait cancelled")
             if obj is not None:
-                state = rollout.deployment_state(obj)
-            assert state is not None
+                state, last = rollout.deployment_state(obj), obj
+            assert state is not None and last is not None
             activity.heartbeat(give_up_at - request.deadline_seconds - 5, state.message, state.ready, state.desired)
             if request.report_progress and (state.ready, state.desired) != reported and not state.done:
                 reported = (state.ready, state.desired)
                 self._report(info.workflow_id, RolloutProgress(ready=state.ready, desired=state.desired, message=state.message))
             if state.done:
+                self._drop_leftover_env_config_map(request, last)
                 return RolloutResult(ready_replicas=state.ready, desired_replicas=state.desired, message=state.message)
             if state.failed:
                 # Say why, when a pod shows it.

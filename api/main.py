@@ -22,6 +22,7 @@ from api.deps import TemporalConnector
 from api.limits import BodyLimitMiddleware
 from api.operations import HandoffReconciler
 from api.routes import apps, audit, builds, codec, deployments, observe
+from api.streams import ProgressHub, StreamSlots
 from conveyor import telemetry
 from conveyor.codec import EncryptionCodec, load_keyring
 from conveyor.db.records import ensure_default_project, handoff_backlog
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     app.state.settings = settings
     app.state.temporal = TemporalConnector(settings, [telemetry.temporal_interceptor(tracer)])
     app.state.handoff = HandoffReconciler(settings, app.state.temporal)
+    app.state.streams = StreamSlots(settings.max_streams)
+    app.state.progress = ProgressHub(settings)
     metrics.install(app, settings, API_PREFIX)
 
     @app.middleware("http")

@@ -8,7 +8,7 @@ import time
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func, select
 
 from conveyor.db.models import Deployment
@@ -53,8 +53,24 @@ class DeploymentCollector:
         yield durations
 
 
+class StreamCollector:
+    """This process's long-lived responses, and how often it polls for them."""
+
+    def __init__(self, app: FastAPI):
+        self.state = app.state
+
+    def collect(self):
+        streams = self.state.streams
+        yield GaugeMetricFamily("conveyor_open_streams", "Progress streams and log follows held open", value=streams.open)
+        yield GaugeMetricFamily("conveyor_max_streams", "Streams this process holds before it answers 503", value=streams.limit)
+        yield CounterMetricFamily(
+            "conveyor_progress_polls", "Polls of a followed deployment (one per interval, however many follow it)", value=self.state.progress.polls
+        )
+
+
 def install(app: FastAPI, settings: Settings, prefix: str) -> None:
     registry = CollectorRegistry()
+    registry.register(StreamCollector(app))
     latency = Histogram(
         "conveyor_api_request_duration_seconds",
         "API request latency",

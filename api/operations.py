@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request, Response
@@ -56,6 +57,8 @@ log = logging.getLogger("conveyor.handoff")
 # and how long a request waits for its hand-off before answering anyway.
 HANDOFF_RPC_TIMEOUT = timedelta(seconds=5)
 HANDOFF_WAIT_SECONDS = 10.0
+# How often each API process prunes expired Idempotency-Key records.
+PRUNE_INTERVAL_SECONDS = 600.0
 
 
 def lane_id(app_id: str) -> str:
@@ -164,6 +167,23 @@ def _note_failure(url: str, workflow_id: str, error: str) -> None:
         )
 
 
+def idempotency_cutoff(settings: Settings) -> datetime:
+    """Idempotency-Keys recorded before this have expired."""
+    return utcnow() - timedelta(hours=settings.idempotency_key_hours)
+
+
+def prune_idempotency_keys(url: str, cutoff: datetime, batch: int = 1000) -> int:
+    """Delete expired Idempotency-Key records, a short transaction per batch; returns how many."""
+    pruned = 0
+    while True:
+        with session_scope(url) as session:
+            ids = select(IdempotencyRecord.id).where(IdempotencyRecord.created_at < cutoff).limit(batch)
+            done = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(ids))).rowcount
+        pruned += done
+        if done < batch:
+            return pruned
+
+
 class HandoffReconciler:
     """Hands committed operations to Temporal: right after the request, and
     again in the background for whatever a crash or an outage left behind."""
@@ -172,6 +192,7 @@ class HandoffReconciler:
         self.settings = settings
         self.temporal = temporal
         self.url = settings.effective_database_url
+        self._pruned_at = -PRUNE_INTERVAL_SECONDS
 
     async def deliver(self, ops: list[Operation]) -> list[str]:
         """Signal each operation to its lane; returns the workflow ids handed off."""
@@ -233,11 +254,22 @@ class HandoffReconciler:
             log.info("reconciler handed off %d of %d left-behind operations", len(delivered), len(pending))
         return len(started) + len(delivered)
 
+    async def prune(self) -> None:
+        """Expired Idempotency-Keys go, at most once per PRUNE_INTERVAL_SECONDS."""
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_INTERVAL_SECONDS:
+            return
+        self._pruned_at = now
+        pruned = await run_in_threadpool(prune_idempotency_keys, self.url, idempotency_cutoff(self.settings))
+        if pruned:
+            log.info("pruned %d expired Idempotency-Key records", pruned)
+
     async def run_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.handoff_interval_seconds)
             try:
                 await self.reconcile()
+                await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Temporal or the database away: next round
@@ -309,11 +341,10 @@ class Mutation:
                 self.session, self._queued = session, []
                 record = None
                 if key is not None:
-                    found = session.scalars(
-                        select(IdempotencyRecord).where(
-                            IdempotencyRecord.project_id == caller.project_id, IdempotencyRecord.key == key
-                        )
-                    ).first()
+                    mine = (IdempotencyRecord.project_id == caller.project_id, IdempotencyRecord.key == key)
+                    # An expired key is free again, even before the pruning reaches it.
+                    session.execute(delete(IdempotencyRecord).where(*mine, IdempotencyRecord.created_at < idempotency_cutoff(self.settings)))
+                    found = session.scalars(select(IdempotencyRecord).where(*mine)).first()
                     if found is not None:
                         if found.request_fingerprint != fingerprint:
                             raise _unprocessable_key("this key was used for a different request")

@@ -25,7 +25,7 @@ def env_secret_name(slug: str) -> str:
 
 
 def env_config_map_name(slug: str) -> str:
-    """Where env lived before it moved to a Secret; removed on the next apply."""
+    """Where env lived before it moved to a Secret; removed once a rollout no longer needs it."""
     return f"{slug}-env"
 
 

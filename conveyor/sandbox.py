@@ -7,8 +7,8 @@ system's read-only /usr and /etc and this build's own workspace and image
 storage: a RUN step that escapes buildah's chroot still sees nothing of the
 platform. The build itself also gets an empty network namespace (no route to
 anything, the host's loopback included), or with CONVEYOR_BUILD_NETWORK a
-slirp4netns user-mode network that refuses the host's loopback and every
-address of the host. CPU, memory and processes are bounded by a cgroup where
+slirp4netns user-mode network that refuses the host's loopback, every
+address of the host and the private ranges of CONVEYOR_BUILD_NETWORK_DENY. CPU, memory and processes are bounded by a cgroup where
 one can be created, file sizes and open files by rlimits, time by the
 builder's deadline. Pulls and the push run buildah alone (no build steps), in
 the same user namespace and root but on the host's network.
@@ -269,7 +269,7 @@ class BuildSandbox:
         if s.build_network:
             ready_r, ready_w = os.pipe()
             go_r, go_w = os.pipe()
-            env.update(SANDBOX_READY_FD=str(ready_w), SANDBOX_GO_FD=str(go_r), SANDBOX_UNREACHABLE=" ".join(host_addresses()))
+            env.update(SANDBOX_READY_FD=str(ready_w), SANDBOX_GO_FD=str(go_r), SANDBOX_UNREACHABLE=" ".join(host_addresses() + s.build_network_denied))
             fds = (ready_w, go_r)
         namespaces = self._namespaces(host_network=False)
         proc = subprocess.Popen(
@@ -296,7 +296,7 @@ class BuildSandbox:
             finally:
                 os.close(ready_r)
                 os.close(go_w)
-            network_line = "outbound network through slirp4netns, host addresses unreachable"
+            network_line = "outbound network through slirp4netns, host addresses and private ranges unreachable"
         return proc, f"sandbox: unprivileged user namespace, own PID namespace, {network_line}, {limits_line}"
 
     def _start_network(self, proc: subprocess.Popen, ready_r: int, go_w: int) -> None:

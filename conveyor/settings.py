@@ -6,10 +6,11 @@ workflow module.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,6 +86,9 @@ class Settings(BaseSettings):
     # (longer than a request waits for its own hand-off, so the two do not race)
     handoff_grace_seconds: float = 15.0
     handoff_interval_seconds: float = 2.0
+    # An Idempotency-Key answers its repeats for this long; after that the key
+    # is free again and its record is pruned.
+    idempotency_key_hours: float = 24.0
     base_domain: str = "apps.localhost"
     max_replicas: int = 50
     default_progress_deadline_seconds: int = 600
@@ -97,6 +101,8 @@ class Settings(BaseSettings):
     deploy_deadline_seconds: int = 1800
     # An idle progress stream (SSE) sends a keep-alive comment this often.
     progress_ping_seconds: float = 15.0
+    # Progress streams and log follows one API process holds at once; one more is a 503.
+    max_streams: int = 200
     # A delete waits this long for the app's objects to go (finalizers), then
     # fails with what is left; DELETE can then be tried again.
     delete_timeout_seconds: int = 120
@@ -119,6 +125,10 @@ class Settings(BaseSettings):
     # steps (package installs) is off unless this is set; when on, the host's
     # own addresses and loopback stay unreachable.
     build_network: bool = False
+    # With the build network on, these IPv4 ranges are routed to nowhere too
+    # (private, shared, link-local: the cluster, cloud metadata, internal
+    # services). Narrow it to let builds reach, say, a private package mirror.
+    build_network_deny: str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,169.254.0.0/16"
     build_memory_mb: int = 2048
     build_cpus: float = 1.0
     build_max_processes: int = 1024
@@ -132,6 +142,18 @@ class Settings(BaseSettings):
     # long to finish before it cancels them (keep the orchestrator's grace
     # period, e.g. terminationGracePeriodSeconds, longer than this).
     worker_shutdown_seconds: float = 60.0
+
+    @field_validator("build_network_deny")
+    @classmethod
+    def _ipv4_networks(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if entry and not isinstance(ipaddress.ip_network(entry, strict=False), ipaddress.IPv4Network):
+                raise ValueError("must be comma-separated IPv4 networks (the build network has no IPv6)")
+        return value
+
+    @property
+    def build_network_denied(self) -> list[str]:
+        return [str(ipaddress.ip_network(e.strip(), strict=False)) for e in self.build_network_deny.split(",") if e.strip()]
 
     @property
     def local_kubeconfig(self) -> Path:

@@ -19,6 +19,7 @@ from api.operations import MutationDep
 from api.schemas import DeploymentPublic
 from api.services import apps as services
 from api.services.apps import load_app, mutable
+from api.streams import FollowSlot
 from conveyor import buildlog, registry, sources
 from conveyor.db.models import Build
 from conveyor.ids import new_id
@@ -118,7 +119,7 @@ async def build_log(
     settings: SettingsDep,
     caller: Viewer,
     build_id: Annotated[str | None, Query(description="bld_…; default: the latest build")] = None,
-    follow: Annotated[bool, Query(description="Stream until the build ends")] = False,
+    follow: FollowSlot = False,
 ):
     def find(session) -> Build:
         app = load_app(session, caller, app_id)
@@ -126,7 +127,7 @@ async def build_log(
         query = query.where(Build.id == build_id) if build_id else query.order_by(Build.created_at.desc())
         build = session.scalars(query).first()
         if build is None:
-            raise HTTPException(404, f"no build {build_id or ''} for app {app.id}".replace("  ", " "))
+            raise HTTPException(404, "build not found for this app")
         return build
 
     build = await read_off_loop(settings, find)

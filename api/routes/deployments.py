@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
-from temporalio.client import Client
 
 from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer, read_off_loop
 from api.operations import MutationDep
@@ -19,9 +18,9 @@ from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from api.services import deployments as services
 from api.services.apps import load_app
+from api.streams import ProgressHubDep, StreamSlot, workflow_progress
 from conveyor.db.models import Deployment
 from conveyor.vocabulary import NOT_STARTED, TERMINAL
-from workflows.deploy import DeployWorkflow
 
 router = APIRouter(prefix="/apps/{app_id}/deployments", tags=["deployments"])
 
@@ -41,14 +40,6 @@ def list_deployments(
     return [deployment_public(dep) for dep in page.finish(deps, lambda dep: dep.number)]
 
 
-async def workflow_progress(temporal: Client, dep: Deployment) -> list[dict]:
-    """The steps as the deployment's workflow reports them (empty before it starts)."""
-    try:
-        return await temporal.get_workflow_handle(dep.workflow_id).query(DeployWorkflow.progress)
-    except Exception:  # noqa: BLE001 - not started yet (queued) or no worker to answer
-        return []
-
-
 @router.get("/{deployment_id}", response_model=DeploymentPublic, summary="One deployment with its progress")
 async def get_deployment(
     app_id: str, deployment_id: str, settings: SettingsDep, temporal: TemporalDep, caller: Viewer
@@ -64,14 +55,6 @@ async def _streamed_deployment(
     return await read_off_loop(settings, services.load_both, caller, app_id, deployment_id)
 
 
-def _status_now(session, deployment_id: str) -> tuple[str, str | None] | None:
-    row = session.get(Deployment, deployment_id)
-    return (row.status, row.reason) if row is not None else None
-
-
-POLL_SECONDS = 0.5
-
-
 @router.get(
     "/{deployment_id}/progress",
     summary="Live progress as Server-Sent Events",
@@ -83,44 +66,51 @@ POLL_SECONDS = 0.5
         "`event: close`; reconnect to keep following."
     ),
     response_class=EventSourceResponse,
+    dependencies=[StreamSlot],
 )
 async def progress_stream(
     dep: Annotated[Deployment, Depends(_streamed_deployment)],
     settings: SettingsDep,
     temporal: TemporalDep,
+    hub: ProgressHubDep,
     ping: Annotated[
         float | None,
         Query(ge=1, le=60, description="Seconds of quiet before a `: ping` (default CONVEYOR_PROGRESS_PING_SECONDS), for proxies with short idle timeouts"),
     ] = None,
 ) -> AsyncIterable[ServerSentEvent]:
-    # Each poll reads the row in its own short session (read_off_loop): no
-    # session or transaction is held while the stream waits.
+    # The hub polls the row (in short read sessions) and the workflow, once
+    # for every follower of this deployment in this process.
     loop = asyncio.get_running_loop()
     sent: dict[str, tuple] = {}
     last_sent = opened = loop.time()
-    while True:
-        now = await read_off_loop(settings, _status_now, dep.id)
-        if now is None:
-            yield ServerSentEvent(event="end", data={"id": dep.id, "status": "deleted", "reason": "the deployment or its app was deleted"})
-            return
-        status, reason = now
-        for step in await workflow_progress(temporal, dep):
-            seen = (step["state"], step.get("detail"))
-            if sent.get(step["name"]) != seen:
-                sent[step["name"]] = seen
+    quiet = ping or settings.progress_ping_seconds
+    async with hub.follow(temporal, dep) as inbox:
+        while True:
+            closes_in = settings.deploy_deadline_seconds - (loop.time() - opened)
+            try:
+                snapshot = await asyncio.wait_for(inbox.get(), max(0.0, min(quiet - (loop.time() - last_sent), closes_in)))
+            except TimeoutError:
+                snapshot = None
+            if snapshot is not None and snapshot.status is None:
+                yield ServerSentEvent(event="end", data={"id": dep.id, "status": "deleted", "reason": "the deployment or its app was deleted"})
+                return
+            for step in snapshot.steps if snapshot is not None else ():
+                seen = (step["state"], step.get("detail"))
+                if sent.get(step["name"]) != seen:
+                    sent[step["name"]] = seen
+                    last_sent = loop.time()
+                    yield ServerSentEvent(event="step", data=step)
+            if snapshot is not None and snapshot.ended:
+                yield ServerSentEvent(event="end", data={"id": dep.id, "status": snapshot.status, "reason": snapshot.reason})
+                return
+            if loop.time() - opened >= settings.deploy_deadline_seconds:
+                status = snapshot.status if snapshot is not None else dep.status
+                yield ServerSentEvent(event="close", data={"id": dep.id, "status": status, "reason": "reconnect to keep following"})
+                return
+            if loop.time() - last_sent >= quiet:
+                # FastAPI pings an idle stream too, every 15 s; this interval is a setting.
                 last_sent = loop.time()
-                yield ServerSentEvent(event="step", data=step)
-        if status in TERMINAL:
-            yield ServerSentEvent(event="end", data={"id": dep.id, "status": status, "reason": reason})
-            return
-        if loop.time() - opened > settings.deploy_deadline_seconds:
-            yield ServerSentEvent(event="close", data={"id": dep.id, "status": status, "reason": "reconnect to keep following"})
-            return
-        if loop.time() - last_sent >= (ping or settings.progress_ping_seconds):
-            # FastAPI pings an idle stream too, every 15 s; this interval is a setting.
-            last_sent = loop.time()
-            yield ServerSentEvent(comment="ping")
-        await asyncio.sleep(POLL_SECONDS)
+                yield ServerSentEvent(comment="ping")
 
 
 @router.post(

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from api.deps import SettingsDep, Viewer, read_off_loop
 from api.pagination import PageDep
 from api.routes.apps import AppTargetDep, app_and_namespace, pod_objects
+from api.streams import FollowSlot
 from conveyor import manifests
 from conveyor.ids import iso
 from conveyor.kube import api_client
@@ -45,7 +46,7 @@ def _log_targets(settings, namespace: str, app, pod: str | None) -> list[str]:
     names = [p["metadata"]["name"] for p in pod_objects(settings, namespace, app) if p.get("spec", {}).get("nodeName")]
     if pod is not None:
         if pod not in names:
-            raise HTTPException(404, f"pod {pod} is not one of app {app.id}'s pods")
+            raise HTTPException(404, "pod is not one of this app's pods")
         return [pod]
     return names
 
@@ -68,7 +69,7 @@ async def logs(
     pod: Annotated[str | None, Query(description="Only this pod")] = None,
     container: Annotated[str, Query(description="Container name")] = manifests.CONTAINER,
     previous: Annotated[bool, Query(description="The previous (crashed) container's logs")] = False,
-    follow: Annotated[bool, Query(description="Keep streaming new lines")] = False,
+    follow: FollowSlot = False,
 ):
     since_seconds = parse_since(since)
     app, namespace = await read_off_loop(settings, app_and_namespace, caller, app_id)

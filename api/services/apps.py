@@ -40,7 +40,7 @@ def load_app(session: Session, caller: Caller, app_id: str, lock: bool = False) 
     app = session.get(App, app_id, with_for_update=lock)
     # Another project's app is indistinguishable from a missing one.
     if app is None or app.project_id != caller.project_id:
-        raise HTTPException(404, f"app {app_id} not found")
+        raise HTTPException(404, "app not found")
     return app
 
 

@@ -25,7 +25,7 @@ class StartedMeanwhile(Exception):
 def load_deployment(session: Session, app: App, deployment_id: str) -> Deployment:
     dep = session.get(Deployment, deployment_id)
     if dep is None or dep.app_id != app.id:
-        raise HTTPException(404, f"deployment {deployment_id} not found for app {app.id}")
+        raise HTTPException(404, "deployment not found for this app")
     return dep
 
 

@@ -138,7 +138,8 @@ class IdempotencyRecord(Base):
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column()
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    # Keys expire (Settings.idempotency_key_hours); the reconciler prunes them by age.
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
 
 
 class Build(Base):

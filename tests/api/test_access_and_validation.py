@@ -134,6 +134,23 @@ def test_duplicate_name_is_409_and_unknown_app_is_404(api, deployed_app):
     assert api.call("GET", f"/apps/{app['id']}/deployments/dep_nope").status_code == 404
 
 
+def test_unknown_ids_are_a_404_that_does_not_repeat_them(api, deployed_app):
+    app, first = deployed_app
+    hostile = "ECHO_ID_<img src=x onerror=alert(1)>" + "z" * 5000
+    for method, path, params in [
+        ("GET", f"/apps/{hostile}", None),
+        ("DELETE", f"/apps/{hostile}", None),
+        ("GET", f"/apps/{app['id']}/deployments/{hostile}", None),
+        ("GET", f"/apps/{app['id']}/deployments/{hostile}/progress", None),
+        ("POST", f"/apps/{app['id']}/deployments/{hostile}/cancel", None),
+        ("GET", f"/apps/{app['id']}/build-log", {"build_id": hostile}),
+        ("GET", f"/apps/{app['id']}/logs", {"pod": hostile}),
+    ]:
+        response = api.call(method, path, params=params)
+        assert response.status_code == 404, (method, path[:60], response.status_code, response.text[:200])
+        assert "ECHO_ID" not in response.text and "onerror" not in response.text, (method, path[:60], response.text[:200])
+
+
 def test_bad_update_input_is_a_422_and_changes_nothing(api, deployed_app):
     app, first = deployed_app
     for body, field in (({"port": 0}, "port"), ({"replicas": None}, "replicas"), ({"env": {"bad-key": "x"}}, "env"), ({"name": "x"}, "name")):
@@ -232,7 +249,7 @@ def test_a_token_of_another_project_gets_404_on_every_route_of_an_app(api, setti
         response = b.call(method, path, **VALID_BODIES.get((method, template), {}))
         assert response.status_code == 404, (method, template, response.status_code, response.text)
         # The app check answered, not some later one (the deployment exists in A).
-        assert response.json()["detail"] == f"app {app['id']} not found", (method, template, response.text)
+        assert response.json()["detail"] == "app not found", (method, template, response.text)
 
     # Nothing happened to A's app, and B's list does not show it.
     assert [d["id"] for d in api.deployments(app["id"])] == [first["id"]]

@@ -32,6 +32,7 @@ from conveyor.payloads import ApplyInput
 from conveyor.stack import temporal
 from conveyor.temporal_client import connect
 from scripts import web_ui_codec_check
+from tests.api.test_operate import start_never_ready_deploy
 from tests.helpers import eventually
 
 NAMESPACE_PROJECT = "proj_default"
@@ -277,10 +278,16 @@ def test_an_app_deployed_with_the_old_configmap_ends_up_with_only_the_secret(api
     refs = apps_api.read_namespaced_deployment(app["slug"], namespace).spec.template.spec.containers[0].env_from
     assert [r.config_map_ref.name for r in refs if r.config_map_ref] == [name]
 
-    dep = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
-    api.wait_active(app["id"], dep["id"])
-
-    assert read_or_none(core.read_namespaced_config_map, name, namespace) is None
+    # While a rollout is under way the old pods still read the ConfigMap (and
+    # may restart): it stays. It goes once a template without it has rolled
+    # out, here the restore after the cancel.
+    stuck = start_never_ready_deploy(api, app)
+    assert read_or_none(core.read_namespaced_config_map, name, namespace) is not None
+    api.call("POST", f"/apps/{app['id']}/deployments/{stuck['id']}/cancel", 202)
+    assert api.wait_finished(app["id"], stuck["id"], timeout=90)["status"] == "cancelled"
+    eventually(
+        lambda: read_or_none(core.read_namespaced_config_map, name, namespace) is None, 60, what="the old ConfigMap to go"
+    )
     secret = core.read_namespaced_secret(name, namespace)
     assert {k: base64.b64decode(v).decode() for k, v in secret.data.items()} == env
     container = apps_api.read_namespaced_deployment(app["slug"], namespace).spec.template.spec.containers[0]

@@ -108,6 +108,9 @@ def test_build_steps_reach_neither_platform_ports_nor_host_processes(home, liste
     assert seen["buildah-root"] == "denied"
     if network:
         assert "default via 10.0.2.2" in seen["routes"] and "outbound network" in output
+        # Private, shared and link-local ranges (the cluster, cloud metadata) lead nowhere either.
+        routes = set(seen["routes"].split(";"))
+        assert {f"unreachable {net}" for net in Settings().build_network_denied} <= {r.strip() for r in routes}, seen["routes"]
     else:
         assert seen["routes"] == "" and "no network" in output
     assert "unprivileged user namespace" in output
