@@ -9,7 +9,10 @@ no query string, no headers (so no Authorization), no client address.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 
 from opentelemetry.trace import Span
@@ -20,13 +23,20 @@ LOGGER = "conveyor.access"
 
 
 def install_logging() -> logging.Logger:
-    """Silence uvicorn's access logger; give ours a handler unless one is configured."""
+    """Silence uvicorn's access logger; give ours a handler unless one is configured.
+
+    The line is queued on the event loop and written by a thread of its own,
+    so a slow log file or pipe never holds up the requests."""
     logging.getLogger("uvicorn.access").disabled = True
     logger = logging.getLogger(LOGGER)
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))
-        logger.addHandler(handler)
+        lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        writer = logging.handlers.QueueListener(lines, handler)
+        writer.start()
+        atexit.register(writer.stop)
+        logger.addHandler(logging.handlers.QueueHandler(lines))
         logger.propagate = False
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)

@@ -19,7 +19,7 @@ from conveyor.settings import Settings
 from conveyor.temporal_client import connect
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -134,7 +134,7 @@ def check_role(caller: Caller, role: str) -> Caller:
 
 
 def require(role: str):
-    def check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    async def check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         return check_role(caller, role)
 
     return check

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics
 from api.access_log import AccessLogMiddleware, install_logging, span_without_query
@@ -75,13 +75,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     app.state.progress = ProgressHub(settings)
     metrics.install(app, settings, API_PREFIX)
 
-    @app.middleware("http")
-    async def trace_id_header(request: Request, call_next):
-        response = await call_next(request)
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            response.headers["X-Trace-Id"] = format(context.trace_id, "032x")
-        return response
+    app.add_middleware(TraceIdMiddleware)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -123,7 +117,12 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
         app.include_router(router, prefix=API_PREFIX)
     codec.install_cors(app, settings, API_PREFIX + codec.PREFIX)
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=tracer, excluded_urls="healthz,metrics", server_request_hook=span_without_query
+        app,
+        tracer_provider=tracer,
+        excluded_urls="healthz,metrics",
+        server_request_hook=span_without_query,
+        # One span per request, not one more per ASGI message.
+        exclude_spans=["receive", "send"],
     )
     install_logging()
     app.add_middleware(AccessLogMiddleware)
@@ -132,6 +131,27 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(LivenessMiddleware)
     return app
+
+
+class TraceIdMiddleware:
+    """`X-Trace-Id` on every answer: the request's trace, to look up in a tracing backend."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_trace_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                context = trace.get_current_span().get_span_context()
+                if context.is_valid:
+                    message = {**message, "headers": [*message.get("headers", []), (b"x-trace-id", format(context.trace_id, "032x").encode())]}
+            await send(message)
+
+        await self.app(scope, receive, with_trace_id)
 
 
 class LivenessMiddleware:

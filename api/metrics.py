@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.db.models import Deployment
 from conveyor.db.session import read_scope
@@ -68,6 +69,39 @@ class StreamCollector:
         )
 
 
+class LatencyMiddleware:
+    """Times each HTTP request by its route template (a plain ASGI layer: no
+    extra task or stream per request, as `@app.middleware` would add)."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram, prefix: str):
+        self.app = app
+        self.histogram = histogram
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            # Routes of included routers report their path without the router prefix.
+            if route is not None and scope["path"].startswith(self.prefix) and not template.startswith(self.prefix):
+                template = self.prefix + template
+            self.histogram.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
+
+
 def install(app: FastAPI, settings: Settings, prefix: str) -> None:
     registry = CollectorRegistry()
     registry.register(StreamCollector(app))
@@ -79,17 +113,7 @@ def install(app: FastAPI, settings: Settings, prefix: str) -> None:
     )
     registry.register(DeploymentCollector(settings))
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        # Routes of included routers report their path without the router prefix.
-        if request.url.path.startswith(prefix) and not template.startswith(prefix) and route is not None:
-            template = prefix + template
-        latency.labels(request.method, template, str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(LatencyMiddleware, histogram=latency, prefix=prefix)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=True)
     def metrics() -> Response:

@@ -378,7 +378,7 @@ class Mutation:
         return 202, deployment_public(dep)
 
 
-def get_mutation(request: Request, response: Response, settings: SettingsDep, idempotency_key: IdempotencyKey = None) -> Mutation:
+async def get_mutation(request: Request, response: Response, settings: SettingsDep, idempotency_key: IdempotencyKey = None) -> Mutation:
     return Mutation(request, response, settings, request.app.state.handoff, idempotency_key)
 
 

@@ -80,7 +80,7 @@ class Page:
         return page
 
 
-def get_page(request: Request, response: Response, limit: Limit = None, cursor: Cursor = None) -> Page:
+async def get_page(request: Request, response: Response, limit: Limit = None, cursor: Cursor = None) -> Page:
     return Page(request, response, limit, decode(cursor))
 
 

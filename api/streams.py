@@ -159,7 +159,7 @@ class ProgressHub:
             await asyncio.sleep(POLL_SECONDS)
 
 
-def get_progress_hub(request: Request) -> ProgressHub:
+async def get_progress_hub(request: Request) -> ProgressHub:
     return request.app.state.progress
 
 

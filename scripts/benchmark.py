@@ -48,7 +48,7 @@ from conveyor.ids import new_id, utcnow
 from conveyor.settings import Settings, get_settings
 from conveyor.stack import binaries
 from conveyor.stack.platform import Platform, format_bytes
-from conveyor.stack.processes import rss_bytes
+from conveyor.stack.processes import cpu_seconds, rss_bytes
 
 IMAGE = "127.0.0.1:5000/demo/web:v1"
 ROWS: list[tuple[str, str]] = []
@@ -65,6 +65,9 @@ def timed(label: str, fn) -> float:
     elapsed = time.monotonic() - started
     row(label, f"{elapsed:.2f} s")
     return elapsed
+
+
+BURST_SECONDS = 10
 
 
 def p99(values: list[float]) -> float:
@@ -219,8 +222,12 @@ class Conveyor:
                     proc.terminate()
                     await proc.wait()
             for path, out in outputs.items():
-                figures = json.loads(out.read_text()) if out.exists() else {"latencies": [], "errors": 0}
+                figures = json.loads(out.read_text()) if out.exists() else {"latencies": [], "at": [], "errors": 0}
                 probes[path.split("?")[0]] = figures["latencies"]
+                # The first seconds, while the crowd's POSTs arrive, apart.
+                burst = [lat for lat, at in zip(figures["latencies"], figures["at"], strict=True) if at < started + BURST_SECONDS]
+                probes[path.split("?")[0] + " burst"] = burst
+                probes[path.split("?")[0] + " after"] = figures["latencies"][len(burst):]
                 errors += figures["errors"]
         return wall, errors
 
@@ -258,6 +265,7 @@ def peak_rss(pids: dict[str, int]):
 def probe(url: str, authorization: str, out: str) -> None:
     """Time GET `url` every 100 ms until SIGTERM, then write the latencies to `out`."""
     latencies: list[float] = []
+    at: list[float] = []
     errors = 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -270,8 +278,9 @@ def probe(url: str, authorization: str, out: str) -> None:
             except httpx.HTTPError:
                 errors += 1
             latencies.append(time.monotonic() - started)
+            at.append(started)
             stop.wait(0.1)
-    Path(out).write_text(json.dumps({"latencies": latencies, "errors": errors}))
+    Path(out).write_text(json.dumps({"latencies": latencies, "at": at, "errors": errors}))
 
 
 def single_deploys(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
@@ -289,13 +298,16 @@ def single_deploys(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
 
 
 def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: Kubectl, sizes: list[int]) -> None:
-    pids = {p["name"]: p["pid"] for p in platform.status()["parts"] if p["name"] in ("api", "worker") and p.get("pid")}
+    parts = [p for p in platform.status()["parts"] if p.get("pid")]
+    pids = {p["name"]: p["pid"] for p in parts if p["name"] in ("api", "worker")}
     for size in sizes:
         theirs = asyncio.run(kubectl.deploy_many(size, 1))
         kubectl.clean()
         probes: dict[str, list[float]] = {}
+        cpu_before = {p["title"]: cpu_seconds(p["pid"]) for p in parts}
         with peak_rss(pids) as peaks:
             ours, errors = asyncio.run(conveyor.deploy_many(size, 1, probes))
+        cpu_used = {p["title"]: cpu_seconds(p["pid"]) - cpu_before[p["title"]] for p in parts}
         conveyor.clean()
         row(f"{size} concurrent deploys: kubectl wall time", f"{theirs:.1f} s")
         row(f"{size} concurrent deploys: Conveyor wall time (all active)", f"{ours:.1f} s")
@@ -305,8 +317,18 @@ def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: 
             row(f"{size} concurrent deploys: /healthz p99 during the run", ms(p99(probes.get("/healthz", []))))
             row(f"{size} concurrent deploys: GET /apps?limit=50 p99 during the run", ms(p99(probes.get("/api/v1/apps", []))))
             row(f"{size} concurrent deploys: /healthz answers timed", str(len(probes.get("/healthz", []))))
+            row(
+                f"{size} concurrent deploys: /healthz p99 in the first {BURST_SECONDS} s / after",
+                f"{ms(p99(probes.get('/healthz burst', [])))} / {ms(p99(probes.get('/healthz after', [])))}",
+            )
             for name, peak in sorted(peaks.items()):
                 row(f"{size} concurrent deploys: peak RSS of the {name}", format_bytes(peak))
+            # Where the machine's time went: CPU seconds of each part during
+            # the run, against what the cores could give in its wall time.
+            cores = len(os.sched_getaffinity(0))
+            row(f"{size} concurrent deploys: CPU busy (all parts, {cores} cores)", f"{sum(cpu_used.values()) / (ours * cores):.0%}")
+            for title, used in sorted(cpu_used.items(), key=lambda item: -item[1]):
+                row(f"{size} concurrent deploys: CPU of the {title}", f"{used:.1f} s ({used / ours:.0%} of a core)")
 
 
 def big_list(settings: Settings, count: int = 10_000) -> None:

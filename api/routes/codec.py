@@ -22,13 +22,15 @@ import hashlib
 import hmac
 import html
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from google.protobuf import json_format
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 
 from api.deps import Caller, SettingsDep, caller_of, check_role, get_caller, read_off_loop
@@ -59,34 +61,56 @@ def allowed_origins(settings: Settings) -> set[str]:
 
 def install_cors(app: FastAPI, settings: Settings, path_prefix: str) -> None:
     """CORS for the codec routes only; the rest of the API is not for browsers."""
-    origins = allowed_origins(settings)
+    app.add_middleware(CodecCorsMiddleware, origins=allowed_origins(settings), path_prefix=path_prefix)
 
-    @app.middleware("http")
-    async def codec_cors(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        origin = request.headers.get("origin")
-        if not request.url.path.startswith(path_prefix) or origin is None:
-            return await call_next(request)
-        allowed = origin in origins
-        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+
+class CodecCorsMiddleware:
+    """Answers the Web UI's preflights and marks the codec's answers for its
+    origin (a plain ASGI layer, so other requests pass through untouched)."""
+
+    def __init__(self, app: ASGIApp, origins: set[str], path_prefix: str):
+        self.app = app
+        self.origins = origins
+        self.path_prefix = path_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.path_prefix):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        allowed = origin in self.origins
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             if not allowed:
-                return Response("origin not allowed", status_code=403, headers={"Vary": "Origin"})
-            return Response(
-                status_code=204,
-                headers={
-                    "Access-Control-Allow-Origin": origin,
-                    "Access-Control-Allow-Credentials": "true",
-                    "Access-Control-Allow-Methods": "POST, OPTIONS",
-                    "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Namespace",
-                    "Access-Control-Max-Age": "600",
-                    "Vary": "Origin",
-                },
-            )
-        response = await call_next(request)
-        response.headers["Vary"] = "Origin"
-        if allowed:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Credentials"] = "true"
-        return response
+                preflight = Response("origin not allowed", status_code=403, headers={"Vary": "Origin"})
+            else:
+                preflight = Response(
+                    status_code=204,
+                    headers={
+                        "Access-Control-Allow-Origin": origin,
+                        "Access-Control-Allow-Credentials": "true",
+                        "Access-Control-Allow-Methods": "POST, OPTIONS",
+                        "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Namespace",
+                        "Access-Control-Max-Age": "600",
+                        "Vary": "Origin",
+                    },
+                )
+            await preflight(scope, receive, send)
+            return
+
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer = MutableHeaders(scope=message)
+                answer["Vary"] = "Origin"
+                if allowed:
+                    answer["Access-Control-Allow-Origin"] = origin
+                    answer["Access-Control-Allow-Credentials"] = "true"
+            await send(message)
+
+        await self.app(scope, receive, marked)
 
 
 def _session_key(request: Request) -> bytes:

@@ -57,25 +57,47 @@ def alive(pid: int, cmd: list[str] | None = None) -> bool:
     return cmd is None or Path(current[0]).name == Path(cmd[0]).name
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (those alive now)."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        if p in found:
+            continue
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        found.append(p)
+        stack.extend(int(c) for c in children)
+    return found
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process and all its descendants."""
     total = 0
-    stack = [pid]
-    seen: set[int] = set()
-    while stack:
-        p = stack.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    for p in process_tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
         except OSError:
             continue
-        stack.extend(int(c) for c in children)
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) used so far by a process and its descendants."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            # Fields after the command (which may hold spaces): utime and stime are 14 and 15.
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class ProcessTable:
