@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -64,11 +65,19 @@ def api_of_two_streams(platform, settings, admin_token, tmp_path) -> Iterator[tu
             except httpx.HTTPError:
                 return False
 
-        eventually(healthy, 60, what="the API of two streams")
+        try:
+            eventually(healthy, 90, what="the API of two streams")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log: {(tmp_path / 'api.log').read_text()[-3000:]}") from exc
         yield base_url, Api(base_url, admin_token, settings.registry)
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"the API did not stop on SIGTERM; its log: {(tmp_path / 'api.log').read_text()[-3000:]}") from None
 
 
 def test_streams_beyond_the_limit_are_a_503_until_one_closes(api, api_of_two_streams, deployed_app):
