@@ -20,6 +20,7 @@ from activities.records import RecordActivities
 from activities.registry import RegistryActivities
 from conveyor import telemetry
 from conveyor.db.session import SchemaOutdated, check_schema, configure_pool
+from conveyor.heap import freeze_startup_heap
 from conveyor.payloads import RolloutProgress
 from conveyor.settings import Settings, get_settings
 from conveyor.temporal_client import connect
@@ -114,6 +115,7 @@ async def run(settings: Settings) -> None:
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
         async with build_worker(client, settings, executor, tracer):
             logging.info("worker polling task queue %s", settings.temporal_task_queue)
+            freeze_startup_heap()
             await stop.wait()
 
 

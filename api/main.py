@@ -27,6 +27,7 @@ from conveyor import telemetry
 from conveyor.codec import EncryptionCodec, load_keyring
 from conveyor.db.records import ensure_default_project, handoff_backlog
 from conveyor.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
+from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
         await to_thread.run_sync(prepare_database)
         app.state.codec = EncryptionCodec(await to_thread.run_sync(load_keyring, settings))
         reconciler = asyncio.create_task(app.state.handoff.run_forever(), name="handoff-reconciler")
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Literal
 
@@ -35,6 +36,7 @@ def slugify(name: str) -> str:
     return re.sub(r"-{2,}", "-", slug)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     upper = key.upper()
     return any(hint in upper for hint in SECRET_HINTS)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import Row
+
 from api.schemas import AppPublic, DeploymentPublic, DeploymentStep, masked_env
 from conveyor.db.models import App, Deployment
 from conveyor.ids import iso
 from conveyor.redact import mask_url_credentials
 
 
-def app_public(app: App) -> AppPublic:
+def app_public(app: App | Row[Any]) -> AppPublic:
+    """From an App, or a row of the apps table (the same names)."""
     return AppPublic(
         id=app.id,
         project_id=app.project_id,
