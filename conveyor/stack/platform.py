@@ -198,11 +198,31 @@ class Platform:
         cluster.ensure_nodes(s)
         if not wait_until(lambda: cluster.nodes_ready(s), 60):
             raise StartupError("the KWOK nodes did not become Ready")
-        if s.metrics_server and not wait_until(lambda: cluster.metrics_healthy(s), 90, interval=1):
+        if s.metrics_server and not self._metrics_available():
             raise StartupError(
                 f"metrics.k8s.io did not become available; see {cluster.cluster_dir(s) / 'logs' / 'metrics-server.log'}"
             )
         return f"{outcome}, {s.nodes} nodes Ready"
+
+    def _metrics_available(self) -> bool:
+        """metrics-server exits when it starts before the kube-apiserver
+        answers, and kwokctl starts components only with the whole cluster:
+        when it has exited, the cluster is started once more."""
+        s = self.settings
+
+        def exited() -> bool:
+            pid = cluster.component_pids(s).get("metrics-server")
+            return pid is None or not alive(pid)
+
+        for attempt in range(2):
+            wait_until(lambda: exited() or _quietly(cluster.metrics_healthy, s), 90, interval=1)
+            if not exited():
+                return _quietly(cluster.metrics_healthy, s)
+            if attempt == 0:
+                self.progress("  metrics-server exited before the kube-apiserver answered; starting the cluster again")
+                cluster.stop(s)
+                cluster.start(s)
+        return False
 
     def _ensure_service(self, spec: ServiceSpec) -> str:
         s = self.settings
