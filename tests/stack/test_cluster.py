@@ -3,6 +3,8 @@ failure reasons, pod logs and resource metrics, all through the real API."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -11,6 +13,8 @@ from kubernetes.utils import parse_quantity
 
 from conveyor import markers
 from conveyor.stack import cluster
+from conveyor.stack.platform import Platform
+from conveyor.stack.processes import alive
 from tests.helpers import eventually
 
 IMAGE = "127.0.0.1:5000/demo/web:v1"
@@ -152,3 +156,17 @@ def test_resource_metrics_are_served_by_metrics_server(kube_api, namespace, sett
         assert parse_quantity(usage["memory"]) == 64 * 1024 * 1024
         cores = parse_quantity(usage["cpu"])
         assert 0.2 <= cores <= 0.3, f"cpu usage {usage['cpu']} should be about 250m"
+
+
+def test_up_starts_the_cluster_again_when_metrics_server_has_exited(platform, settings):
+    # metrics-server exits for good when it starts before the kube-apiserver
+    # answers, and kwokctl restarts components only with the whole cluster.
+    pid = cluster.component_pids(settings)["metrics-server"]
+    os.kill(pid, signal.SIGKILL)
+    eventually(lambda: not alive(pid), 10, what="metrics-server to exit")
+    said: list[str] = []
+    Platform(settings, said.append).up()
+    assert any("metrics-server exited" in line for line in said), said
+    again = cluster.component_pids(settings)["metrics-server"]
+    assert again != pid and alive(again)
+    assert cluster.metrics_healthy(settings)
