@@ -22,6 +22,7 @@ done
 echo "probe pid1=$(tr '\\0' ' ' < /proc/1/cmdline)"
 if cat /etc/shadow >/dev/null 2>&1; then echo "probe shadow=read"; else echo "probe shadow=denied"; fi
 if ls /proc/1/root/ >/dev/null 2>&1; then echo "probe buildah-root=listed"; else echo "probe buildah-root=denied"; fi
+echo "probe route-delete=$(ip route del 169.254.0.0/16 2>&1 | tr '\\n' ' ')"
 echo "probe routes=$(ip route | tr '\\n' ';')"
 """
 
@@ -111,6 +112,8 @@ def test_build_steps_reach_neither_platform_ports_nor_host_processes(home, liste
         # Private, shared and link-local ranges (the cluster, cloud metadata) lead nowhere either.
         routes = set(seen["routes"].split(";"))
         assert {f"unreachable {net}" for net in Settings().build_network_denied} <= {r.strip() for r in routes}, seen["routes"]
+        # Nor can a step take those routes away.
+        assert "not permitted" in seen["route-delete"], output
     else:
         assert seen["routes"] == "" and "no network" in output
     assert "unprivileged user namespace" in output
