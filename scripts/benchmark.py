@@ -298,8 +298,12 @@ def single_deploys(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
 
 
 def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: Kubectl, sizes: list[int]) -> None:
-    parts = [p for p in platform.status()["parts"] if p.get("pid")]
-    pids = {p["name"]: p["pid"] for p in parts if p["name"] in ("api", "worker")}
+    status = platform.status()["parts"]
+    pids = {p["name"]: p["pid"] for p in status if p["name"] in ("api", "worker") and p.get("pid")}
+    # Every process of the stack by its title; the cluster's by component.
+    parts = [{"title": p["title"], "pid": p["pid"]} for p in status if p.get("pid")] + [
+        {"title": f"Kubernetes {name}", "pid": proc["pid"]} for p in status for name, proc in p.get("processes", {}).items()
+    ]
     for size in sizes:
         theirs = asyncio.run(kubectl.deploy_many(size, 1))
         kubectl.clean()
