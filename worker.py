@@ -36,11 +36,26 @@ def progress_reporter(client: Client, loop: asyncio.AbstractEventLoop) -> Progre
     """Lets the rollout wait (a sync activity on the thread pool) signal its
     workflow through the worker's client, on the worker's event loop."""
 
+    # One workflow's signals go one after another, in the order reported:
+    # sent side by side, a slow "1/3" could land after "2/3". (Used on the loop only.)
+    locks: dict[str, asyncio.Lock] = {}
+    queued: dict[str, int] = {}
+
+    async def send_in_order(workflow_id: str, progress: RolloutProgress) -> None:
+        lock = locks.setdefault(workflow_id, asyncio.Lock())
+        queued[workflow_id] = queued.get(workflow_id, 0) + 1
+        try:
+            async with lock:
+                await client.get_workflow_handle(workflow_id).signal(DeployWorkflow.rollout_progress, progress)
+        finally:
+            queued[workflow_id] -= 1
+            if not queued[workflow_id]:
+                del queued[workflow_id], locks[workflow_id]
+
     def report(workflow_id: str, progress: RolloutProgress) -> None:
         # Sent, not awaited: a slow Temporal must not hold up the rollout wait
         # (its heartbeats); a lost progress signal only delays the display.
-        signal = client.get_workflow_handle(workflow_id).signal(DeployWorkflow.rollout_progress, progress)
-        future = asyncio.run_coroutine_threadsafe(signal, loop)
+        future = asyncio.run_coroutine_threadsafe(send_in_order(workflow_id, progress), loop)
         future.add_done_callback(_log_signal_failure)
 
     return report
