@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     app.state.settings = settings
     app.state.temporal = TemporalConnector(settings, [telemetry.temporal_interceptor(tracer)])
     app.state.handoff = HandoffReconciler(settings, app.state.temporal)
-    app.state.streams = StreamSlots(settings.max_streams)
+    app.state.streams = StreamSlots(settings.max_streams, settings.max_streams_per_token)
     app.state.progress = ProgressHub(settings)
     metrics.install(app, settings, API_PREFIX)
 

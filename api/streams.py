@@ -4,6 +4,8 @@ and app logs.
 - Each API process holds at most `CONVEYOR_MAX_STREAMS` of them at once; one
   more is answered `503` with `Retry-After` before anything is streamed, so a
   crowd of followers cannot use up the process's threads and connections.
+  One token holds at most `CONVEYOR_MAX_STREAMS_PER_TOKEN` of them (one more
+  is a `429`), so a single client cannot take every slot from the others.
 - However many clients follow one deployment's progress, the process reads its
   row and queries its workflow once per interval (`ProgressHub`), not once per
   client: a Temporal query makes a worker run the workflow's code.
@@ -21,7 +23,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Request
 from temporalio.client import Client
 
-from api.deps import Viewer, read_off_loop
+from api.deps import Caller, Viewer, read_off_loop
 from conveyor.db.models import Deployment
 from conveyor.settings import Settings
 from conveyor.vocabulary import TERMINAL
@@ -34,31 +36,40 @@ RETRY_AFTER_SECONDS = 5
 
 
 class StreamSlots:
-    """How many long-lived responses this process holds, against its limit."""
+    """How many long-lived responses this process holds, against its limit,
+    and how many of them each token holds, so one client cannot take them all."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, per_token: int):
         self.limit = limit
+        self.per_token = per_token
         self.open = 0
+        self._by_token: dict[str, int] = {}
 
     @contextlib.contextmanager
-    def hold(self):
+    def hold(self, caller: Caller):
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        held = self._by_token.get(caller.token_id, 0)
+        if held >= self.per_token:
+            raise HTTPException(429, f"this token follows {held} streams already, as many as one token may; close one", headers=retry)
         if self.open >= self.limit:
-            raise HTTPException(
-                503,
-                "this API process follows as many streams as it may; retry shortly",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            raise HTTPException(503, "this API process follows as many streams as it may; retry shortly", headers=retry)
         self.open += 1
+        self._by_token[caller.token_id] = held + 1
         try:
             yield
         finally:
             self.open -= 1
+            left = self._by_token[caller.token_id] - 1
+            if left:
+                self._by_token[caller.token_id] = left
+            else:
+                del self._by_token[caller.token_id]
 
 
 # Both take the caller first, so that a request without a valid token is a
 # 401 whether or not a slot is free.
 async def _stream_slot(request: Request, caller: Viewer) -> AsyncIterator[None]:
-    with request.app.state.streams.hold():
+    with request.app.state.streams.hold(caller):
         yield
 
 
@@ -70,7 +81,7 @@ async def _follow_slot(
     if not follow:
         yield False
         return
-    with request.app.state.streams.hold():
+    with request.app.state.streams.hold(caller):
         yield True
 
 

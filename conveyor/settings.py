@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     progress_ping_seconds: float = 15.0
     # Progress streams and log follows one API process holds at once; one more is a 503.
     max_streams: int = 200
+    # ... of which one token holds at most this many; one more is a 429.
+    max_streams_per_token: int = 20
     # A delete waits this long for the app's objects to go (finalizers), then
     # fails with what is left; DELETE can then be tried again.
     delete_timeout_seconds: int = 120
