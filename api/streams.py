@@ -9,6 +9,8 @@ and app logs.
 - However many clients follow one deployment's progress, the process reads its
   row and queries its workflow once per interval (`ProgressHub`), not once per
   client: a Temporal query makes a worker run the workflow's code.
+- A stream never ends before the last state of every step: the `end` event
+  waits until the row has ended and the workflow has closed.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request
-from temporalio.client import Client
+from fastapi.sse import ServerSentEvent
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Caller, Viewer, read_off_loop
 from conveyor.db.models import Deployment
@@ -32,6 +37,10 @@ from workflows.deploy import DeployWorkflow
 log = logging.getLogger("conveyor.streams")
 
 POLL_SECONDS = 0.5
+# How long after its row ended a stream waits for the workflow to close.
+FINAL_WAIT_SECONDS = 30.0
+# A query waits for a worker to run it; with none, it answers no steps.
+QUERY_TIMEOUT = timedelta(seconds=5)
 RETRY_AFTER_SECONDS = 5
 
 
@@ -95,27 +104,49 @@ FollowSlot = Annotated[bool, Depends(_follow_slot, scope="request")]
 async def workflow_progress(temporal: Client, dep: Deployment) -> list[dict]:
     """The steps as the deployment's workflow reports them (empty before it starts)."""
     try:
-        return await temporal.get_workflow_handle(dep.workflow_id).query(DeployWorkflow.progress)
+        return await temporal.get_workflow_handle(dep.workflow_id).query(DeployWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
     except Exception:  # noqa: BLE001 - not started yet (queued) or no worker to answer
         return []
 
 
+async def workflow_closed(temporal: Client, dep: Deployment) -> bool:
+    """Whether the deployment's workflow has ended, or never started (a
+    deployment cancelled while queued). False while it runs, or when Temporal
+    cannot say."""
+    try:
+        described = await temporal.get_workflow_handle(dep.workflow_id).describe()
+    except RPCError as err:
+        return err.status == RPCStatusCode.NOT_FOUND
+    except Exception:  # noqa: BLE001 - Temporal away: ask again at the next poll
+        return False
+    return described.status != WorkflowExecutionStatus.RUNNING
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """A deployment as its followers see it; status None: it (or its app) is gone."""
+    """A deployment as its followers see it; status None: it (or its app) is gone.
+
+    `final`: the steps are the workflow's last ones. A row ends (the workflow's
+    last activity writes it) before its workflow has recorded the steps that
+    follow that activity, so a terminal row alone does not end a stream."""
 
     status: str | None
     reason: str | None
     steps: list[dict] = field(default_factory=list)
+    final: bool = False
 
     @property
     def ended(self) -> bool:
-        return self.status is None or self.status in TERMINAL
+        return self.status is None or (self.status in TERMINAL and self.final)
 
 
 def _status_now(session, deployment_id: str) -> tuple[str, str | None] | None:
     row = session.get(Deployment, deployment_id)
     return (row.status, row.reason) if row is not None else None
+
+
+# Reads (status, reason) of a deployment, or None when it is gone.
+StatusReader = Callable[[str], Awaitable[tuple[str, str | None] | None]]
 
 
 def _put_latest(inbox: asyncio.Queue[Snapshot], snapshot: Snapshot) -> None:
@@ -129,11 +160,17 @@ def _put_latest(inbox: asyncio.Queue[Snapshot], snapshot: Snapshot) -> None:
 class ProgressHub:
     """One poll per followed deployment, its snapshots fanned out to every follower."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, status_of: StatusReader | None = None, poll_seconds: float = POLL_SECONDS):
         self.settings = settings
+        self.poll_seconds = poll_seconds
         self.polls = 0
+        self._status_of = status_of or self._status_in_database
         self._followers: dict[str, set[asyncio.Queue[Snapshot]]] = {}
         self._pollers: dict[str, asyncio.Task[None]] = {}
+
+    async def _status_in_database(self, deployment_id: str) -> tuple[str, str | None] | None:
+        # A short read session of its own: nothing is held between polls.
+        return await read_off_loop(self.settings, _status_now, deployment_id)
 
     @contextlib.asynccontextmanager
     async def follow(self, temporal: Client, dep: Deployment) -> AsyncIterator[asyncio.Queue[Snapshot]]:
@@ -153,13 +190,28 @@ class ProgressHub:
                 if poller is not None:
                     poller.cancel()
 
+    async def snapshot(self, temporal: Client, dep: Deployment, waited: float = 0.0) -> Snapshot:
+        """The deployment now. Once its row has ended, the steps are read after
+        its workflow has closed (however late this poll comes, the last steps
+        are then all there), or once `FINAL_WAIT_SECONDS` have passed since the
+        row ended: a workflow that no worker runs cannot close."""
+        self.polls += 1
+        now = await self._status_of(dep.id)
+        if now is None:
+            return Snapshot(None, None, final=True)
+        status, reason = now
+        if status not in TERMINAL:
+            return Snapshot(status, reason, await workflow_progress(temporal, dep))
+        closed = await workflow_closed(temporal, dep) or waited >= FINAL_WAIT_SECONDS
+        return Snapshot(status, reason, await workflow_progress(temporal, dep), final=closed)
+
     async def _poll(self, temporal: Client, dep: Deployment) -> None:
+        loop = asyncio.get_running_loop()
+        row_ended_at: float | None = None
         while self._followers.get(dep.id):
             try:
-                self.polls += 1
-                # A short read session of its own: nothing is held between polls.
-                now = await read_off_loop(self.settings, _status_now, dep.id)
-                snapshot = Snapshot(None, None) if now is None else Snapshot(*now, await workflow_progress(temporal, dep))
+                waited = 0.0 if row_ended_at is None else loop.time() - row_ended_at
+                snapshot = await self.snapshot(temporal, dep, waited)
             except Exception as exc:  # noqa: BLE001 - the database away: the followers wait, with pings
                 log.warning("progress of %s: %s", dep.id, type(exc).__name__)
             else:
@@ -167,7 +219,53 @@ class ProgressHub:
                     _put_latest(inbox, snapshot)
                 if snapshot.ended:
                     return
-            await asyncio.sleep(POLL_SECONDS)
+                if snapshot.status in TERMINAL and row_ended_at is None:
+                    row_ended_at = loop.time()
+            await self.pause()
+
+    async def pause(self) -> None:
+        """Between two polls."""
+        await asyncio.sleep(self.poll_seconds)
+
+
+async def progress_events(
+    dep: Deployment, settings: Settings, temporal: Client, hub: ProgressHub, ping: float | None = None
+) -> AsyncIterator[ServerSentEvent]:
+    """The SSE events of one deployment's progress: each step as it changes, in
+    order, then `end` after the last state of every step; a ping after
+    `ping` seconds of quiet; `close` once the stream has been open for the
+    deployment deadline."""
+    loop = asyncio.get_running_loop()
+    sent: dict[str, tuple] = {}
+    last_sent = opened = loop.time()
+    quiet = ping or settings.progress_ping_seconds
+    async with hub.follow(temporal, dep) as inbox:
+        while True:
+            closes_in = settings.deploy_deadline_seconds - (loop.time() - opened)
+            try:
+                snapshot = await asyncio.wait_for(inbox.get(), max(0.0, min(quiet - (loop.time() - last_sent), closes_in)))
+            except TimeoutError:
+                snapshot = None
+            if snapshot is not None and snapshot.status is None:
+                yield ServerSentEvent(event="end", data={"id": dep.id, "status": "deleted", "reason": "the deployment or its app was deleted"})
+                return
+            for step in snapshot.steps if snapshot is not None else ():
+                seen = (step["state"], step.get("detail"))
+                if sent.get(step["name"]) != seen:
+                    sent[step["name"]] = seen
+                    last_sent = loop.time()
+                    yield ServerSentEvent(event="step", data=step)
+            if snapshot is not None and snapshot.ended:
+                yield ServerSentEvent(event="end", data={"id": dep.id, "status": snapshot.status, "reason": snapshot.reason})
+                return
+            if loop.time() - opened >= settings.deploy_deadline_seconds:
+                status = snapshot.status if snapshot is not None else dep.status
+                yield ServerSentEvent(event="close", data={"id": dep.id, "status": status, "reason": "reconnect to keep following"})
+                return
+            if loop.time() - last_sent >= quiet:
+                # FastAPI pings an idle stream too, every 15 s; this interval is a setting.
+                last_sent = loop.time()
+                yield ServerSentEvent(comment="ping")
 
 
 async def get_progress_hub(request: Request) -> ProgressHub:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterable
 from functools import partial
 from typing import Annotated, Any
@@ -18,7 +17,7 @@ from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from api.services import deployments as services
 from api.services.apps import load_app
-from api.streams import ProgressHubDep, StreamSlot, workflow_progress
+from api.streams import ProgressHubDep, StreamSlot, progress_events, workflow_progress
 from conveyor.db.models import Deployment
 from conveyor.vocabulary import NOT_STARTED, TERMINAL
 
@@ -80,37 +79,8 @@ async def progress_stream(
 ) -> AsyncIterable[ServerSentEvent]:
     # The hub polls the row (in short read sessions) and the workflow, once
     # for every follower of this deployment in this process.
-    loop = asyncio.get_running_loop()
-    sent: dict[str, tuple] = {}
-    last_sent = opened = loop.time()
-    quiet = ping or settings.progress_ping_seconds
-    async with hub.follow(temporal, dep) as inbox:
-        while True:
-            closes_in = settings.deploy_deadline_seconds - (loop.time() - opened)
-            try:
-                snapshot = await asyncio.wait_for(inbox.get(), max(0.0, min(quiet - (loop.time() - last_sent), closes_in)))
-            except TimeoutError:
-                snapshot = None
-            if snapshot is not None and snapshot.status is None:
-                yield ServerSentEvent(event="end", data={"id": dep.id, "status": "deleted", "reason": "the deployment or its app was deleted"})
-                return
-            for step in snapshot.steps if snapshot is not None else ():
-                seen = (step["state"], step.get("detail"))
-                if sent.get(step["name"]) != seen:
-                    sent[step["name"]] = seen
-                    last_sent = loop.time()
-                    yield ServerSentEvent(event="step", data=step)
-            if snapshot is not None and snapshot.ended:
-                yield ServerSentEvent(event="end", data={"id": dep.id, "status": snapshot.status, "reason": snapshot.reason})
-                return
-            if loop.time() - opened >= settings.deploy_deadline_seconds:
-                status = snapshot.status if snapshot is not None else dep.status
-                yield ServerSentEvent(event="close", data={"id": dep.id, "status": status, "reason": "reconnect to keep following"})
-                return
-            if loop.time() - last_sent >= quiet:
-                # FastAPI pings an idle stream too, every 15 s; this interval is a setting.
-                last_sent = loop.time()
-                yield ServerSentEvent(comment="ping")
+    async for event in progress_events(dep, settings, temporal, hub, ping):
+        yield event
 
 
 @router.post(

@@ -17,147 +17,41 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import CancelledError
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows.lane
 from api.operations import lane_id, signal_lane
-from conveyor.payloads import AppTarget, BuildPlan, DeploymentPlan, Operation, ReleaseSpec
 from conveyor.settings import Settings
 from tests.workflows.conftest import running_worker
 from tests.workflows.fakes import Block, Fail, Fakes, digest_of
+from tests.workflows.support import (
+    PREVIOUS,
+    app_operation,
+    deployment,
+    eventually,
+    finished,
+    git_build,
+    new_app,
+    operation,
+    outcome,
+    start_deploy,
+    step,
+    upload_build,
+)
 from worker import WORKFLOWS, workflow_runner
 from workflows.deploy import DeployWorkflow
 from workflows.lane import AppLaneWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
-PROJECT = "proj_wf"
-PREVIOUS = "dep_previous"
 KEPT = f"the previous deployment {PREVIOUS} keeps serving"
 # The activities of a release of an image, in order.
 RELEASED = ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", "finish_deployment"]
-
-
-# --- what begin_deployment hands the workflow ---------------------------------------
-
-
-def release(app_id: str, deployment_id: str, image_ref: str = "") -> ReleaseSpec:
-    return ReleaseSpec(
-        app_id=app_id,
-        project_id=PROJECT,
-        deployment_id=deployment_id,
-        name="web",
-        slug="web",
-        namespace="proj-wf",
-        image_ref=image_ref,
-        port=8000,
-        replicas=2,
-        env={"GREETING": "hello"},
-        progress_deadline_seconds=30,
-    )
-
-
-def deployment(
-    app_id: str, *, previous: bool = True, build: BuildPlan | None = None, image: str = "registry.test/web:2"
-) -> DeploymentPlan:
-    dep_id = f"dep_{uuid.uuid4().hex[:10]}"
-    return DeploymentPlan(
-        deployment_id=dep_id,
-        app_id=app_id,
-        project_id=PROJECT,
-        operation="deploy",
-        status="deploying",
-        image=None if build else image,
-        image_ref=None,
-        spec=release(app_id, dep_id),
-        previous=release(app_id, PREVIOUS, "registry.test/web:1@sha256:" + "1" * 64) if previous else None,
-        build=build,
-        deadline=datetime.now(UTC) + timedelta(minutes=10),
-    )
-
-
-def operation(plan: DeploymentPlan) -> Operation:
-    return Operation(
-        kind=plan.operation,
-        app_id=plan.app_id,
-        project_id=PROJECT,
-        workflow_id=f"{plan.operation}-{plan.deployment_id}",
-        deployment_id=plan.deployment_id,
-        summary=f"{plan.operation} web",
-        user="ada",
-    )
-
-
-def app_operation(kind: str, app_id: str) -> Operation:
-    """A scale or delete, as the API hands it to the lane."""
-    return Operation(kind=kind, app_id=app_id, project_id=PROJECT, workflow_id=f"{kind}-{uuid.uuid4().hex[:8]}", summary=kind)
-
-
-def git_build() -> BuildPlan:
-    return BuildPlan(build_id=f"bld_{uuid.uuid4().hex[:10]}", source_type="git", repo_url="https://git.test/web.git", branch="main")
-
-
-def upload_build() -> BuildPlan:
-    return BuildPlan(
-        build_id=f"bld_{uuid.uuid4().hex[:10]}",
-        source_type="upload",
-        source_ref="registry.test/conveyor-sources/web@sha256:" + "5" * 64,
-    )
-
-
-def new_app(fakes: Fakes) -> str:
-    app_id = f"app_{uuid.uuid4().hex[:10]}"
-    fakes.targets[app_id] = AppTarget(
-        app_id=app_id, project_id=PROJECT, name="web", slug="web", namespace="proj-wf", progress_deadline_seconds=30, replicas=3
-    )
-    return app_id
-
-
-# --- running and observing -------------------------------------------------------
-
-
-async def start_deploy(client: Client, task_queue: str, fakes: Fakes, plan: DeploymentPlan) -> WorkflowHandle:
-    fakes.plans[plan.deployment_id] = plan
-    op = operation(plan)
-    return await client.start_workflow(DeployWorkflow.run, op, id=op.workflow_id, task_queue=task_queue)
-
-
-async def outcome(handle: WorkflowHandle) -> str:
-    """The workflow's result, or "cancelled" when it ended cancelled."""
-    try:
-        return await asyncio.wait_for(handle.result(), 10)
-    except WorkflowFailureError as err:
-        if isinstance(err.cause, CancelledError):
-            return "cancelled"
-        raise
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 5.0) -> None:
-    """Wait until `probe()` returns `expected` (for queries, which have nothing to wait on)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (got := await probe()) != expected:
-        assert asyncio.get_running_loop().time() < deadline, f"still {got!r}, expected {expected!r}"
-        await asyncio.sleep(0.05)
-
-
-def step(progress: list[dict], name: str) -> tuple[str, str]:
-    found = [s for s in progress if s["name"] == name]
-    assert found, f"no step {name} in {progress}"
-    return found[0]["state"], found[0]["detail"]
-
-
-def finished(fakes: Fakes, workflow_id: str) -> list[tuple[str, str | None]]:
-    return [(c.input.status, c.input.reason) for c in fakes.named("finish_deployment", workflow_id)]
 
 
 async def record(handle: WorkflowHandle, name: str) -> None:
