@@ -20,6 +20,7 @@ dev: binaries
 # Lint and types first: they take seconds and fail before the stack starts.
 lint: sync
 	$(UV) run ruff check .
+	$(UV) run lint-imports
 	$(UV) run mypy
 
 test: lint binaries

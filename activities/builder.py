@@ -1,19 +1,16 @@
 """Builds from source: resolve a branch head, reuse an image built for the same
 commit, or build with buildah and push. The build log goes to the database as
-the build runs (conveyor/buildlog.py), so any API replica can stream it; an
+the build runs (conveyor/builds/logs.py), so any API replica can stream it; an
 uploaded source comes from the registry, so any worker can build it."""
 
 from __future__ import annotations
 
 import contextvars
-import hashlib
-import json
 import os
 import queue
 import re
 import shutil
 import signal
-import ssl
 import subprocess
 import tempfile
 import threading
@@ -26,52 +23,22 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from conveyor import images, sandbox, sources
-from conveyor.buildah import Buildah
-from conveyor.buildlog import BuildLogWriter
-from conveyor.db.models import Build, Deployment
-from conveyor.db.session import session_scope
-from conveyor.ids import utcnow
-from conveyor.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
-from conveyor.redact import mask_url_credentials
-from conveyor.registry import RegistryError, fetch_source, manifest_digest
+from conveyor.builds import sandbox, sources
+from conveyor.builds.buildah import Buildah
+from conveyor.builds.git import git_env
+from conveyor.builds.logs import BuildLogWriter
+from conveyor.builds.recipe import base_images, default_dockerfile
+from conveyor.clients.db.models import Build, Deployment
+from conveyor.clients.db.session import session_scope
+from conveyor.clients.oci_registry import RegistryError, fetch_source, manifest_digest
+from conveyor.domain import images
+from conveyor.domain.ids import utcnow
+from conveyor.domain.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
+from conveyor.domain.redact import mask_url_credentials
+from conveyor.domain.vocabulary import TERMINAL
 from conveyor.settings import Settings
-from conveyor.vocabulary import TERMINAL
 
 LOG_TAIL = 20
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1"}
-GIT_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "GIT_SSL_CAINFO", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
-
-
-def default_dockerfile(base_image: str, build_command: str | None, start_command: str | None) -> str:
-    """The recipe for a source tree without a Dockerfile (pure)."""
-    lines = [f"FROM {base_image}", "WORKDIR /app", "COPY . /app"]
-    if build_command:
-        lines.append(f"RUN {build_command}")
-    if start_command:
-        lines.append(f"CMD {json.dumps(['/bin/sh', '-c', start_command])}")
-    return "\n".join(lines) + "\n"
-
-
-def base_images(dockerfile: str) -> list[str]:
-    """The images a Dockerfile's FROM lines name, less `scratch` and earlier
-    stages (pure). The sandbox has no network to pull them, so they are pulled
-    before the build starts."""
-    stages: set[str] = set()
-    found: list[str] = []
-    for line in dockerfile.splitlines():
-        words = line.split()
-        if not words or words[0].upper() != "FROM":
-            continue
-        words = [w for w in words[1:] if not w.startswith("--")]
-        if not words:
-            continue
-        image = words[0]
-        if len(words) >= 3 and words[1].upper() == "AS":
-            stages.add(words[2].lower())
-        if image.lower() not in stages and image != "scratch" and image not in found:
-            found.append(image)
-    return found
 
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -121,35 +88,6 @@ class BuildFailed(Exception):
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)
         self.transient = transient
-
-
-# Where git's TLS library finds the system's CAs on the distributions we run on.
-_SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
-
-
-def git_env(settings: Settings) -> dict[str, str]:
-    """The environment of a git call. With CA certificates in the git-ca
-    directory, git over HTTPS trusts them as well as the system's (git's own
-    setting would replace the system's), read anew on every call so an
-    operator can add one without a restart."""
-    # Only what git needs: it runs a URL a user gave, and the worker's own
-    # environment may hold the database URL or Temporal credentials.
-    env = {name: os.environ[name] for name in GIT_PASSTHROUGH if name in os.environ} | GIT_ENV
-    extra = sorted(settings.effective_git_ca_dir.glob("*.pem")) if settings.effective_git_ca_dir.is_dir() else []
-    if not extra:
-        return env
-    paths = ssl.get_default_verify_paths()
-    candidates = (os.environ.get("GIT_SSL_CAINFO"), paths.cafile, paths.openssl_cafile, *_SYSTEM_CA_FILES)
-    system = next((f for f in candidates if f and os.path.isfile(f)), None)
-    bundle = b"".join(Path(f).read_bytes().rstrip(b"\n") + b"\n" for f in ([system] if system else []) + extra)
-    target = settings.home / "run" / f"git-ca-bundle-{hashlib.sha256(bundle).hexdigest()[:16]}.pem"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        partial.write_bytes(bundle)
-        partial.replace(target)
-    env["GIT_SSL_CAINFO"] = str(target)
-    return env
 
 
 class BuilderActivities:

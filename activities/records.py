@@ -9,11 +9,11 @@ from sqlalchemy import delete, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from conveyor.db.models import App, Build, Deployment, Project
-from conveyor.db.records import active_deployment, add_audit, delete_workflow_id
-from conveyor.db.session import session_scope
-from conveyor.ids import new_id, utcnow
-from conveyor.payloads import (
+from conveyor.clients.db.models import App, Build, Deployment, Project
+from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id
+from conveyor.clients.db.session import session_scope
+from conveyor.domain.ids import new_id, utcnow
+from conveyor.domain.payloads import (
     AppTarget,
     AppTargetInput,
     BeginDeploymentInput,
@@ -26,8 +26,8 @@ from conveyor.payloads import (
     RemoveAppInput,
     ScaleRecordInput,
 )
+from conveyor.domain.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL
 from conveyor.settings import Settings
-from conveyor.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL
 
 VERBS = {
     "deploy": "Deployed image {image}",

@@ -13,10 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from temporalio.client import Client
 
-from conveyor import auth
-from conveyor.db.session import read_scope
+from conveyor.clients.db import tokens
+from conveyor.clients.db.session import read_scope
+from conveyor.clients.temporal_client import connect
 from conveyor.settings import Settings
-from conveyor.temporal_client import connect
 
 
 async def get_settings(request: Request) -> Settings:
@@ -117,7 +117,7 @@ def get_caller(settings: SettingsDep, authorization: Annotated[str | None, Heade
         )
     # Its own short read: the caller's identity must not keep a transaction open.
     with read_scope(settings.effective_database_url) as session:
-        token = auth.find_token(session, authorization[7:].strip())
+        token = tokens.find_token(session, authorization[7:].strip())
         if token is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
         return caller_of(token)
@@ -128,7 +128,7 @@ def caller_of(token: Any) -> Caller:
 
 
 def check_role(caller: Caller, role: str) -> Caller:
-    if not auth.role_allows(caller.role, role):
+    if not tokens.role_allows(caller.role, role):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; your token has {caller.role}")
     return caller
 

@@ -23,10 +23,10 @@ from api.limits import BodyLimitMiddleware
 from api.operations import HandoffReconciler
 from api.routes import apps, audit, builds, codec, deployments, observe
 from api.streams import ProgressHub, StreamSlots
-from conveyor import telemetry
-from conveyor.codec import EncryptionCodec, load_keyring
-from conveyor.db.records import ensure_default_project, handoff_backlog
-from conveyor.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
+from conveyor.clients import telemetry
+from conveyor.clients.db.queries import ensure_default_project, handoff_backlog
+from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
+from conveyor.clients.payload_codec import EncryptionCodec, load_keyring
 from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings, get_settings
 

@@ -12,8 +12,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conveyor.db.models import Deployment
-from conveyor.db.session import read_scope
+from conveyor.clients.db.models import Deployment
+from conveyor.clients.db.session import read_scope
 from conveyor.settings import Settings
 
 OUTCOMES = {"active": "succeeded", "superseded": "succeeded", "failed": "failed", "cancelled": "cancelled"}

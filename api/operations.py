@@ -43,13 +43,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import Caller, SettingsDep, TemporalConnector
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
-from conveyor.db.models import App, Deployment, Handoff, IdempotencyRecord
-from conveyor.db.records import in_flight
-from conveyor.db.session import read_scope, session_scope
-from conveyor.ids import new_id, utcnow
-from conveyor.payloads import LaneInput, Operation
+from conveyor.clients.db.models import App, Deployment, Handoff, IdempotencyRecord
+from conveyor.clients.db.queries import in_flight
+from conveyor.clients.db.session import read_scope, session_scope
+from conveyor.domain.ids import new_id, utcnow
+from conveyor.domain.payloads import LaneInput, Operation
+from conveyor.domain.vocabulary import DeploymentStatus, OperationKind
 from conveyor.settings import Settings
-from conveyor.vocabulary import DeploymentStatus, OperationKind
 from workflows.lane import AppLaneWorkflow
 
 log = logging.getLogger("conveyor.handoff")

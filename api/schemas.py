@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
-from conveyor import images
+from conveyor.domain import images
 
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import Row
 
 from api.schemas import AppPublic, DeploymentPublic, DeploymentStep, masked_env
-from conveyor.db.models import App, Deployment
-from conveyor.ids import iso
-from conveyor.redact import mask_url_credentials
+from conveyor.clients.db.models import App, Deployment
+from conveyor.domain.ids import iso
+from conveyor.domain.redact import mask_url_credentials
 
 
 def app_public(app: App | Row[Any]) -> AppPublic:

@@ -29,9 +29,9 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Caller, Viewer, read_off_loop
-from conveyor.db.models import Deployment
+from conveyor.clients.db.models import Deployment
+from conveyor.domain.vocabulary import TERMINAL
 from conveyor.settings import Settings
-from conveyor.vocabulary import TERMINAL
 from workflows.deploy import DeployWorkflow
 
 log = logging.getLogger("conveyor.streams")

@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     upload_max_bytes: int = 50 * 1024 * 1024
     upload_max_uncompressed_bytes: int = 200 * 1024 * 1024
     upload_max_entries: int = 10_000
-    # The build sandbox (conveyor/sandbox.py). Outbound network for build
+    # The build sandbox (conveyor/builds/sandbox.py). Outbound network for build
     # steps (package installs) is off unless this is set; when on, the host's
     # own addresses and loopback stay unreachable.
     build_network: bool = False
@@ -167,7 +167,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'conveyor.db'}"
+        return self.database_url or f"sqlite:///{self.home / 'conveyor.clients.db'}"
 
     def project_namespace(self, project_id: str) -> str:
         """Apps of project `proj_x` live in namespace `<prefix>x`."""

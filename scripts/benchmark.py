@@ -41,10 +41,10 @@ from pathlib import Path
 import httpx
 from kubernetes import config
 
-from conveyor import auth
-from conveyor.db.models import ApiToken, App, Project
-from conveyor.db.session import session_scope
-from conveyor.ids import new_id, utcnow
+from conveyor.clients.db import tokens
+from conveyor.clients.db.models import ApiToken, App, Project
+from conveyor.clients.db.session import session_scope
+from conveyor.domain.ids import new_id, utcnow
 from conveyor.settings import Settings, get_settings
 from conveyor.stack import binaries
 from conveyor.stack.platform import Platform, format_bytes
@@ -341,7 +341,7 @@ def big_list(settings: Settings, count: int = 10_000) -> None:
     with session_scope(url) as session:
         session.add(Project(id=project_id, name=project_id, namespace=settings.project_namespace(project_id)))
         session.flush()
-        token = auth.create_token(session, project_id, "viewer", "bench")
+        token = tokens.create_token(session, project_id, "viewer", "bench")
         now = utcnow()
         session.add_all(
             App(
@@ -378,7 +378,7 @@ def cold_build() -> None:
         }
         timed(
             "cold build of every binary (empty caches)",
-            lambda: subprocess.run([sys.executable, "-m", "conveyor.cli", "build-binaries"], env=env, check=True),
+            lambda: subprocess.run([sys.executable, "-m", "conveyor.cli.main", "build-binaries"], env=env, check=True),
         )
         subprocess.run(["chmod", "-R", "u+w", tmp], check=False)
 

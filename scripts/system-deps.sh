@@ -31,7 +31,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Builds run in a user namespace whose root is an unprivileged range of host
-# ids (conveyor/sandbox.py); newuidmap hands out only ranges listed here.
+# ids (conveyor/builds/sandbox.py); newuidmap hands out only ranges listed here.
 if ! grep -q "^$(id -un):" /etc/subuid 2>/dev/null || ! grep -q "^$(id -un):" /etc/subgid 2>/dev/null; then
   echo "adding subordinate ids 100000-165535 for $(id -un) (the build sandbox's users)"
   if [ "$(id -u)" -ne 0 ]; then

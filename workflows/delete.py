@@ -9,9 +9,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube import KubeActivities
     from activities.records import RecordActivities
-    from conveyor.payloads import AppTarget, AppTargetInput, DeleteFailedInput, DeleteResourcesInput, Operation, RemoveAppInput
+    from activities.workloads import KubeActivities
+    from conveyor.domain.payloads import AppTarget, AppTargetInput, DeleteFailedInput, DeleteResourcesInput, Operation, RemoveAppInput
     from workflows.common import DB, failure_message, long_wait
 
 

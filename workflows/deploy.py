@@ -16,10 +16,10 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.builder import BuilderActivities
-    from activities.kube import KubeActivities
+    from activities.digests import RegistryActivities
     from activities.records import RecordActivities
-    from activities.registry import RegistryActivities
-    from conveyor.payloads import (
+    from activities.workloads import KubeActivities
+    from conveyor.domain.payloads import (
         ApplyInput,
         BeginDeploymentInput,
         BuildInput,
@@ -39,8 +39,8 @@ with workflow.unsafe.imports_passed_through():
         RolloutResult,
         ScaleInput,
     )
-    from conveyor.redact import mask_url_credentials
-    from conveyor.vocabulary import TERMINAL, BuildStatus, DeploymentStatus
+    from conveyor.domain.redact import mask_url_credentials
+    from conveyor.domain.vocabulary import TERMINAL, BuildStatus, DeploymentStatus
     from workflows.common import (
         CLEANUP_GRACE,
         DB,

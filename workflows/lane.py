@@ -17,8 +17,8 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry import context as otel_context
     from opentelemetry import propagate
 
-    from conveyor.payloads import LaneInput, Operation
-    from conveyor.vocabulary import OperationKind
+    from conveyor.domain.payloads import LaneInput, Operation
+    from conveyor.domain.vocabulary import OperationKind
     from workflows.delete import DeleteAppWorkflow
     from workflows.deploy import DeployWorkflow
     from workflows.scale import ScaleWorkflow

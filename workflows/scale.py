@@ -6,9 +6,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube import KubeActivities
     from activities.records import RecordActivities
-    from conveyor.payloads import AppTarget, AppTargetInput, Operation, RolloutInput, ScaleInput, ScaleRecordInput
+    from activities.workloads import KubeActivities
+    from conveyor.domain.payloads import AppTarget, AppTargetInput, Operation, RolloutInput, ScaleInput, ScaleRecordInput
     from workflows.common import DB, KUBE_WRITE, failure_message, long_wait
 
 

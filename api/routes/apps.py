@@ -18,11 +18,11 @@ from api.pagination import PageDep
 from api.schemas import AppCreate, AppPublic, AppStatus, AppUpdate, DeploymentPublic, PodDetail, PodStatus
 from api.serializers import app_public
 from api.services import apps as services
-from conveyor import manifests, vocabulary
-from conveyor.db.models import App, Project
-from conveyor.db.session import read_scope
-from conveyor.ids import iso, utcnow
-from conveyor.kube import api_client
+from conveyor.clients.db.models import App, Project
+from conveyor.clients.db.session import read_scope
+from conveyor.clients.kubernetes import api_client
+from conveyor.domain import manifests, vocabulary
+from conveyor.domain.ids import iso, utcnow
 from conveyor.settings import Settings
 
 router = APIRouter(prefix="/apps", tags=["apps"])

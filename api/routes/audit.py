@@ -9,8 +9,8 @@ from api.deps import SessionDep, Viewer
 from api.pagination import PageDep
 from api.schemas import AuditPublic
 from api.services.apps import load_app
-from conveyor.db.models import AuditEntry
-from conveyor.ids import iso
+from conveyor.clients.db.models import AuditEntry
+from conveyor.domain.ids import iso
 
 router = APIRouter(prefix="/apps/{app_id}/audit", tags=["audit"])
 

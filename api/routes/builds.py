@@ -20,11 +20,12 @@ from api.schemas import DeploymentPublic
 from api.services import apps as services
 from api.services.apps import load_app, mutable
 from api.streams import FollowSlot
-from conveyor import buildlog, registry, sources
-from conveyor.db.models import Build
-from conveyor.ids import new_id
-from conveyor.templates import Template, catalogue
-from conveyor.vocabulary import BUILD_FINISHED
+from api.templates import Template, catalogue
+from conveyor.builds import logs, sources
+from conveyor.clients import oci_registry
+from conveyor.clients.db.models import Build
+from conveyor.domain.ids import new_id
+from conveyor.domain.vocabulary import BUILD_FINISHED
 
 router = APIRouter(tags=["builds"])
 CHUNK = 1024 * 1024
@@ -82,10 +83,10 @@ async def upload_build(
         except sources.UnsafeSource as exc:
             raise HTTPException(exc.status, f"file: {exc}") from exc
         try:
-            source_ref = await registry.push_source(
-                settings, registry.source_repository(caller.project_id), _read_chunks(target), f"sha256:{digest.hexdigest()}", size
+            source_ref = await oci_registry.push_source(
+                settings, oci_registry.source_repository(caller.project_id), _read_chunks(target), f"sha256:{digest.hexdigest()}", size
             )
-        except registry.RegistryError as exc:
+        except oci_registry.RegistryError as exc:
             raise HTTPException(503, f"the source could not be stored: {exc}") from exc
 
         return await m.once(caller, partial(services.deploy_upload, m, caller, app_id, source_ref), body_digest=digest.hexdigest())
@@ -136,7 +137,7 @@ async def build_log(
         """Whether the build has ended (read first, so no chunk written before the end is missed), and the chunks after `after`."""
         row = session.get(Build, build.id)
         done = row is None or row.status in BUILD_FINISHED
-        return done, buildlog.chunks_after(session, build.id, after)
+        return done, logs.chunks_after(session, build.id, after)
 
     if not follow:
         _, chunks = await read_off_loop(settings, since, -1)
@@ -151,6 +152,6 @@ async def build_log(
                 yield text.encode()
             if done:
                 return
-            await asyncio.sleep(buildlog.FLUSH_SECONDS)
+            await asyncio.sleep(logs.FLUSH_SECONDS)
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")

@@ -34,9 +34,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 
 from api.deps import Caller, SettingsDep, caller_of, check_role, get_caller, read_off_loop
-from conveyor import auth
-from conveyor.codec import EncryptionCodec, PayloadKeyError
-from conveyor.db.session import read_scope
+from conveyor.clients.db import tokens
+from conveyor.clients.db.session import read_scope
+from conveyor.clients.payload_codec import EncryptionCodec, PayloadKeyError
 from conveyor.settings import Settings
 
 PREFIX = "/codec"
@@ -176,7 +176,7 @@ def codec_caller(
     if token_id is None:
         raise _unauthorized(f"codec session: invalid or expired; sign in again at {COOKIE_PATH}/login")
     with read_scope(settings.effective_database_url) as session:
-        caller = _lookup(session, auth.find_token_by_id, token_id)
+        caller = _lookup(session, tokens.find_token_by_id, token_id)
     if caller is None:
         raise _unauthorized(f"codec session: its token was revoked; sign in again at {COOKIE_PATH}/login")
     return check_role(caller, "admin")
@@ -277,8 +277,8 @@ def _check_same_origin(request: Request) -> None:
 async def login_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     cookie = request.cookies.get(COOKIE)
     token_id = session_token_id(_session_key(request), cookie, time.time()) if cookie else None
-    caller = await read_off_loop(settings, _lookup, auth.find_token_by_id, token_id) if token_id else None
-    if caller is None or not auth.role_allows(caller.role, "admin"):
+    caller = await read_off_loop(settings, _lookup, tokens.find_token_by_id, token_id) if token_id else None
+    if caller is None or not tokens.role_allows(caller.role, "admin"):
         return _login_form(settings)
     expires = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(cookie.split(".")[2])))
     return _page(
@@ -299,10 +299,10 @@ async def login(request: Request, settings: SettingsDep) -> Response:
     token = parse_qs(body.decode(errors="replace")).get("token", [""])[0].strip()
     if not token:
         return _login_form(settings, "token: required", status.HTTP_400_BAD_REQUEST)
-    caller = await read_off_loop(settings, _lookup, auth.find_token, token)
+    caller = await read_off_loop(settings, _lookup, tokens.find_token, token)
     if caller is None:
         return _login_form(settings, "token: invalid or revoked", status.HTTP_401_UNAUTHORIZED)
-    if not auth.role_allows(caller.role, "admin"):
+    if not tokens.role_allows(caller.role, "admin"):
         return _login_form(settings, f"token: decoding needs the admin role; this token has {caller.role}", 403)
     expires = int(time.time()) + settings.codec_session_ttl_seconds
     answer = RedirectResponse(f"{COOKIE_PATH}/login", status_code=status.HTTP_303_SEE_OTHER, headers=PAGE_HEADERS)

@@ -18,8 +18,8 @@ from api.serializers import deployment_public
 from api.services import deployments as services
 from api.services.apps import load_app
 from api.streams import ProgressHubDep, StreamSlot, progress_events, workflow_progress
-from conveyor.db.models import Deployment
-from conveyor.vocabulary import NOT_STARTED, TERMINAL
+from conveyor.clients.db.models import Deployment
+from conveyor.domain.vocabulary import NOT_STARTED, TERMINAL
 
 router = APIRouter(prefix="/apps/{app_id}/deployments", tags=["deployments"])
 

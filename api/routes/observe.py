@@ -23,9 +23,9 @@ from api.deps import SettingsDep, Viewer, read_off_loop
 from api.pagination import PageDep
 from api.routes.apps import AppTargetDep, app_and_namespace, pod_objects
 from api.streams import FollowSlot
-from conveyor import manifests
-from conveyor.ids import iso
-from conveyor.kube import api_client
+from conveyor.clients.kubernetes import api_client
+from conveyor.domain import manifests
+from conveyor.domain.ids import iso
 
 router = APIRouter(prefix="/apps/{app_id}", tags=["observe"])
 

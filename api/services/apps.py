@@ -2,7 +2,7 @@
 rows, queue the operation. Each function runs inside `Mutation.once` (one
 write transaction on a worker thread) and returns (status, response model).
 
-What a PATCH means is decided by `conveyor.planning.plan_update` (pure)."""
+What a PATCH means is decided by `conveyor.domain.planning.plan_update` (pure)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ from api.deps import Caller, TemporalConnector
 from api.operations import Mutation, lane_id
 from api.schemas import AppCreate, AppPublic, DeploymentPublic, env_problem, slugify
 from api.serializers import app_public
-from conveyor import sources
-from conveyor.db.models import App, Build, Deployment, Handoff
-from conveyor.db.records import active_deployment, add_audit, delete_workflow_id
-from conveyor.ids import iso, new_id, utcnow
-from conveyor.payloads import Operation
-from conveyor.planning import AppFacts, ImageSource, plan_update
+from api.templates import catalogue
+from conveyor.builds import sources
+from conveyor.clients.db.models import App, Build, Deployment, Handoff
+from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id
+from conveyor.domain.ids import iso, new_id, utcnow
+from conveyor.domain.payloads import Operation
+from conveyor.domain.planning import AppFacts, ImageSource, plan_update
+from conveyor.domain.vocabulary import AppStatus, BuildStatus, OperationKind
 from conveyor.settings import Settings
-from conveyor.templates import catalogue
-from conveyor.vocabulary import AppStatus, BuildStatus, OperationKind
 
 
 def unprocessable(field: str, message: str, where: str = "body") -> HTTPException:

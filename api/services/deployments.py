@@ -12,10 +12,10 @@ from api.operations import Mutation
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from api.services.apps import image_of, load_app, mutable, source_release
-from conveyor.db.models import App, Deployment
-from conveyor.db.records import add_audit
-from conveyor.ids import utcnow
-from conveyor.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL, DeploymentStatus, OperationKind
+from conveyor.clients.db.models import App, Deployment
+from conveyor.clients.db.queries import add_audit
+from conveyor.domain.ids import utcnow
+from conveyor.domain.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL, DeploymentStatus, OperationKind
 
 
 class StartedMeanwhile(Exception):

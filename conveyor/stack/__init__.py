@@ -1,0 +1,1 @@
+"""The local platform that `conveyor up` runs on one machine: pinned binaries, the KWOK cluster, Temporal, the registry, the processes. Only `conveyor.cli` and the tests import it; the runtime never does."""

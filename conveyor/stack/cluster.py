@@ -13,7 +13,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conveyor import markers
+from conveyor.domain import markers
 from conveyor.settings import Settings
 from conveyor.stack import binaries
 

@@ -151,7 +151,7 @@ class Platform:
             self._step(spec.title, lambda spec=spec: self._ensure_service(spec))
 
     def _ensure_database(self) -> str:
-        from conveyor.db.session import migrate
+        from conveyor.clients.db.session import migrate
 
         migrate(self.settings.effective_database_url)
         created = bootstrap_admin_token(self.settings)
@@ -159,7 +159,7 @@ class Platform:
         return f"migrated; admin token {'written to' if created else 'in'} {where}"
 
     def _ensure_payload_keys(self) -> str:
-        from conveyor.codec import ensure_key_file
+        from conveyor.clients.payload_codec import ensure_key_file
 
         if self.settings.payload_keys is not None:
             return "from CONVEYOR_PAYLOAD_KEYS"
@@ -353,16 +353,16 @@ def format_bytes(n: int) -> str:
 
 def bootstrap_admin_token(settings: Settings) -> bool:
     """Write an admin token for the default project unless a valid one is there."""
-    from conveyor import auth
-    from conveyor.db.records import ensure_default_project
-    from conveyor.db.session import session_scope
+    from conveyor.clients.db import tokens
+    from conveyor.clients.db.queries import ensure_default_project
+    from conveyor.clients.db.session import session_scope
 
     path = settings.admin_token_file
     with session_scope(settings.effective_database_url) as session:
         ensure_default_project(session, settings)
-        if path.exists() and auth.find_token(session, path.read_text().strip()) is not None:
+        if path.exists() and tokens.find_token(session, path.read_text().strip()) is not None:
             return False
-        token = auth.create_token(session, "proj_default", "admin", "admin")
+        token = tokens.create_token(session, "proj_default", "admin", "admin")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(token + "\n")
     path.chmod(0o600)

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from conveyor.buildah import Buildah  # noqa: F401 - the stack's callers use it from here
-from conveyor.registry import MANIFEST_ACCEPT, base_url, manifest_digest  # noqa: F401 - the stack's callers use them from here
+from conveyor.builds.buildah import Buildah  # noqa: F401 - the stack's callers use it from here
+from conveyor.clients.oci_registry import MANIFEST_ACCEPT, base_url, manifest_digest  # noqa: F401 - the stack's callers use them from here
 from conveyor.settings import Settings
 from conveyor.stack import versions
 

@@ -8,10 +8,11 @@ import uuid
 import httpx
 import pytest
 
-from conveyor import auth, vocabulary
-from conveyor.db.models import Project
-from conveyor.db.records import create_project
-from conveyor.db.session import session_scope
+from conveyor.clients.db import tokens
+from conveyor.clients.db.models import Project
+from conveyor.clients.db.queries import create_project
+from conveyor.clients.db.session import session_scope
+from conveyor.domain import vocabulary
 from tests.helpers import eventually
 
 TERMINAL = {str(status) for status in vocabulary.TERMINAL}
@@ -89,7 +90,7 @@ def make_token(platform, settings):
         with session_scope(settings.effective_database_url) as session:
             if session.get(Project, project_id) is None:
                 create_project(session, settings, project_id.removeprefix("proj_"))
-            return auth.create_token(session, project_id, role, name), name
+            return tokens.create_token(session, project_id, role, name), name
 
     return make
 

@@ -19,9 +19,9 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
 from api.main import ROUTERS, create_app
-from conveyor import telemetry
-from conveyor.db.models import App
-from conveyor.db.session import session_scope
+from conveyor.clients import telemetry
+from conveyor.clients.db.models import App
+from conveyor.clients.db.session import session_scope
 from tests.api.conftest import DEMO_IMAGE, Api
 from tests.git_https import GitHttpsServer
 from tests.helpers import eventually
@@ -176,7 +176,7 @@ def test_openapi_documents_every_field(api, settings):
 def cli(*args: str) -> str:
     """The `conveyor` command as an operator runs it, on this session's platform."""
     done = subprocess.run(
-        [sys.executable, "-m", "conveyor.cli", *args], capture_output=True, text=True, env=os.environ, timeout=120
+        [sys.executable, "-m", "conveyor.cli.main", *args], capture_output=True, text=True, env=os.environ, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -13,12 +13,12 @@ from kubernetes.client.exceptions import ApiException
 from sqlalchemy import select, update
 
 from api.operations import idempotency_cutoff, prune_idempotency_keys
-from conveyor import manifests, markers
-from conveyor.db.models import IdempotencyRecord
-from conveyor.db.session import session_scope
-from conveyor.kube import namespace_for
+from conveyor.clients.db.models import IdempotencyRecord
+from conveyor.clients.db.session import session_scope
+from conveyor.clients.kubernetes import namespace_for
+from conveyor.clients.temporal_client import connect
+from conveyor.domain import manifests, markers
 from conveyor.stack import registry
-from conveyor.temporal_client import connect
 from tests.helpers import eventually
 
 NAMESPACE_PROJECT = "proj_default"

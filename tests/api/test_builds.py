@@ -15,7 +15,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from conveyor.kube import namespace_for
+from conveyor.clients.kubernetes import namespace_for
 from conveyor.stack import registry
 from tests import hostile_archives as hostile
 from tests.git_https import GitHttpsServer

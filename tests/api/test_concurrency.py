@@ -17,10 +17,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from conveyor.db.models import Deployment, Handoff
-from conveyor.db.session import read_scope, session_scope
-from conveyor.ids import utcnow
-from conveyor.payloads import Operation
+from conveyor.clients.db.models import Deployment, Handoff
+from conveyor.clients.db.session import read_scope, session_scope
+from conveyor.domain.ids import utcnow
+from conveyor.domain.payloads import Operation
 from tests.api.conftest import DEMO_IMAGE
 from tests.helpers import eventually
 

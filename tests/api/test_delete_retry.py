@@ -9,11 +9,11 @@ from kubernetes.client.exceptions import ApiException
 from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
 
-from conveyor import manifests
-from conveyor.db.models import AuditEntry
-from conveyor.db.session import read_scope
-from conveyor.kube import namespace_for
-from conveyor.temporal_client import connect
+from conveyor.clients.db.models import AuditEntry
+from conveyor.clients.db.session import read_scope
+from conveyor.clients.kubernetes import namespace_for
+from conveyor.clients.temporal_client import connect
+from conveyor.domain import manifests
 from tests.helpers import eventually
 
 

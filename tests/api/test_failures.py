@@ -16,12 +16,12 @@ from sqlalchemy import select
 from temporalio.testing import ActivityEnvironment
 
 from activities.records import RecordActivities
-from conveyor.db.models import AuditEntry
-from conveyor.db.session import read_scope
-from conveyor.payloads import ScaleRecordInput
+from conveyor.clients.db.models import AuditEntry
+from conveyor.clients.db.session import read_scope
+from conveyor.clients.temporal_client import connect
+from conveyor.domain.payloads import ScaleRecordInput
 from conveyor.stack import cluster
 from conveyor.stack.platform import Platform
-from conveyor.temporal_client import connect
 from tests.helpers import eventually
 
 # The old policies gave a Kubernetes write 8 attempts (about 1.5 minutes with

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import uuid
 
-from conveyor.kube import namespace_for
+from conveyor.clients.kubernetes import namespace_for
+from conveyor.clients.temporal_client import connect
 from conveyor.stack import cluster
-from conveyor.temporal_client import connect
 from tests.helpers import collect_until, eventually, stream_lines
 
 
@@ -213,7 +213,7 @@ def test_lists_page_with_limit_and_cursor(api, deployed_app):
 
 def conveyor_cli(settings, token: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, "CONVEYOR_TOKEN": token, "CONVEYOR_API_URL": settings.api_url}
-    return subprocess.run([sys.executable, "-m", "conveyor.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_cli_deploys_follows_and_rolls_back(api, settings, make_token):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from conveyor import rollout
-from conveyor.kube import namespace_for
+from conveyor.clients.kubernetes import namespace_for
+from conveyor.domain import rollout
 from tests.api.test_operate import sse_events
 from tests.helpers import collect_until, eventually, stream_closes, stream_lines
 

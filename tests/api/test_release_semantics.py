@@ -7,7 +7,7 @@ import uuid
 
 from kubernetes import client
 
-from conveyor.kube import namespace_for
+from conveyor.clients.kubernetes import namespace_for
 from tests.helpers import point_tag
 
 

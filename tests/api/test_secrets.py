@@ -22,15 +22,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from api.routes import codec as codec_routes
-from conveyor import manifests
-from conveyor.codec import ENCODING, load_keyring
-from conveyor.db.models import ApiToken
-from conveyor.db.session import session_scope
-from conveyor.ids import utcnow
-from conveyor.kube import namespace_for
-from conveyor.payloads import ApplyInput
+from conveyor.clients.db.models import ApiToken
+from conveyor.clients.db.session import session_scope
+from conveyor.clients.kubernetes import namespace_for
+from conveyor.clients.payload_codec import ENCODING, load_keyring
+from conveyor.clients.temporal_client import connect
+from conveyor.domain import manifests
+from conveyor.domain.ids import utcnow
+from conveyor.domain.payloads import ApplyInput
 from conveyor.stack import temporal
-from conveyor.temporal_client import connect
 from scripts import web_ui_codec_check
 from tests.api.test_operate import start_never_ready_deploy
 from tests.helpers import eventually

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conveyor import registry
-from conveyor.db.models import Build
-from conveyor.db.session import read_scope
-from conveyor.temporal_client import connect
+from conveyor.clients import oci_registry
+from conveyor.clients.db.models import Build
+from conveyor.clients.db.session import read_scope
+from conveyor.clients.temporal_client import connect
 from tests.api.conftest import Api
 from tests.api.test_builds import tarball, upload, upload_app
 from tests.helpers import collect_until, eventually, stream_closes, stream_lines
@@ -145,13 +145,13 @@ def test_upload_on_one_api_builds_on_any_worker_and_streams_live_from_the_other_
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     with read_scope(settings.effective_database_url) as session:
         build = session.get(Build, dep["build_id"])
-    assert build.upload_path is None and build.source_ref == f"conveyor/sources/proj-default@{digest}"
-    base = registry.base_url(settings)
+    assert build.upload_path is None and build.source_ref == f"conveyor/builds/sources/proj-default@{digest}"
+    base = oci_registry.base_url(settings)
     manifest = httpx.get(
         f"{base}/v2/conveyor/sources/proj-default/manifests/upload-{digest.removeprefix('sha256:')}",
-        headers={"Accept": registry.OCI_MANIFEST},
+        headers={"Accept": oci_registry.OCI_MANIFEST},
     ).json()
-    assert manifest["config"]["mediaType"] == registry.SOURCE_ARTIFACT_TYPE
+    assert manifest["config"]["mediaType"] == oci_registry.SOURCE_ARTIFACT_TYPE
     assert [layer["digest"] for layer in manifest["layers"]] == [digest]
     assert httpx.get(f"{base}/v2/conveyor/sources/proj-default/blobs/{digest}", follow_redirects=True).content == data
     assert not list(replicas.base.glob("api-*/uploads/*"))

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from api.main import create_app
-from conveyor import telemetry
-from conveyor.temporal_client import connect
+from conveyor.clients import telemetry
+from conveyor.clients.temporal_client import connect
 from worker import build_worker
 
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from conveyor import auth
-from conveyor.db.records import ensure_default_project
-from conveyor.db.session import session_scope
+from conveyor.clients.db import tokens
+from conveyor.clients.db.queries import ensure_default_project
+from conveyor.clients.db.session import session_scope
 from tests.api.conftest import Api
 from tests.production import MIGRATE_COMMAND, api_and_worker, conveyor_env, inline_kubeconfig
 
@@ -81,7 +81,7 @@ def test_migrate_api_and_worker_from_the_image_deploy(settings, runner, tmp_path
     kubeconfig.write_text(yaml.safe_dump(inline_kubeconfig(settings.effective_kubeconfig)))
     kubeconfig.chmod(0o600)
     os.chown(kubeconfig, 10001, 10001)
-    database_url = f"sqlite:///{shared / 'conveyor.db'}"
+    database_url = f"sqlite:///{shared / 'conveyor.clients.db'}"
     env = conveyor_env(settings, CONVEYOR_DATABASE_URL=database_url, CONVEYOR_KUBECONFIG=str(kubeconfig),
                        CONVEYOR_HOME=str(shared / "home"))
 
@@ -90,7 +90,7 @@ def test_migrate_api_and_worker_from_the_image_deploy(settings, runner, tmp_path
     assert "database schema is up to date" in migrate.stdout
     with session_scope(database_url) as session:
         ensure_default_project(session, settings)
-        token = auth.create_token(session, "proj_default", "admin", "image-smoke")
+        token = tokens.create_token(session, "proj_default", "admin", "image-smoke")
 
     with api_and_worker(settings, env, tmp_path, start=runner) as base_url:
         assert httpx.get(f"{base_url}/healthz", timeout=5).json() == {"status": "ok"}

@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from conveyor import markers
+from conveyor.domain import markers
 from conveyor.settings import Settings
 from conveyor.stack import binaries, cluster, versions
 

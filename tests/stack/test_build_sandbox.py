@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import sandbox
+from conveyor.builds import sandbox
 from conveyor.settings import Settings
 
 PROBE = """

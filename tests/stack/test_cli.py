@@ -14,7 +14,7 @@ from conveyor.stack import temporal
 
 def conveyor(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "conveyor.cli", *args],
+        [sys.executable, "-m", "conveyor.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
-from conveyor import markers
+from conveyor.domain import markers
 from conveyor.stack import cluster
 from conveyor.stack.platform import Platform
 from conveyor.stack.processes import alive

@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
-from conveyor.db.session import alembic_config, current_revision, head_revision, is_sqlite
+from conveyor.clients.db.session import alembic_config, current_revision, head_revision, is_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def _env(url: str, **extra: str) -> dict[str, str]:
 def test_concurrent_db_upgrades_all_succeed_and_reach_head(fresh_database):
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "conveyor.cli", "db", "upgrade"],
+            [sys.executable, "-m", "conveyor.cli.main", "db", "upgrade"],
             cwd=ROOT,
             env=_env(fresh_database),
             stdout=subprocess.PIPE,
@@ -99,8 +99,8 @@ def test_api_and_worker_exit_on_a_schema_one_revision_behind_naming_conveyor_db_
 
 
 def test_build_logs_written_as_files_before_0007_are_read_from_rows_after_it(tmp_path):
-    from conveyor import buildlog
-    from conveyor.db.session import migrate, read_scope
+    from conveyor.builds import logs
+    from conveyor.clients.db.session import migrate, read_scope
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     command.upgrade(alembic_config(url), "0004")
@@ -119,5 +119,5 @@ def test_build_logs_written_as_files_before_0007_are_read_from_rows_after_it(tmp
     migrate(url)
     log.unlink()  # the rows are what is read now
     with read_scope(url) as session:
-        chunks = buildlog.chunks_after(session, "bld_old", -1)
+        chunks = logs.chunks_after(session, "bld_old", -1)
     assert "".join(text for _, text in chunks) == "==> unpacking the uploaded source\nstep one\n==> pushed x@sha256:00\n"

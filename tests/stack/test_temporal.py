@@ -9,8 +9,8 @@ import uuid
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
+from conveyor.clients.temporal_client import connect
 from conveyor.stack import temporal
-from conveyor.temporal_client import connect
 from tests.stack.sample_workflow import GreetingWorkflow, greet
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor import manifests
+from conveyor.domain import manifests
 from conveyor.settings import Settings
 
 

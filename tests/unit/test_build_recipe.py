@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from activities.builder import default_dockerfile
+from conveyor.builds.recipe import default_dockerfile
 
 
 def test_recipe_copies_the_source_runs_the_build_command_and_starts_the_web_command():
@@ -19,7 +19,7 @@ def test_recipe_without_build_or_start_command_keeps_the_base_image_command():
 
 
 def test_base_images_are_the_from_lines_less_scratch_and_earlier_stages():
-    from activities.builder import base_images
+    from conveyor.builds.recipe import base_images
 
     dockerfile = (
         "FROM --platform=linux/amd64 registry:5000/base:1 AS build\n"

@@ -11,15 +11,15 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.exceptions import ApplicationError
 
-from conveyor import codec
-from conveyor.payloads import ReleaseSpec
+from conveyor.clients import payload_codec
+from conveyor.domain.payloads import ReleaseSpec
 from conveyor.settings import Settings
 
 SECRET = "postgres://app:s3cr3t-pa55@db:5432/app"
 
 
-def keyring(*ids: str) -> codec.Keyring:
-    return codec.Keyring(tuple(codec.PayloadKey(i, bytes([n + 1]) * 32) for n, i in enumerate(ids)))
+def keyring(*ids: str) -> payload_codec.Keyring:
+    return payload_codec.Keyring(tuple(payload_codec.PayloadKey(i, bytes([n + 1]) * 32) for n, i in enumerate(ids)))
 
 
 def release() -> ReleaseSpec:
@@ -30,7 +30,7 @@ def release() -> ReleaseSpec:
 
 
 async def test_payloads_are_ciphertext_with_the_key_id_and_decode_back():
-    converter = codec.data_converter(keyring("k1"))
+    converter = payload_codec.data_converter(keyring("k1"))
     [payload] = await converter.encode([release()])
     assert payload.metadata["encoding"] == b"binary/encrypted"
     assert payload.metadata["encryption-key-id"] == b"k1"
@@ -40,25 +40,25 @@ async def test_payloads_are_ciphertext_with_the_key_id_and_decode_back():
 
 
 async def test_rotation_new_key_encrypts_old_keys_still_decrypt():
-    [old] = await codec.data_converter(keyring("old")).encode([release()])
-    rotated = codec.data_converter(codec.Keyring((codec.PayloadKey("new", b"\x09" * 32), *keyring("old").keys)))
+    [old] = await payload_codec.data_converter(keyring("old")).encode([release()])
+    rotated = payload_codec.data_converter(payload_codec.Keyring((payload_codec.PayloadKey("new", b"\x09" * 32), *keyring("old").keys)))
     [new] = await rotated.encode([release()])
     assert new.metadata["encryption-key-id"] == b"new"
     assert (await rotated.decode([old], [ReleaseSpec]))[0] == release()
     # Without the old key the old payload is refused, naming the key.
-    with pytest.raises(codec.PayloadKeyError, match="'old'"):
-        await codec.data_converter(codec.Keyring((codec.PayloadKey("new", b"\x09" * 32),))).decode([old], [ReleaseSpec])
+    with pytest.raises(payload_codec.PayloadKeyError, match="'old'"):
+        await payload_codec.data_converter(payload_codec.Keyring((payload_codec.PayloadKey("new", b"\x09" * 32),))).decode([old], [ReleaseSpec])
 
 
 async def test_plaintext_payloads_from_before_encryption_pass_through():
-    converter = codec.data_converter(keyring("k1"))
+    converter = payload_codec.data_converter(keyring("k1"))
     plain = converter.payload_converter.to_payloads([release()])
     assert (await converter.decode(plain, [ReleaseSpec]))[0] == release()
 
 
 async def test_a_tampered_or_relabelled_payload_is_refused():
-    ring = codec.Keyring((codec.PayloadKey("a", b"\x01" * 32), codec.PayloadKey("b", b"\x01" * 32)))
-    sealed = codec.EncryptionCodec(ring).encrypt(Payload(metadata={"encoding": b"json/plain"}, data=b'"x"'))
+    ring = payload_codec.Keyring((payload_codec.PayloadKey("a", b"\x01" * 32), payload_codec.PayloadKey("b", b"\x01" * 32)))
+    sealed = payload_codec.EncryptionCodec(ring).encrypt(Payload(metadata={"encoding": b"json/plain"}, data=b'"x"'))
     flipped = Payload()
     flipped.CopyFrom(sealed)
     flipped.data = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
@@ -66,12 +66,12 @@ async def test_a_tampered_or_relabelled_payload_is_refused():
     relabelled.CopyFrom(sealed)
     relabelled.metadata["encryption-key-id"] = b"b"
     for bad in (flipped, relabelled):
-        with pytest.raises(codec.PayloadKeyError, match="does not authenticate"):
-            codec.EncryptionCodec(ring).decrypt(bad)
+        with pytest.raises(payload_codec.PayloadKeyError, match="does not authenticate"):
+            payload_codec.EncryptionCodec(ring).decrypt(bad)
 
 
 async def test_failure_messages_and_stack_traces_are_encrypted():
-    converter = codec.data_converter(keyring("k1"))
+    converter = payload_codec.data_converter(keyring("k1"))
     failure = Failure()
     try:
         raise ApplicationError(f"could not connect to {SECRET}", non_retryable=True)
@@ -84,7 +84,7 @@ async def test_failure_messages_and_stack_traces_are_encrypted():
 
 def test_keys_parse_from_the_setting_newest_first_and_bad_ones_are_named():
     a, b = base64.b64encode(b"\x01" * 32).decode(), base64.b64encode(b"\x02" * 32).decode()
-    ring = codec.load_keyring(Settings(payload_keys=f"new:{b}, old:{a}"))
+    ring = payload_codec.load_keyring(Settings(payload_keys=f"new:{b}, old:{a}"))
     assert [k.id for k in ring.keys] == ["new", "old"] and ring.current.secret == b"\x02" * 32
     for text, problem in (
         ("nocolon", "not id:base64key"),
@@ -93,21 +93,21 @@ def test_keys_parse_from_the_setting_newest_first_and_bad_ones_are_named():
         (f"k:{a},k:{b}", "unique"),
         ("", "holds no key"),
     ):
-        with pytest.raises(codec.PayloadKeyError, match=problem) as err:
-            codec.parse_keys(text, "CONVEYOR_PAYLOAD_KEYS")
+        with pytest.raises(payload_codec.PayloadKeyError, match=problem) as err:
+            payload_codec.parse_keys(text, "CONVEYOR_PAYLOAD_KEYS")
         assert b not in str(err.value) and a not in str(err.value)
 
 
 def test_the_key_file_is_created_owner_only_and_rotation_puts_the_new_key_first(tmp_path):
     settings = Settings(home=tmp_path)
     path = settings.effective_payload_key_file
-    with pytest.raises(codec.PayloadKeyError, match="conveyor up"):
-        codec.load_keyring(settings)
-    assert codec.ensure_key_file(path) is True
-    assert codec.ensure_key_file(path) is False
+    with pytest.raises(payload_codec.PayloadKeyError, match="conveyor up"):
+        payload_codec.load_keyring(settings)
+    assert payload_codec.ensure_key_file(path) is True
+    assert payload_codec.ensure_key_file(path) is False
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    first = codec.load_keyring(settings).current
-    added = codec.add_key(path)
+    first = payload_codec.load_keyring(settings).current
+    added = payload_codec.add_key(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    ring = codec.load_keyring(settings)
+    ring = payload_codec.load_keyring(settings)
     assert [k.id for k in ring.keys] == [added, first.id] and ring.get(first.id) == first

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conveyor.cli import build_parser
+from conveyor.cli.main import build_parser
 from conveyor.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_commands_are_the_images_entrypoints():
     scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
     commands = {name: s["command"] for name, s in conveyor_services().items()}
     assert commands["migrate"] == ["conveyor", "db", "upgrade"]
-    assert scripts["conveyor"] == "conveyor.cli:main"
+    assert scripts["conveyor"] == "conveyor.cli.main:main"
     assert build_parser().parse_args(commands["migrate"][1:]).func.__name__ == "cmd_db_upgrade"
     assert commands["api"][:3] == ["uvicorn", "--factory", "api.main:create_app"]
     assert "uvicorn" in scripts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.images import DOCKER_HUB, InvalidImageReference, parse
+from conveyor.domain.images import DOCKER_HUB, InvalidImageReference, parse
 
 DIGEST = "sha256:" + "b" * 64
 

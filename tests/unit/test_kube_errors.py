@@ -8,7 +8,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError
 
-from activities.kube import MESSAGE_LIMIT, _raise_api_error, concise_errors
+from activities.workloads import MESSAGE_LIMIT, _raise_api_error, concise_errors
 
 
 def test_an_unreachable_api_is_a_short_transient_failure_without_the_chain():

@@ -6,8 +6,8 @@ import base64
 import hashlib
 import json
 
-from conveyor import manifests
-from conveyor.payloads import ReleaseSpec
+from conveyor.domain import manifests
+from conveyor.domain.payloads import ReleaseSpec
 
 
 def spec(**overrides) -> ReleaseSpec:

@@ -1,6 +1,6 @@
 """What a PATCH means, decided without a database or a cluster."""
 
-from conveyor.planning import AppFacts, ImageSource, merge_env, plan_update
+from conveyor.domain.planning import AppFacts, ImageSource, merge_env, plan_update
 
 APP = AppFacts(image_url="r/x:latest", port=8080, replicas=2, env={"A": "1", "B": "2"}, runs_pinned_image=True)
 

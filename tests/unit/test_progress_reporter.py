@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from conveyor.payloads import RolloutProgress
+from conveyor.domain.payloads import RolloutProgress
 from tests.helpers import eventually
 from worker import progress_reporter
 

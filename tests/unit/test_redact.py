@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.redact import mask_url_credentials
+from conveyor.domain.redact import mask_url_credentials
 
 
 @pytest.mark.parametrize(

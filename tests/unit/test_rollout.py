@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.rollout import deployment_state, stuck_pod_reason
+from conveyor.domain.rollout import deployment_state, stuck_pod_reason
 
 
 def deployment(generation=2, observed=2, desired=3, **status) -> dict:

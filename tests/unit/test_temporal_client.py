@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from temporalio.service import TLSConfig
 
+from conveyor.clients.temporal_client import TemporalSettingsError, transport
 from conveyor.settings import Settings
-from conveyor.temporal_client import TemporalSettingsError, transport
 
 
 def test_dev_server_is_plain(tmp_path):

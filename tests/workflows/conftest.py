@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker, WorkflowRunner
 
-from conveyor.codec import Keyring, PayloadKey, data_converter
+from conveyor.clients.payload_codec import Keyring, PayloadKey, data_converter
 from conveyor.stack.temporal import SEARCH_ATTRIBUTES, temporal_cli
 from tests.workflows.fakes import Fakes
 from worker import WORKFLOWS, workflow_runner

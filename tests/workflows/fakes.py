@@ -24,7 +24,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from conveyor.payloads import (
+from conveyor.domain.payloads import (
     ApplyInput,
     AppTarget,
     AppTargetInput,

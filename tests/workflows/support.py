@@ -12,7 +12,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 
-from conveyor.payloads import AppTarget, BuildPlan, DeploymentPlan, Operation, ReleaseSpec
+from conveyor.domain.payloads import AppTarget, BuildPlan, DeploymentPlan, Operation, ReleaseSpec
 from tests.workflows.fakes import Fakes
 from workflows.deploy import DeployWorkflow
 

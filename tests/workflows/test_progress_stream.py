@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 from api import streams
 from api.streams import ProgressHub, Snapshot, progress_events
-from conveyor.payloads import DeploymentPlan, FinishDeploymentInput
+from conveyor.domain.payloads import DeploymentPlan, FinishDeploymentInput
 from conveyor.settings import Settings
 from tests.workflows.conftest import running_worker
 from tests.workflows.fakes import Block, Fakes

@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from conveyor.codec import Keyring, PayloadKey, data_converter
+from conveyor.clients.payload_codec import Keyring, PayloadKey, data_converter
 from worker import WORKFLOWS, workflow_runner
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

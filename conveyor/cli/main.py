@@ -93,8 +93,8 @@ def _in_database(work) -> int:
 
     Talks to the database directly (not the API): whoever runs this holds the
     platform's database credentials, which is what makes them the operator."""
-    from conveyor.db.records import ensure_default_project
-    from conveyor.db.session import migrate, session_scope
+    from conveyor.clients.db.queries import ensure_default_project
+    from conveyor.clients.db.session import migrate, session_scope
 
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)  # where the SQLite file goes by default
@@ -111,13 +111,13 @@ def _in_database(work) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from conveyor import auth
+    from conveyor.clients.db import tokens
 
-    return _in_database(lambda session, settings: auth.create_token(session, args.project, args.role, args.name))
+    return _in_database(lambda session, settings: tokens.create_token(session, args.project, args.role, args.name))
 
 
 def cmd_project_create(args: argparse.Namespace) -> int:
-    from conveyor.db.records import create_project
+    from conveyor.clients.db.queries import create_project
 
     return _in_database(lambda session, settings: create_project(session, settings, args.name).id)
 
@@ -125,7 +125,7 @@ def cmd_project_create(args: argparse.Namespace) -> int:
 def cmd_project_list(args: argparse.Namespace) -> int:  # noqa: ARG001
     from sqlalchemy import select
 
-    from conveyor.db.models import Project
+    from conveyor.clients.db.models import Project
 
     def listing(session, settings) -> str:  # noqa: ARG001
         projects = session.scalars(select(Project).order_by(Project.id)).all()
@@ -135,7 +135,7 @@ def cmd_project_list(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 def cmd_payload_key_rotate(args: argparse.Namespace) -> int:  # noqa: ARG001
-    from conveyor.codec import PayloadKeyError, add_key
+    from conveyor.clients.payload_codec import PayloadKeyError, add_key
 
     settings = get_settings()
     if settings.payload_keys is not None:
@@ -152,7 +152,7 @@ def cmd_payload_key_rotate(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:  # noqa: ARG001
-    from conveyor.db.session import current_revision, migrate
+    from conveyor.clients.db.session import current_revision, migrate
 
     settings = get_settings()
     before = migrate(settings.effective_database_url)
@@ -207,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upgrade.set_defaults(func=cmd_db_upgrade)
 
-    from conveyor import client_cli
+    from conveyor.cli import apps
 
-    client_cli.add_commands(sub)
+    apps.add_commands(sub)
 
     build = sub.add_parser("build-binaries", help="build the Kubernetes, etcd, KWOK and Temporal Web UI binaries into the cache")
     build.set_defaults(func=cmd_build_binaries)
@@ -219,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "api_func"):
-        from conveyor import client_cli
+        from conveyor.cli import apps
 
-        return client_cli.run(args)
+        return apps.run(args)
     return args.func(args)
 
 

@@ -11,7 +11,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.converter import DataConverter
 from temporalio.service import TLSConfig
 
-from conveyor.codec import data_converter, load_keyring
+from conveyor.clients.payload_codec import data_converter, load_keyring
 from conveyor.settings import Settings
 
 

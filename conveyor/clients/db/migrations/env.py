@@ -3,7 +3,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from conveyor.db.models import Base
+from conveyor.clients.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

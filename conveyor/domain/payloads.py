@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from conveyor.vocabulary import BuildStatus, DeploymentStatus, OperationKind
+from conveyor.domain.vocabulary import BuildStatus, DeploymentStatus, OperationKind
 
 
 class Operation(BaseModel):

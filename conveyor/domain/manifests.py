@@ -8,7 +8,7 @@ import hmac
 import json
 from typing import Any
 
-from conveyor.payloads import ReleaseSpec
+from conveyor.domain.payloads import ReleaseSpec
 
 MANAGED_BY = "conveyor"
 LABEL_APP = "app.kubernetes.io/name"

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from conveyor.ids import utcnow
+from conveyor.domain.ids import utcnow
 
 
 class Base(DeclarativeBase):

@@ -15,15 +15,15 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.builder import BuilderActivities
-from activities.kube import KubeActivities, ProgressReporter
+from activities.digests import RegistryActivities
 from activities.records import RecordActivities
-from activities.registry import RegistryActivities
-from conveyor import telemetry
-from conveyor.db.session import SchemaOutdated, check_schema, configure_pool
+from activities.workloads import KubeActivities, ProgressReporter
+from conveyor.clients import telemetry
+from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool
+from conveyor.clients.temporal_client import connect
+from conveyor.domain.payloads import RolloutProgress
 from conveyor.heap import freeze_startup_heap
-from conveyor.payloads import RolloutProgress
-from conveyor.settings import Settings, get_settings
-from conveyor.temporal_client import connect
+from conveyor.settings import Settings
 from workflows.delete import DeleteAppWorkflow
 from workflows.deploy import DeployWorkflow
 from workflows.lane import AppLaneWorkflow
@@ -133,7 +133,3 @@ async def run(settings: Settings) -> None:
             freeze_startup_heap()
             await stop.wait()
 
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run(get_settings()))

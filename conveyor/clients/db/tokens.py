@@ -8,8 +8,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conveyor.db.models import ApiToken, Project
-from conveyor.ids import new_id, utcnow
+from conveyor.clients.db.models import ApiToken, Project
+from conveyor.domain.ids import new_id, utcnow
 
 ROLES = ("viewer", "deployer", "admin")
 TOKEN_PREFIX = "cvy_"

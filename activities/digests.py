@@ -6,9 +6,10 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from conveyor import images, registry
-from conveyor.payloads import ResolvedImage, ResolveImageInput
-from conveyor.registry import MANIFEST_ACCEPT
+from conveyor.clients import oci_registry
+from conveyor.clients.oci_registry import MANIFEST_ACCEPT
+from conveyor.domain import images
+from conveyor.domain.payloads import ResolvedImage, ResolveImageInput
 from conveyor.settings import Settings
 
 
@@ -22,12 +23,12 @@ class RegistryActivities:
             ref = images.parse(request.image)
         except images.InvalidImageReference as exc:
             raise ApplicationError(f"image {request.image!r} is not valid: {exc}", non_retryable=True) from exc
-        url = f"{registry.base_url(self.settings, ref.registry)}/v2/{ref.repository}/manifests/{ref.reference}"
+        url = f"{oci_registry.base_url(self.settings, ref.registry)}/v2/{ref.repository}/manifests/{ref.reference}"
         with httpx.Client(timeout=20.0, follow_redirects=True) as client:
             try:
                 response = client.head(url, headers={"Accept": MANIFEST_ACCEPT})
                 if response.status_code == 401:
-                    token = registry.bearer_token(client, response.headers.get("www-authenticate", ""), ref.repository)
+                    token = oci_registry.bearer_token(client, response.headers.get("www-authenticate", ""), ref.repository)
                     if token:
                         response = client.head(
                             url, headers={"Accept": MANIFEST_ACCEPT, "Authorization": f"Bearer {token}"}

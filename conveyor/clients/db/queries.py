@@ -7,10 +7,10 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conveyor.db.models import App, AuditEntry, Deployment, Handoff, Project
-from conveyor.db.session import read_scope
-from conveyor.ids import utcnow
-from conveyor.vocabulary import IN_FLIGHT, DeploymentStatus
+from conveyor.clients.db.models import App, AuditEntry, Deployment, Handoff, Project
+from conveyor.clients.db.session import read_scope
+from conveyor.domain.ids import utcnow
+from conveyor.domain.vocabulary import IN_FLIGHT, DeploymentStatus
 
 DEFAULT_PROJECT = "proj_default"
 

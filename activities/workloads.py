@@ -21,14 +21,14 @@ from kubernetes.dynamic import DynamicClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from conveyor import manifests, rollout
-from conveyor.codec import load_keyring
-from conveyor.db.records import deployment_status
-from conveyor.db.session import read_scope
-from conveyor.kube import api_client
-from conveyor.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
+from conveyor.clients.db.queries import deployment_status
+from conveyor.clients.db.session import read_scope
+from conveyor.clients.kubernetes import api_client
+from conveyor.clients.payload_codec import load_keyring
+from conveyor.domain import manifests, rollout
+from conveyor.domain.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
+from conveyor.domain.vocabulary import TERMINAL
 from conveyor.settings import Settings
-from conveyor.vocabulary import TERMINAL
 
 FIELD_MANAGER = "conveyor"
 log = logging.getLogger(__name__)

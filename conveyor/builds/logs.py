@@ -11,9 +11,9 @@ from collections import deque
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conveyor.db.models import BuildLogChunk
-from conveyor.db.session import read_scope, session_scope
-from conveyor.ids import utcnow
+from conveyor.clients.db.models import BuildLogChunk
+from conveyor.clients.db.session import read_scope, session_scope
+from conveyor.domain.ids import utcnow
 
 # A chunk is written at least this often while lines come in, so a follower
 # sees them at once (one row per flush, not per line).
