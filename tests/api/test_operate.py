@@ -165,13 +165,17 @@ def test_cancel_through_the_temporal_client_has_the_same_outcome(api, kube_api, 
 
 def test_cancel_of_a_queued_deployment_is_immediate(api, deployed_app):
     app, first = deployed_app
-    running = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
+    # The one ahead never becomes ready, so the queued one cannot start
+    # before its cancel arrives, however slow this machine is.
+    running = start_never_ready_deploy(api, app)
     queued = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
     assert queued["status"] == "queued"
     cancelled = api.call("POST", f"/apps/{app['id']}/deployments/{queued['id']}/cancel", 202).json()
     assert cancelled["status"] == "cancelled" and "before it started" in cancelled["reason"]
-    assert api.wait_finished(app["id"], running["id"])["status"] == "active"
+    api.call("POST", f"/apps/{app['id']}/deployments/{running['id']}/cancel", 202)
+    assert api.wait_finished(app["id"], running["id"], timeout=90)["status"] == "cancelled"
     assert api.deployment(app["id"], queued["id"])["status"] == "cancelled"
+    assert api.deployment(app["id"], first["id"])["status"] == "active"
 
 
 def test_retry_of_a_failed_deployment_is_a_new_one_with_the_same_snapshot(api, deployed_app):
