@@ -10,8 +10,10 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from conveyor.domain.workload import ProjectLimits
 
 
 class Settings(BaseSettings):
@@ -90,7 +92,18 @@ class Settings(BaseSettings):
     # is free again and its record is pruned.
     idempotency_key_hours: float = 24.0
     base_domain: str = "apps.localhost"
+    # Every project's defaults and ceilings (a project's own, set by
+    # `conveyor project create/update`, win): the most replicas one app may
+    # have; the LimitRange defaults of a container that asks for nothing; the
+    # ResourceQuota totals over all of a project's pods. Unset: no such limit.
     max_replicas: int = 50
+    default_cpu: str | None = None
+    default_memory: str | None = None
+    default_cpu_limit: str | None = None
+    default_memory_limit: str | None = None
+    quota_pods: int | None = None
+    quota_cpu: str | None = None
+    quota_memory: str | None = None
     default_progress_deadline_seconds: int = 600
     # A new pod stuck in CrashLoopBackOff/ImagePullBackOff this long fails the
     # rollout before the progress deadline (never later than the deadline).
@@ -145,6 +158,12 @@ class Settings(BaseSettings):
     # period, e.g. terminationGracePeriodSeconds, longer than this).
     worker_shutdown_seconds: float = 60.0
 
+    @model_validator(mode="after")
+    def _project_limits(self) -> Settings:
+        # A bad quantity or a quota without a default refuses to start, naming the setting.
+        self.project_limits()
+        return self
+
     @field_validator("build_network_deny")
     @classmethod
     def _ipv4_networks(cls, value: str) -> str:
@@ -168,6 +187,20 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'conveyor.clients.db'}"
+
+    def project_limits(self, own: dict | None = None) -> ProjectLimits:
+        """The limits of a project whose row holds `own`, over these settings."""
+        everyone = ProjectLimits(
+            default_cpu=self.default_cpu,
+            default_memory=self.default_memory,
+            default_cpu_limit=self.default_cpu_limit,
+            default_memory_limit=self.default_memory_limit,
+            quota_pods=self.quota_pods,
+            quota_cpu=self.quota_cpu,
+            quota_memory=self.quota_memory,
+            max_replicas_per_app=self.max_replicas,
+        )
+        return everyone.over(own)
 
     def project_namespace(self, project_id: str) -> str:
         """Apps of project `proj_x` live in namespace `<prefix>x`."""

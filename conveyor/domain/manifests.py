@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from conveyor.domain.payloads import ReleaseSpec
+from conveyor.domain.workload import limit_range, readiness, resource_quota
 
 MANAGED_BY = "conveyor"
 LABEL_APP = "app.kubernetes.io/name"
@@ -62,8 +63,29 @@ def role_bindings(bindings: list[tuple[str, str, str]], namespace: str) -> list[
     ]
 
 
+def probes(spec: ReleaseSpec) -> dict[str, Any]:
+    """The container's probes: readiness from `healthcheck` (else a TCP check
+    on the port), liveness and startup when asked for."""
+    rendered = {"readinessProbe": readiness(spec.healthcheck, spec.port)}
+    if spec.liveness is not None:
+        rendered["livenessProbe"] = spec.liveness.render(spec.port)
+    if spec.startup is not None:
+        rendered["startupProbe"] = spec.startup.render(spec.port)
+    return rendered
+
+
+def namespace_policies(spec: ReleaseSpec) -> list[dict[str, Any]]:
+    """The project's LimitRange and ResourceQuota in the app's namespace (those it sets)."""
+    if spec.limits is None:
+        return []
+    owned = {"app.kubernetes.io/managed-by": MANAGED_BY}
+    found = (limit_range(spec.limits, spec.namespace, owned), resource_quota(spec.limits, spec.namespace, owned))
+    return [policy for policy in found if policy is not None]
+
+
 def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
-    """Namespace, Secret, Deployment, Service and Ingress, in apply order."""
+    """Namespace, the project's LimitRange and ResourceQuota, Secret,
+    Deployment, Service and Ingress, in apply order."""
     meta = {"name": spec.slug, "namespace": spec.namespace, "labels": labels(spec)}
     pod_annotations = {
         ANNOTATION_DEPLOYMENT: spec.deployment_id,
@@ -105,7 +127,8 @@ def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
                             "image": spec.image_ref,
                             "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
                             "envFrom": [{"secretRef": {"name": env_secret_name(spec.slug)}}],
-                            "readinessProbe": {"tcpSocket": {"port": spec.port}, "periodSeconds": 5},
+                            **probes(spec),
+                            "resources": spec.resources.render() if spec.resources else {},
                         }
                     ],
                     "enableServiceLinks": False,
@@ -144,4 +167,4 @@ def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
             ]
         },
     }
-    return [namespace, secret, deployment, service, ingress]
+    return [namespace, *namespace_policies(spec), secret, deployment, service, ingress]

@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from conveyor.domain.vocabulary import BuildStatus, DeploymentStatus, OperationKind
+from conveyor.domain.workload import Probe, ProjectLimits, Resources
 
 
 class Operation(BaseModel):
@@ -49,6 +50,14 @@ class ReleaseSpec(BaseModel):
     progress_deadline_seconds: int = 600
     base_domain: str = "apps.localhost"
     restarted_at: str | None = None
+    # Health checks and resources (absent in releases recorded before them:
+    # the TCP readiness check and no resources, as those releases ran).
+    healthcheck: Probe | None = None
+    liveness: Probe | None = None
+    startup: Probe | None = None
+    resources: Resources | None = None
+    # The project's LimitRange and ResourceQuota, applied with its namespace.
+    limits: ProjectLimits | None = None
 
 
 class BeginDeploymentInput(BaseModel):

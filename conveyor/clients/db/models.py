@@ -25,6 +25,9 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     namespace: Mapped[str] = mapped_column(String(63), unique=True)
+    # The project's own defaults and ceilings (ProjectLimits fields it sets;
+    # the rest come from the settings for all projects).
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -61,6 +64,8 @@ class App(Base):
     env: Mapped[dict[str, str]] = mapped_column(default=dict)
     template_id: Mapped[str | None] = mapped_column(String(100))
     progress_deadline_seconds: Mapped[int] = mapped_column(Integer)
+    # Health checks and resources as asked for (conveyor.domain.workload.Workload).
+    workload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20))
     # Why the app is in its status, when that needs saying (delete_failed).
     status_reason: Mapped[str | None] = mapped_column(Text)
@@ -94,6 +99,8 @@ class Deployment(Base):
     env: Mapped[dict[str, str]] = mapped_column(default=dict)
     port: Mapped[int] = mapped_column(Integer)
     replicas: Mapped[int | None] = mapped_column(Integer)
+    # The app's health checks and resources as this release renders them.
+    workload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     source_commit: Mapped[str | None] = mapped_column(String(64))
     build_id: Mapped[str | None] = mapped_column(String(40))
     rollback_of: Mapped[str | None] = mapped_column(String(40))

@@ -1,0 +1,316 @@
+"""What an app's pods are asked to be (pure): health checks and resources.
+
+The same models are the API's input (validated before anything is written:
+a 422 names the field and never echoes its value), the app's row (JSON),
+each deployment's snapshot, and the release's payload, so what a release
+renders is exactly what was asked for and a revert restores it whole.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+# Kubernetes' quantity grammar (k8s.io/apimachinery resource.Quantity), less
+# signs: a request or limit is never negative.
+_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18}
+# Far beyond any node: a bound that keeps the arithmetic on quantities small.
+_MAX_QUANTITY = Decimal(10) ** 21
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity as a number (cores or bytes); ValueError if it is none."""
+    match = _QUANTITY.fullmatch(text) if len(text) <= 64 else None
+    if match is None:
+        raise ValueError("must be a Kubernetes quantity such as 250m, 1, 1.5, 512Mi or 2Gi")
+    try:
+        number = Decimal(match["number"])
+    except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+        raise ValueError("must be a Kubernetes quantity") from None
+    suffix = match["suffix"] or ""
+    if suffix in _BINARY:
+        value = number * _BINARY[suffix]
+    elif suffix in _DECIMAL:
+        value = number * _DECIMAL[suffix]
+    elif suffix:
+        exponent = int(suffix[1:])
+        if abs(exponent) > 30:
+            raise ValueError("must be a Kubernetes quantity of a sensible size")
+        value = number.scaleb(exponent)
+    else:
+        value = number
+    if value > _MAX_QUANTITY:
+        raise ValueError("is larger than any cluster holds")
+    return value
+
+
+def _quantity(text: str) -> str:
+    parse_quantity(text)
+    return text
+
+
+Quantity = Annotated[str, AfterValidator(_quantity)]
+
+
+def _one_line(text: str) -> str:
+    if any(c in text for c in "\r\n\0"):
+        raise ValueError("must be one line without NUL")
+    return text
+
+
+def _argv(items: list[str]) -> list[str]:
+    for item in items:
+        if "\0" in item:
+            raise ValueError("must not contain NUL")
+    return items
+
+
+Argv = Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=64), AfterValidator(_argv)]
+
+
+class Probe(BaseModel):
+    """A health check: `healthcheck` (readiness), `liveness` or `startup`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["http", "tcp", "exec"] = Field(description="http: a GET of `path` on `port`; tcp: a connection to `port`; exec: `command` in the container")
+    path: Annotated[str, AfterValidator(_one_line)] | None = Field(
+        default=None, max_length=1024, pattern=r"^/", description="http only: the path to GET (default /)"
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="http and tcp: the port (default the app's port)")
+    command: Argv | None = Field(default=None, description="exec only: the argv to run")
+    initial_delay_seconds: int = Field(default=0, ge=0, le=3600)
+    period_seconds: int = Field(default=10, ge=1, le=3600)
+    timeout_seconds: int = Field(default=1, ge=1, le=3600)
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> Probe:
+        if self.type == "exec" and not self.command:
+            raise ValueError("an exec check needs `command`")
+        if self.type != "exec" and self.command is not None:
+            raise ValueError("`command` is for exec checks only")
+        if self.type != "http" and self.path is not None:
+            raise ValueError("`path` is for http checks only")
+        if self.type == "exec" and self.port is not None:
+            raise ValueError("`port` is for http and tcp checks only")
+        return self
+
+    def render(self, app_port: int) -> dict[str, Any]:
+        """The probe as the Kubernetes container spec takes it."""
+        probe: dict[str, Any]
+        if self.type == "http":
+            probe = {"httpGet": {"path": self.path or "/", "port": self.port or app_port}}
+        elif self.type == "tcp":
+            probe = {"tcpSocket": {"port": self.port or app_port}}
+        else:
+            probe = {"exec": {"command": list(self.command or [])}}
+        probe.update(
+            initialDelaySeconds=self.initial_delay_seconds,
+            periodSeconds=self.period_seconds,
+            timeoutSeconds=self.timeout_seconds,
+            failureThreshold=self.failure_threshold,
+        )
+        return probe
+
+
+# Without a `healthcheck`: a TCP readiness check on the app's port, as before.
+DEFAULT_READINESS: dict[str, Any] = {"periodSeconds": 5}
+
+
+def readiness(healthcheck: Probe | None, app_port: int) -> dict[str, Any]:
+    if healthcheck is None:
+        return {"tcpSocket": {"port": app_port}, **DEFAULT_READINESS}
+    return healthcheck.render(app_port)
+
+
+class Resources(BaseModel):
+    """CPU and memory of each pod: requests (what the scheduler reserves) and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: Quantity | None = Field(default=None, description="CPU request, e.g. 250m")
+    memory: Quantity | None = Field(default=None, description="memory request, e.g. 256Mi")
+    cpu_limit: Quantity | None = Field(default=None, description="CPU limit, e.g. 1")
+    memory_limit: Quantity | None = Field(default=None, description="memory limit, e.g. 512Mi")
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> Resources:
+        for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit")):
+            asked, bound = getattr(self, request), getattr(self, limit)
+            if asked is not None and bound is not None and parse_quantity(bound) < parse_quantity(asked):
+                raise ValueError(f"`{limit}` must be at least `{request}`")
+        return self
+
+    def render(self) -> dict[str, Any]:
+        """The container's `resources` (empty: the namespace's LimitRange defaults apply)."""
+        requests = {name: value for name, value in (("cpu", self.cpu), ("memory", self.memory)) if value is not None}
+        limits = {name: value for name, value in (("cpu", self.cpu_limit), ("memory", self.memory_limit)) if value is not None}
+        rendered: dict[str, Any] = {}
+        if requests:
+            rendered["requests"] = requests
+        if limits:
+            rendered["limits"] = limits
+        return rendered
+
+
+class Workload(BaseModel):
+    """An app's health checks and resources, as its row and each deployment's
+    snapshot hold them (JSON, only what is set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    healthcheck: Probe | None = None
+    liveness: Probe | None = None
+    startup: Probe | None = None
+    resources: Resources | None = None
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("healthcheck", "liveness", "startup", "resources")
+
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> Workload:
+        return cls.model_validate(stored or {})
+
+    def stored(self) -> dict[str, Any] | None:
+        """What the row holds: None when nothing is set."""
+        return self.model_dump(exclude_none=True, mode="json") or None
+
+
+class ProjectLimits(BaseModel):
+    """A project's defaults and ceilings: its namespace's LimitRange (the
+    defaults of a container that asks for nothing) and ResourceQuota (totals
+    over all its pods), and the most replicas one app may ask for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_cpu: Quantity | None = None
+    default_memory: Quantity | None = None
+    default_cpu_limit: Quantity | None = None
+    default_memory_limit: Quantity | None = None
+    quota_pods: int | None = Field(default=None, ge=0, le=1_000_000)
+    quota_cpu: Quantity | None = None
+    quota_memory: Quantity | None = None
+    max_replicas_per_app: int = Field(default=50, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _quotas_have_defaults(self) -> ProjectLimits:
+        # A CPU or memory quota refuses every pod that asks for none: the
+        # LimitRange must give such pods a request.
+        if self.quota_cpu is not None and self.default_cpu is None and self.default_cpu_limit is None:
+            raise ValueError("a CPU quota needs a default CPU request (default_cpu)")
+        if self.quota_memory is not None and self.default_memory is None and self.default_memory_limit is None:
+            raise ValueError("a memory quota needs a default memory request (default_memory)")
+        return self
+
+    def over(self, given: dict[str, Any] | None) -> ProjectLimits:
+        """These limits with a project's own settings on top."""
+        return ProjectLimits.model_validate(self.model_dump() | {k: v for k, v in (given or {}).items() if v is not None})
+
+    def defaults(self) -> Resources:
+        return Resources(cpu=self.default_cpu, memory=self.default_memory, cpu_limit=self.default_cpu_limit, memory_limit=self.default_memory_limit)
+
+
+def pod_requests(resources: Resources | None, defaults: Resources) -> tuple[Decimal, Decimal]:
+    """(CPU cores, memory bytes) one pod counts against a quota: its requests,
+    else the LimitRange's default requests, else its limits (as Kubernetes
+    sets a request that is missing to the limit)."""
+    mine = resources or Resources()
+
+    def pick(*values: str | None) -> Decimal:
+        return next((parse_quantity(v) for v in values if v is not None), Decimal(0))
+
+    cpu = pick(mine.cpu, defaults.cpu, mine.cpu_limit, defaults.cpu_limit)
+    memory = pick(mine.memory, defaults.memory, mine.memory_limit, defaults.memory_limit)
+    return cpu, memory
+
+
+def format_cores(value: Decimal) -> str:
+    return f"{value.normalize():f}" if value >= 1 else f"{(value * 1000).normalize():f}m"
+
+
+def format_bytes(value: Decimal) -> str:
+    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if value >= size:
+            return f"{(value / size).quantize(Decimal('0.1')).normalize():f}{unit}"
+    return f"{value.normalize():f}"
+
+
+# A rollout brings up to this share of an app's replicas more pods at once
+# (the Deployment's maxSurge); the quota must hold them too.
+SURGE_PERCENT = 25
+
+
+def surge(replicas: int) -> int:
+    return -(-replicas * SURGE_PERCENT // 100)
+
+
+class Demand(BaseModel):
+    """What one app asks of its project: replicas of pods with these resources."""
+
+    replicas: int
+    resources: Resources | None = None
+
+
+def over_quota(limits: ProjectLimits, changed: Demand, others: list[Demand]) -> tuple[str, str] | None:
+    """The first limit that `changed` (one app's new replicas and resources)
+    breaks, with every other app of the project as it is and room for the
+    changed app's rollout surge: (field, message), or None when it fits.
+    Messages name the limit and the totals, never a value the caller gave."""
+    if changed.replicas > limits.max_replicas_per_app:
+        return "replicas", f"more than the {limits.max_replicas_per_app} replicas one app of this project may have"
+    defaults = limits.defaults()
+    pods = changed.replicas + surge(changed.replicas) + sum(d.replicas for d in others)
+    if limits.quota_pods is not None and pods > limits.quota_pods:
+        return "replicas", f"the project's apps would need {pods} pods during this rollout, over its quota of {limits.quota_pods}"
+    cpu = memory = Decimal(0)
+    for demand, count in [(changed, changed.replicas + surge(changed.replicas))] + [(d, d.replicas) for d in others]:
+        pod_cpu, pod_memory = pod_requests(demand.resources, defaults)
+        cpu += pod_cpu * count
+        memory += pod_memory * count
+    if limits.quota_cpu is not None and cpu > parse_quantity(limits.quota_cpu):
+        return "resources.cpu", f"the project's apps would request {format_cores(cpu)} CPU during this rollout, over its quota of {limits.quota_cpu}"
+    if limits.quota_memory is not None and memory > parse_quantity(limits.quota_memory):
+        return "resources.memory", f"the project's apps would request {format_bytes(memory)} of memory during this rollout, over its quota of {limits.quota_memory}"
+    return None
+
+
+def limit_range(limits: ProjectLimits, namespace: str, labels: dict[str, str]) -> dict[str, Any] | None:
+    """The namespace's LimitRange: the defaults of a container that asks for nothing."""
+    defaults = limits.defaults()
+    requests = {k: v for k, v in (("cpu", defaults.cpu), ("memory", defaults.memory)) if v is not None}
+    bounds = {k: v for k, v in (("cpu", defaults.cpu_limit), ("memory", defaults.memory_limit)) if v is not None}
+    if not requests and not bounds:
+        return None
+    item: dict[str, Any] = {"type": "Container"}
+    if requests:
+        item["defaultRequest"] = requests
+    if bounds:
+        item["default"] = bounds
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "conveyor-defaults", "namespace": namespace, "labels": labels},
+        "spec": {"limits": [item]},
+    }
+
+
+def resource_quota(limits: ProjectLimits, namespace: str, labels: dict[str, str]) -> dict[str, Any] | None:
+    """The namespace's ResourceQuota: totals over all the project's pods."""
+    hard = {
+        key: value
+        for key, value in (("pods", None if limits.quota_pods is None else str(limits.quota_pods)), ("requests.cpu", limits.quota_cpu), ("requests.memory", limits.quota_memory))
+        if value is not None
+    }
+    if not hard:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "conveyor-quota", "namespace": namespace, "labels": labels},
+        "spec": {"hard": hard},
+    }

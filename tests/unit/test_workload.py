@@ -1,0 +1,151 @@
+"""Health checks, resources and project limits (conveyor/domain/workload.py)
+and how a release renders them (conveyor/domain/manifests.py)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from conveyor.domain import manifests
+from conveyor.domain.payloads import ReleaseSpec
+from conveyor.domain.workload import Demand, Probe, ProjectLimits, Resources, Workload, over_quota, parse_quantity
+
+
+def spec(**fields) -> ReleaseSpec:
+    base = dict(
+        app_id="app_1", project_id="proj_a", deployment_id="dep_1", name="web", slug="web",
+        namespace="conveyor-a", image_ref="r/web@sha256:" + "a" * 64, port=8080, replicas=2,
+    )
+    return ReleaseSpec(**(base | fields))
+
+
+def container(objects: list[dict]) -> dict:
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("250m", Decimal("0.25")), ("1", Decimal(1)), ("1.5", Decimal("1.5")), ("512Mi", Decimal(512 * 2**20)), ("2Gi", Decimal(2 * 2**30)), ("1k", Decimal(1000)), ("1e3", Decimal(1000)), (".5", Decimal("0.5"))],
+)
+def test_quantities_parse_as_kubernetes_reads_them(text, value):
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "-1", "1x", "Mi", "1.2.3", "1 Gi", "1e99", "١", "1" * 65, "1Mi\n"])
+def test_what_is_not_a_quantity_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_quantity(text)
+
+
+def test_without_a_healthcheck_readiness_is_the_tcp_check_on_the_port_and_nothing_else():
+    rendered = container(manifests.render(spec(), b"k"))
+    assert rendered["readinessProbe"] == {"tcpSocket": {"port": 8080}, "periodSeconds": 5}
+    assert "livenessProbe" not in rendered and "startupProbe" not in rendered
+    assert rendered["resources"] == {}
+
+
+def test_each_probe_renders_with_its_type_and_timings():
+    release = spec(
+        healthcheck=Probe(type="http", path="/healthz", period_seconds=3, failure_threshold=2),
+        liveness=Probe(type="tcp", port=9000, initial_delay_seconds=10),
+        startup=Probe(type="exec", command=["/bin/check", "--ready"], timeout_seconds=5),
+    )
+    rendered = container(manifests.render(release, b"k"))
+    assert rendered["readinessProbe"] == {"httpGet": {"path": "/healthz", "port": 8080}, "initialDelaySeconds": 0, "periodSeconds": 3, "timeoutSeconds": 1, "failureThreshold": 2}
+    assert rendered["livenessProbe"]["tcpSocket"] == {"port": 9000}
+    assert rendered["livenessProbe"]["initialDelaySeconds"] == 10
+    assert rendered["startupProbe"]["exec"] == {"command": ["/bin/check", "--ready"]}
+    assert rendered["startupProbe"]["timeoutSeconds"] == 5
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"type": "exec"},
+        {"type": "http", "command": ["x"]},
+        {"type": "tcp", "path": "/x"},
+        {"type": "exec", "command": ["x"], "port": 80},
+        {"type": "http", "path": "no-slash"},
+        {"type": "http", "path": "/a\nb"},
+        {"type": "grpc"},
+        {"type": "http", "port": 0},
+        {"type": "http", "period_seconds": 0},
+        {"type": "exec", "command": []},
+        {"type": "exec", "command": ["a\0b"]},
+        {"type": "http", "surprise": 1},
+    ],
+)
+def test_a_probe_of_the_wrong_shape_is_refused(given):
+    with pytest.raises(ValidationError):
+        Probe.model_validate(given)
+
+
+def test_resources_render_as_requests_and_limits():
+    release = spec(resources=Resources(cpu="250m", memory="256Mi", cpu_limit="1", memory_limit="512Mi"))
+    assert container(manifests.render(release, b"k"))["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    assert Resources(memory_limit="1Gi").render() == {"limits": {"memory": "1Gi"}}
+
+
+def test_a_limit_below_its_request_is_refused():
+    with pytest.raises(ValidationError, match="cpu_limit"):
+        Resources(cpu="2", cpu_limit="500m")
+    with pytest.raises(ValidationError, match="memory_limit"):
+        Resources(memory="1Gi", memory_limit="512Mi")
+
+
+def test_the_workload_is_stored_as_what_is_set_and_read_back_whole():
+    workload = Workload(healthcheck=Probe(type="http", path="/up"), resources=Resources(cpu="100m"))
+    stored = workload.stored()
+    assert set(stored) == {"healthcheck", "resources"}
+    assert Workload.of(stored) == workload
+    assert Workload().stored() is None and Workload.of(None) == Workload()
+
+
+def test_project_limits_render_a_limit_range_and_a_quota_in_the_namespace():
+    limits = ProjectLimits(default_cpu="100m", default_memory="128Mi", default_memory_limit="256Mi", quota_pods=20, quota_cpu="4", quota_memory="8Gi")
+    objects = manifests.render(spec(limits=limits), b"k")
+    kinds = [o["kind"] for o in objects]
+    assert kinds[:3] == ["Namespace", "LimitRange", "ResourceQuota"]
+    limit_range, quota = objects[1], objects[2]
+    assert limit_range["metadata"]["namespace"] == quota["metadata"]["namespace"] == "conveyor-a"
+    assert limit_range["spec"]["limits"] == [{"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}, "default": {"memory": "256Mi"}}]
+    assert quota["spec"]["hard"] == {"pods": "20", "requests.cpu": "4", "requests.memory": "8Gi"}
+    # Nothing set: neither object.
+    assert [o["kind"] for o in manifests.render(spec(limits=ProjectLimits()), b"k")][:2] == ["Namespace", "Secret"]
+
+
+def test_a_cpu_or_memory_quota_needs_a_default_request():
+    with pytest.raises(ValidationError, match="default_cpu"):
+        ProjectLimits(quota_cpu="4")
+    with pytest.raises(ValidationError, match="default_memory"):
+        ProjectLimits(quota_memory="4Gi")
+
+
+def test_a_project_overrides_the_settings_limits_field_by_field():
+    everyone = ProjectLimits(default_cpu="100m", quota_pods=100, max_replicas_per_app=50)
+    own = everyone.over({"quota_pods": 10, "quota_cpu": None})
+    assert (own.default_cpu, own.quota_pods, own.max_replicas_per_app) == ("100m", 10, 50)
+
+
+def test_the_quota_check_names_the_limit_it_breaks_and_counts_the_rollout_surge():
+    limits = ProjectLimits(default_cpu="100m", default_memory="64Mi", quota_pods=10, quota_cpu="1", quota_memory="1Gi", max_replicas_per_app=20)
+    assert over_quota(limits, Demand(replicas=1_000_000), [])[0] == "replicas"
+    # 8 replicas + 2 surge = 10 pods: fits; 9 + 3 = 12 does not.
+    assert over_quota(limits, Demand(replicas=8), []) is None
+    field, message = over_quota(limits, Demand(replicas=9), [])
+    assert field == "replicas" and "quota of 10" in message
+    # Others count too.
+    assert over_quota(limits, Demand(replicas=4), [Demand(replicas=5)]) is None
+    assert over_quota(limits, Demand(replicas=5), [Demand(replicas=5)])[0] == "replicas"
+    # CPU: 4 pods (3 + 1 surge) at 300m = 1.2 > 1.
+    field, message = over_quota(limits, Demand(replicas=3, resources=Resources(cpu="300m")), [])
+    assert field == "resources.cpu" and "1.2 CPU" in message and "300m" not in message
+    # No request: the default request counts (4 × 100m fits); a limit alone counts as the request.
+    assert over_quota(limits, Demand(replicas=3), []) is None
+    assert over_quota(limits, Demand(replicas=3, resources=Resources(memory_limit="512Mi")), [])[0] == "resources.memory"
