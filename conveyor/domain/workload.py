@@ -217,15 +217,15 @@ class ProjectLimits(BaseModel):
 
 def pod_requests(resources: Resources | None, defaults: Resources) -> tuple[Decimal, Decimal]:
     """(CPU cores, memory bytes) one pod counts against a quota: its requests,
-    else the LimitRange's default requests, else its limits (as Kubernetes
-    sets a request that is missing to the limit)."""
+    else its limits (Kubernetes sets a missing request to the limit), else the
+    LimitRange's default requests, else its default limits."""
     mine = resources or Resources()
 
     def pick(*values: str | None) -> Decimal:
         return next((parse_quantity(v) for v in values if v is not None), Decimal(0))
 
-    cpu = pick(mine.cpu, defaults.cpu, mine.cpu_limit, defaults.cpu_limit)
-    memory = pick(mine.memory, defaults.memory, mine.memory_limit, defaults.memory_limit)
+    cpu = pick(mine.cpu, mine.cpu_limit, defaults.cpu, defaults.cpu_limit)
+    memory = pick(mine.memory, mine.memory_limit, defaults.memory, defaults.memory_limit)
     return cpu, memory
 
 
