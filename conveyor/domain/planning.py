@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from conveyor.domain.workload import Workload
+
 # Fields a PATCH may set on the app besides env.
 SETTABLE = ("image_url", "port", "repo_branch", "build_command", "progress_deadline_seconds", "replicas")
 
@@ -29,6 +31,8 @@ class AppFacts:
     env: Mapping[str, str]
     # The app has an active deployment whose image is pinned by digest.
     runs_pinned_image: bool
+    # Health checks and resources as the app holds them.
+    workload: Workload = field(default_factory=Workload)
 
 
 @dataclass(frozen=True)
@@ -57,21 +61,33 @@ def merge_env(current: Mapping[str, str], patch: Mapping[str, str | None]) -> di
     return merged
 
 
+def merge_workload(current: Workload, given: Mapping[str, Any]) -> Workload:
+    """A PATCH replaces each health check and `resources` it names whole; null removes one."""
+    named = {name: given[name] for name in Workload.FIELDS if name in given}
+    return Workload.model_validate(current.model_dump() | named)
+
+
 def plan_update(app: AppFacts, given: Mapping[str, Any]) -> UpdatePlan:
     """The plan for a PATCH whose set fields are `given` (nulls of port and
-    replicas are refused before this)."""
+    replicas are refused before this; a null health check or `resources`
+    removes it)."""
     env = merge_env(app.env, given.get("env") or {})
     changes: dict[str, Any] = {name: given[name] for name in SETTABLE if given.get(name) is not None}
     changes["env"] = env
+    workload = merge_workload(app.workload, given)
+    workload_changed = [name for name in Workload.FIELDS if getattr(workload, name) != getattr(app.workload, name)]
+    if workload_changed:
+        changes["workload"] = workload.stored()
     image_changed = "image_url" in given and given["image_url"] != app.image_url
     port_changed = "port" in given and given["port"] != app.port
     env_keys = sorted(k for k in set(env) | set(app.env) if env.get(k) != app.env.get(k))
     release_from = None
     summary = ""
-    if image_changed or port_changed or env_keys:
+    if image_changed or port_changed or env_keys or workload_changed:
         release_from = ImageSource.RUNNING if app.runs_pinned_image and not image_changed else ImageSource.SOURCE
         parts = [f"env ({', '.join(env_keys)})"] if env_keys else []
         parts += [f"{name}={given[name]}" for name in ("image_url", "port") if name in given]
+        parts += workload_changed
         summary = "Changed " + ", ".join(parts)
     recorded = tuple(sorted(set(given) - {"replicas"}))
     replicas = given.get("replicas")
