@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -11,6 +12,7 @@ from conveyor.clients.db.models import App, AuditEntry, Deployment, Handoff, Pro
 from conveyor.clients.db.session import read_scope
 from conveyor.domain.ids import utcnow
 from conveyor.domain.vocabulary import IN_FLIGHT, DeploymentStatus
+from conveyor.domain.workload import ProjectLimits
 
 DEFAULT_PROJECT = "proj_default"
 
@@ -92,6 +94,30 @@ def create_project(session: Session, settings, name: str) -> Project:
     session.add(project)
     session.flush()
     return project
+
+
+def set_project_limits(session: Session, settings, project_id: str, given: dict) -> Project:
+    """Set a project's own defaults and ceilings (ProjectLimits fields; None
+    clears one back to the settings' value). Raises ValueError, naming the
+    field, when the result is not valid limits."""
+    project = session.get(Project, project_id, with_for_update=True)
+    if project is None:
+        raise ValueError(f"no project {project_id}")
+    own = {k: v for k, v in ((project.limits or {}) | given).items() if v is not None}
+    try:
+        settings.project_limits(own)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "limits"
+        raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    project.limits = own or None
+    session.flush()
+    return project
+
+
+def project_limits(session: Session, settings, project_id: str) -> ProjectLimits:
+    project = session.get(Project, project_id)
+    return settings.project_limits(project.limits if project is not None else None)
 
 
 def ensure_default_project(session: Session, settings) -> Project:
