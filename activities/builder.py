@@ -15,13 +15,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
 from conveyor.builds import sandbox, sources
 from conveyor.builds.buildah import Buildah
@@ -30,12 +30,20 @@ from conveyor.builds.logs import BuildLogWriter
 from conveyor.builds.recipe import base_images, default_dockerfile
 from conveyor.clients.db.models import Build, Deployment
 from conveyor.clients.db.session import session_scope
-from conveyor.clients.oci_registry import RegistryError, fetch_source, manifest_digest
+from conveyor.clients.oci_registry import fetch_source, manifest_digest
 from conveyor.domain import images
+from conveyor.domain.errors import (
+    BuildFailed,
+    BuildInterrupted,
+    DeploymentGone,
+    RegistryRefused,
+    SourceRefused,
+    SourceUnreachable,
+)
 from conveyor.domain.ids import utcnow
 from conveyor.domain.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
 from conveyor.domain.redact import mask_url_credentials
-from conveyor.domain.vocabulary import TERMINAL
+from conveyor.domain.vocabulary import BUILD_FINISHED, TERMINAL, BuildStatus, DeploymentStatus, SourceType
 from conveyor.settings import Settings
 
 LOG_TAIL = 20
@@ -45,6 +53,8 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # buildah's words for a pull or push the registry refused for good.
 PERMANENT_REGISTRY_ANSWERS = ("manifest unknown", "name unknown", "not found", "unauthorized", "denied", "forbidden")
 HEARTBEAT_SECONDS = 5.0
+# Writes one line to the build log (a BuildLogWriter).
+Log = Callable[[str], None]
 
 
 @contextmanager
@@ -81,15 +91,6 @@ def _read_digest(path: Path) -> str:
     return digest
 
 
-class BuildFailed(Exception):
-    """The build cannot succeed as it is (permanent), unless `transient`: a
-    pull from or push to the registry failed, which a later attempt may pass."""
-
-    def __init__(self, message: str, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
-
-
 class BuilderActivities:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -101,7 +102,7 @@ class BuilderActivities:
         try:
             sources.check_repo_url(request.repo_url, self.settings.repo_schemes)
         except sources.UnsafeSource as exc:
-            raise ApplicationError(str(exc), non_retryable=True) from exc
+            raise SourceRefused(str(exc)) from exc
         proc = subprocess.run(
             ["git", "ls-remote", "--", request.repo_url, f"refs/heads/{request.branch}"],
             capture_output=True,
@@ -110,12 +111,13 @@ class BuilderActivities:
             env=git_env(self.settings),
         )
         if proc.returncode != 0:
-            message = mask_url_credentials(proc.stderr.strip()[-500:], request.repo_url)
+            message = mask_url_credentials(proc.stderr.strip()[-500:], request.repo_url) or ""
             permanent = any(w in message.lower() for w in ("not found", "does not appear", "not a git repository", "denied"))
-            raise ApplicationError(f"cannot read {mask_url_credentials(request.repo_url)}: {message}", non_retryable=permanent)
+            failure = SourceRefused if permanent else SourceUnreachable
+            raise failure(f"cannot read {mask_url_credentials(request.repo_url)}: {message}")
         line = proc.stdout.strip().splitlines()
         if not line:
-            raise ApplicationError(f"branch {request.branch!r} does not exist in {mask_url_credentials(request.repo_url)}", non_retryable=True)
+            raise SourceRefused(f"branch {request.branch!r} does not exist in {mask_url_credentials(request.repo_url)}")
         return line[0].split()[0]
 
     @activity.defn(name="find_built_image")
@@ -124,10 +126,10 @@ class BuilderActivities:
         with session_scope(self.url) as session:
             build = session.scalars(
                 select(Build)
-                .where(Build.app_id == request.app_id, Build.source_commit == request.commit, Build.status == "succeeded")
+                .where(Build.app_id == request.app_id, Build.source_commit == request.commit, Build.status == BuildStatus.SUCCEEDED)
                 .order_by(Build.created_at.desc())
             ).first()
-            if build is None or not build.image_ref:
+            if build is None or not build.image_ref or not build.image_digest:
                 return None
             reference, digest = build.image_ref, build.image_digest
         ref = images.parse(reference)
@@ -135,9 +137,11 @@ class BuilderActivities:
             return None
         return BuiltImage(image=reference.split("@", 1)[0], digest=digest, reference=reference)
 
-    def _fetch(self, request: BuildInput, src: Path, log) -> None:
+    def _fetch(self, request: BuildInput, src: Path, log: Log) -> None:
         plan = request.plan
-        if plan.source_type == "git":
+        if plan.source_type == SourceType.GIT:
+            if not plan.repo_url or not plan.commit:
+                raise BuildFailed("a git build needs its repository URL and commit")
             log(f"==> fetching {mask_url_credentials(plan.repo_url)} at {plan.commit}")
             for args in (
                 ["git", "clone", "--quiet", "--no-tags", "--", plan.repo_url, str(src)],
@@ -145,7 +149,7 @@ class BuilderActivities:
             ):
                 proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=git_env(self.settings))
                 if proc.returncode != 0:
-                    log(mask_url_credentials(proc.stderr.strip(), plan.repo_url))
+                    log(mask_url_credentials(proc.stderr.strip(), plan.repo_url) or "")
                     raise BuildFailed(f"git {args[1] if args[1] != '-C' else args[3]} failed")
             shutil.rmtree(src / ".git", ignore_errors=True)
         else:
@@ -155,17 +159,16 @@ class BuilderActivities:
             if plan.source_ref:
                 tarball = src.with_name("source.tar")
                 try:
+                    # RegistryUnreachable (transient) goes up as it is: the attempt is retried.
                     fetch_source(self.settings, plan.source_ref, tarball, self.settings.upload_max_bytes)
-                except RegistryError as exc:
-                    if exc.transient:
-                        raise ApplicationError(str(exc)) from exc
+                except RegistryRefused as exc:
                     raise BuildFailed(str(exc)) from exc
             try:
                 sources.extract(tarball, src, limits)
             except sources.UnsafeSource as exc:
                 raise BuildFailed(str(exc)) from exc
 
-    def _run_streaming(self, proc: subprocess.Popen, log, deadline: float) -> None:
+    def _run_streaming(self, proc: subprocess.Popen[str], log: Log, deadline: float) -> None:
         lines: queue.Queue[str | None] = queue.Queue()
 
         def read() -> None:
@@ -198,7 +201,7 @@ class BuilderActivities:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
-    def _sandboxed(self, box: sandbox.BuildSandbox, args: list[str], what: str, log, deadline: float) -> str:
+    def _sandboxed(self, box: sandbox.BuildSandbox, args: list[str], what: str, log: Log, deadline: float) -> str:
         """A buildah command that runs no build step (pull, push), bounded by the deadline."""
         try:
             proc = box.run(args, timeout=max(1.0, deadline - time.monotonic()))
@@ -208,11 +211,13 @@ class BuilderActivities:
             output = proc.stdout.strip() + proc.stderr.strip()
             log(output)
             # A missing image or refused access stays so; a registry away comes back.
-            permanent = any(words in output.lower() for words in PERMANENT_REGISTRY_ANSWERS)
-            raise BuildFailed(f"{what} failed" + (" (the registry refused it)" if permanent else ""), transient=not permanent)
-        return proc.stdout
+            if any(words in output.lower() for words in PERMANENT_REGISTRY_ANSWERS):
+                raise BuildFailed(f"{what} failed (the registry refused it)")
+            raise BuildInterrupted(f"{what} failed")
+        stdout: str = proc.stdout
+        return stdout
 
-    def _pull_bases(self, box: sandbox.BuildSandbox, dockerfile: Path, log, deadline: float, project_id: str) -> None:
+    def _pull_bases(self, box: sandbox.BuildSandbox, dockerfile: Path, log: Log, deadline: float, project_id: str) -> None:
         base_image = images.parse(self.settings.build_base_image)
         for base in base_images(dockerfile.read_text(errors="replace")):
             try:
@@ -277,9 +282,10 @@ class BuilderActivities:
                 digest = _read_digest(digest_file)
                 log(f"==> pushed {image}@{digest}")
                 return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}")
-            except BuildFailed as exc:
+            except (BuildFailed, BuildInterrupted) as exc:
                 log(f"==> build failed: {exc}")
-                raise ApplicationError(f"the build failed: {exc}\n{log.tail()}", non_retryable=not exc.transient) from exc
+                # The same kind, with the log's last lines: what the deployment's reason shows.
+                raise type(exc)(f"the build failed: {exc}\n{log.tail()}") from exc
             except CancelledError:
                 log("==> build cancelled")
                 raise
@@ -295,11 +301,7 @@ class BuilderActivities:
             dep = session.get(Deployment, request.deployment_id)
             if build is None or dep is None:
                 # Both are written before the workflow starts (the outbox): gone means deleted with the app.
-                raise ApplicationError(
-                    f"build {request.build_id} or deployment {request.deployment_id} no longer exists (its app was deleted)",
-                    non_retryable=True,
-                    type="DeploymentGone",
-                )
+                raise DeploymentGone(f"build {request.build_id} or deployment {request.deployment_id} no longer exists (its app was deleted)")
             if dep.status in TERMINAL:
                 # A workflow Reset re-running an ended deployment: its outcome stands.
                 return
@@ -308,12 +310,12 @@ class BuilderActivities:
                 build.source_commit = dep.source_commit = request.commit
             if request.reason:
                 build.reason = request.reason
-            if request.status == "building":
-                dep.status = "building"
+            if request.status == BuildStatus.BUILDING:
+                dep.status = DeploymentStatus.BUILDING
             if request.image is not None:
                 build.image_ref = request.image.reference
                 build.image_digest = request.image.digest
                 dep.image, dep.image_ref, dep.image_digest = request.image.image, request.image.reference, request.image.digest
-                dep.status = "deploying"
-            if request.status in ("succeeded", "reused", "failed"):
+                dep.status = DeploymentStatus.DEPLOYING
+            if request.status in BUILD_FINISHED:
                 build.finished_at = utcnow()

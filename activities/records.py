@@ -3,15 +3,16 @@ safe to run twice (a repeated call finds the state already written)."""
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from conveyor.clients.db.models import App, Build, Deployment, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id
 from conveyor.clients.db.session import session_scope
+from conveyor.domain.errors import DeploymentGone
 from conveyor.domain.ids import new_id, utcnow
 from conveyor.domain.payloads import (
     AppTarget,
@@ -26,14 +27,24 @@ from conveyor.domain.payloads import (
     RemoveAppInput,
     ScaleRecordInput,
 )
-from conveyor.domain.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL
+from conveyor.domain.vocabulary import (
+    BUILT,
+    NOT_STARTED,
+    ONCE_RAN,
+    TERMINAL,
+    AppStatus,
+    BuildStatus,
+    DeploymentStatus,
+    OperationKind,
+)
 from conveyor.settings import Settings
 
-VERBS = {
-    "deploy": "Deployed image {image}",
-    "update": "Deployed configuration change with image {image}",
-    "restart": "Restarted all pods of {image}",
-    "rollback": "Rolled back to deployment {rollback_of} (image {image})",
+# Read with the row's operation (a str): a StrEnum key matches its plain string.
+VERBS: dict[str, str] = {
+    OperationKind.DEPLOY: "Deployed image {image}",
+    OperationKind.UPDATE: "Deployed configuration change with image {image}",
+    OperationKind.RESTART: "Restarted all pods of {image}",
+    OperationKind.ROLLBACK: "Rolled back to deployment {rollback_of} (image {image})",
 }
 
 
@@ -58,13 +69,15 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
 def operation_key() -> str:
     """The operation an activity works for: its workflow's id (`deploy-dep_…`,
     `scale-…`), the same on every attempt and across a workflow Reset."""
-    return activity.info().workflow_id
+    workflow_id = activity.info().workflow_id
+    assert workflow_id is not None, "Conveyor's activities run for workflows"
+    return workflow_id
 
 
-def _set_status(app: App, status: str) -> None:
+def _set_status(app: App, status: AppStatus) -> None:
     # A release that ends after DELETE was asked for does not make the app
     # look alive again: the delete (queued behind it) decides.
-    if app.status not in ("deleting", "delete_failed"):
+    if app.status not in (AppStatus.DELETING, AppStatus.DELETE_FAILED):
         app.status = status
 
 
@@ -73,17 +86,15 @@ class RecordActivities:
         self.settings = settings
         self.url = settings.effective_database_url
 
-    def _deployment(self, session, deployment_id: str) -> Deployment:
+    def _deployment(self, session: Session, deployment_id: str) -> Deployment:
         dep = session.get(Deployment, deployment_id)
         if dep is None:
             # The API commits a deployment before handing it to Temporal (the
             # outbox), so a missing row was deleted with its app: permanent.
-            raise ApplicationError(
-                f"deployment {deployment_id} no longer exists (its app was deleted)", non_retryable=True, type="DeploymentGone"
-            )
+            raise DeploymentGone(f"deployment {deployment_id} no longer exists (its app was deleted)")
         return dep
 
-    def _deadline(self, app: App, dep: Deployment, build: BuildPlan | None):
+    def _deadline(self, app: App, dep: Deployment, build: BuildPlan | None) -> datetime:
         started = dep.started_at or utcnow()
         if started.tzinfo is None:  # SQLite keeps no zone; the column is UTC
             started = started.replace(tzinfo=UTC)
@@ -97,13 +108,13 @@ class RecordActivities:
         with session_scope(self.url) as session:
             dep = self._deployment(session, request.deployment_id)
             app = dep.app
-            project = session.get(Project, app.project_id)
+            project = session.get_one(Project, app.project_id)
             overtaken = self._overtaken_by(session, dep)
             if dep.status in NOT_STARTED and overtaken is not None:
                 # Handed to the lane after a later request that has rolled out
                 # already (two API replicas, or a hand-off retried after a
                 # crash): running it now would put older code back.
-                dep.status, dep.finished_at = "cancelled", utcnow()
+                dep.status, dep.finished_at = DeploymentStatus.CANCELLED, utcnow()
                 dep.reason = f"deployment v{overtaken.number}, requested later, was rolled out first"
                 add_audit(
                     session,
@@ -115,7 +126,7 @@ class RecordActivities:
                     operation_key(),
                 )
             if dep.status in NOT_STARTED:
-                dep.status = "deploying"
+                dep.status = DeploymentStatus.DEPLOYING
                 dep.started_at = utcnow()
                 # Scaling is not a release: every release runs at the app's current size.
                 dep.replicas = app.replicas
@@ -124,7 +135,7 @@ class RecordActivities:
             previous = active_deployment(session, app.id)
             replicas = dep.replicas if dep.replicas is not None else app.replicas
             build = None
-            if app.source_type in ("git", "upload") and not dep.image_ref:
+            if app.source_type in BUILT and not dep.image_ref:
                 build = self._build_plan(session, app, dep)
             return DeploymentPlan(
                 deployment_id=dep.id,
@@ -143,7 +154,7 @@ class RecordActivities:
             )
 
     @staticmethod
-    def _take_running_image(session, dep: Deployment) -> None:
+    def _take_running_image(session: Session, dep: Deployment) -> None:
         """A config change runs the image that is active when it starts: a
         deploy or revert queued before it may have replaced the one it saw."""
         running = active_deployment(session, dep.app_id)
@@ -152,7 +163,7 @@ class RecordActivities:
             dep.source_commit, dep.image_from = running.source_commit, running.id
 
     @staticmethod
-    def _overtaken_by(session, dep: Deployment) -> Deployment | None:
+    def _overtaken_by(session: Session, dep: Deployment) -> Deployment | None:
         return session.scalars(
             select(Deployment).where(
                 Deployment.app_id == dep.app_id,
@@ -161,7 +172,7 @@ class RecordActivities:
             )
         ).first()
 
-    def _build_plan(self, session, app: App, dep: Deployment) -> BuildPlan:
+    def _build_plan(self, session: Session, app: App, dep: Deployment) -> BuildPlan:
         build = session.get(Build, dep.build_id) if dep.build_id else None
         if build is None:
             build_id = dep.build_id or new_id("bld")
@@ -170,7 +181,7 @@ class RecordActivities:
                 app_id=app.id,
                 deployment_id=dep.id,
                 source_type=app.source_type,
-                status="pending",
+                status=BuildStatus.PENDING,
                 created_at=utcnow(),
             )
             session.add(build)
@@ -205,15 +216,15 @@ class RecordActivities:
             app = dep.app
             now = utcnow()
             dep.finished_at = now
-            if request.status == "active":
+            if request.status == DeploymentStatus.ACTIVE:
                 previous = active_deployment(session, app.id)
                 if previous is not None and previous.id != dep.id:
-                    previous.status = "superseded"
-                dep.status = "active"
-                _set_status(app, "running")
+                    previous.status = DeploymentStatus.SUPERSEDED
+                dep.status = DeploymentStatus.ACTIVE
+                _set_status(app, AppStatus.RUNNING)
                 app.running_image = dep.image_ref
                 app.last_deploy_at = now
-                details = VERBS.get(dep.operation, VERBS["deploy"]).format(
+                details = VERBS.get(dep.operation, VERBS[OperationKind.DEPLOY]).format(
                     image=dep.image_ref or dep.image, rollback_of=dep.rollback_of
                 )
                 add_audit(session, app, dep.operation, dep.created_by, f"{details} (v{dep.number})", dep.id, operation_key())
@@ -221,13 +232,14 @@ class RecordActivities:
                 dep.status = request.status
                 dep.reason = request.reason
                 still_serving = active_deployment(session, app.id) is not None
-                _set_status(app, "running" if still_serving else ("failed" if request.status == "failed" else "stopped"))
-                word = "failed" if request.status == "failed" else "was cancelled"
+                failed = request.status == DeploymentStatus.FAILED
+                _set_status(app, AppStatus.RUNNING if still_serving else (AppStatus.FAILED if failed else AppStatus.STOPPED))
+                word = "failed" if failed else "was cancelled"
                 add_audit(
                     session,
                     app,
                     f"{dep.operation}_{request.status}",
-                    request.user if request.status == "cancelled" else dep.created_by,
+                    request.user if request.status == DeploymentStatus.CANCELLED else dep.created_by,
                     f"Deployment v{dep.number} {word}: {request.reason or 'no reason given'}",
                     dep.id,
                     operation_key(),
@@ -240,7 +252,7 @@ class RecordActivities:
             app = session.get(App, request.app_id)
             if app is None:
                 return None
-            project = session.get(Project, app.project_id)
+            project = session.get_one(Project, app.project_id)
             return AppTarget(
                 app_id=app.id,
                 project_id=app.project_id,
@@ -282,10 +294,10 @@ class RecordActivities:
         """Leave the app where DELETE can be tried again, saying why this attempt failed."""
         with session_scope(self.url) as session:
             app = session.get(App, request.app_id)
-            if app is None or app.status != "deleting" or delete_workflow_id(app.id, app.delete_attempts) != request.workflow_id:
+            if app is None or app.status != AppStatus.DELETING or delete_workflow_id(app.id, app.delete_attempts) != request.workflow_id:
                 # Gone, recorded already, or a newer attempt runs: nothing to say.
                 return False
-            app.status, app.status_reason = "delete_failed", request.reason
+            app.status, app.status_reason = AppStatus.DELETE_FAILED, request.reason
             add_audit(session, app, "delete_failed", request.user, f"Deleting {app.name} failed: {request.reason}")
             return True
 

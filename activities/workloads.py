@@ -8,24 +8,25 @@ import functools
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
 from conveyor.clients.db.queries import deployment_status
 from conveyor.clients.db.session import read_scope
 from conveyor.clients.kubernetes import api_client
 from conveyor.clients.payload_codec import load_keyring
-from conveyor.domain import manifests, rollout
+from conveyor.domain import errors, manifests, rollout
 from conveyor.domain.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
 from conveyor.domain.vocabulary import TERMINAL
 from conveyor.settings import Settings
@@ -40,27 +41,64 @@ ProgressReporter = Callable[[str, RolloutProgress], None]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _raise_api_error(exc: ApiException, what: str) -> None:
-    # Timeouts, conflicts, throttling and server errors are transient: retried
-    # until the operation's deadline. Any other 4xx will not get better by
-    # retrying (invalid object, forbidden, not found): fail now, with its reason.
-    # (A refused connection or a timeout never reaches here: it is not an
-    # ApiException, and Temporal retries it.)
-    retryable = exc.status in (408, 409, 429) or exc.status >= 500
+# The authorizer's words when RBAC refuses a request (k8s.io/apiserver,
+# responsewriters.forbiddenMessage, then ": <the authorizer's reason>").
+RBAC_REFUSAL = re.compile(
+    r'User "(?P<user>[^"]*)" cannot (?P<verb>\S+) (?:resource "(?P<resource>[^"]+)" in API group "(?P<group>[^"]*)"'
+    r'(?: in the namespace "(?P<namespace>[^"]+)"| at the cluster scope)?|path "(?P<path>[^"]+)")'
+)
+
+
+def missing_permission(message: str) -> str | None:
+    """The permission an RBAC refusal names, as a person grants it, e.g.
+    `patch deployments (API group "apps") in namespace conveyor-web for User
+    "system:serviceaccount:conveyor:worker"`, with the authorizer's reason
+    when it gives one; None for any other refusal (an admission webhook or
+    policy, a quota, a namespace being deleted)."""
+    found = RBAC_REFUSAL.search(message)
+    if found is None:
+        return None
+    if found["path"] is not None:
+        what = f"{found['verb']} on the path {found['path']}"
+    else:
+        group = f'API group "{found["group"]}"' if found["group"] else "the core API group"
+        where = f"in namespace {found['namespace']}" if found["namespace"] else "cluster-wide"
+        what = f"{found['verb']} {found['resource']} ({group}) {where}"
+    reason = message[found.end() :].strip(" :")[:MESSAGE_LIMIT]
+    return f'{what} for User "{found["user"]}"' + (f" ({reason})" if reason else "")
+
+
+def api_error(exc: ApiException, what: str) -> errors.ConveyorError:
+    """What a Kubernetes answer means for a retry. Timeouts, conflicts,
+    throttling and server errors are transient, and so is a missing RBAC grant
+    (an operator adds it, or a RoleBinding just applied reaches the authorizer):
+    retried until the operation's deadline. Any other 4xx will not get better
+    by retrying (an invalid object, an admission webhook or policy, not found):
+    fail now, with its reason. (A refused connection or a timeout never reaches
+    here: it is not an ApiException; see `concise_errors`.)"""
+    status = exc.status or 0
     # Short, and without the client's traceback: this is what the Web UI shows
     # as the pending activity's last failure (a long one is dropped there).
-    raise ApplicationError(
-        f"{what}: Kubernetes answered {exc.status} {exc.reason}: {_status_message(exc)}",
-        non_retryable=not retryable,
-        type="KubernetesApiError",
-    ) from None
+    answered = f"Kubernetes answered {status} {exc.reason}"
+    if status == 403 and (permission := missing_permission(_full_status_message(exc))) is not None:
+        return errors.KubernetesForbidden(
+            f"{what}: missing RBAC permission: {permission}; retried until it is granted or the operation's deadline passes ({answered})"
+        )
+    answered += f": {_status_message(exc)}"
+    if status in (408, 409, 429) or status >= 500:
+        return errors.KubernetesUnavailable(f"{what}: {answered}")
+    return errors.KubernetesRefused(f"{what}: {answered}")
+
+
+def _full_status_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.body)
+    except (ValueError, AttributeError):
+        return str(exc.body)
 
 
 def _status_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.body)[:MESSAGE_LIMIT]
-    except (ValueError, AttributeError):
-        return str(exc.body)[:MESSAGE_LIMIT]
+    return _full_status_message(exc)[:MESSAGE_LIMIT]
 
 
 def concise_errors(fn: F) -> F:
@@ -73,12 +111,11 @@ def concise_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
-            raise ApplicationError(
-                f"the Kubernetes API cannot be reached: {type(exc).__name__}: {str(exc)[:MESSAGE_LIMIT]}",
-                type="KubernetesUnreachable",
+            raise errors.KubernetesUnreachable(
+                f"the Kubernetes API cannot be reached: {type(exc).__name__}: {str(exc)[:MESSAGE_LIMIT]}"
             ) from None
 
-    return run  # type: ignore[return-value]
+    return cast(F, run)
 
 
 # A rollout wait reacts to every change of the Deployment at once (a watch);
@@ -110,11 +147,9 @@ class KubeActivities:
         with read_scope(self.settings.effective_database_url) as session:
             status = deployment_status(session, deployment_id)
         if status is None or status in TERMINAL:
-            raise ApplicationError(
+            raise errors.DeploymentEnded(
                 f"deployment {deployment_id} has already ended ({status or 'deleted'}); "
-                "a re-run of its workflow changes nothing on the cluster",
-                non_retryable=True,
-                type="DeploymentEnded",
+                "a re-run of its workflow changes nothing on the cluster"
             )
 
     @property
@@ -125,8 +160,9 @@ class KubeActivities:
     def dynamic(self) -> DynamicClient:
         with self._lock:
             if self._dynamic is None:
-                self._dynamic = DynamicClient(self.api)
+                self._dynamic = DynamicClient(self.api)  # type: ignore[no-untyped-call]
             return self._dynamic
+
     @cached_property
     def env_checksum_key(self) -> bytes:
         return load_keyring(self.settings).derive("env-checksum")
@@ -139,12 +175,17 @@ class KubeActivities:
         applied = []
         objects = manifests.render(request.spec, self.env_checksum_key)
         # Right after the Namespace: the worker's own rights in it come from these.
-        objects[1:1] = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
+        bindings = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
+        objects[1:1] = bindings
+        # A RoleBinding just applied reaches the apiserver's authorizer a
+        # moment later: until then the worker's own writes are refused. The
+        # first attempt waits a little for that; past it, a missing grant is
+        # transient like any other (KubernetesForbidden), and the activity's
+        # retry policy tries again until the deployment's deadline.
+        settle = bool(bindings) and activity.info().attempt == 1
         for obj in objects:
             resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             name = obj["metadata"]["name"]
-            # A RoleBinding just applied reaches the apiserver's authorizer a
-            # moment later: until then the worker's own writes are refused.
             for attempt in itertools.count():
                 try:
                     resource.server_side_apply(
@@ -156,10 +197,10 @@ class KubeActivities:
                     )
                     break
                 except ApiException as exc:
-                    if exc.status == 403 and attempt < RBAC_SETTLE_TRIES and self.settings.role_bindings:
+                    if settle and attempt < RBAC_SETTLE_TRIES and exc.status == 403 and missing_permission(_full_status_message(exc)):
                         time.sleep(0.5)
                         continue
-                    _raise_api_error(exc, f"applying {obj['kind']} {name}")
+                    raise api_error(exc, f"applying {obj['kind']} {name}") from None
             applied.append(f"{obj['kind']}/{name}")
         return applied
 
@@ -175,7 +216,7 @@ class KubeActivities:
             client.CoreV1Api(self.api).delete_namespaced_config_map(name, request.namespace)
         except ApiException as exc:
             if exc.status != 404:
-                _raise_api_error(exc, f"removing the old env ConfigMap of {request.name}")
+                raise api_error(exc, f"removing the old env ConfigMap of {request.name}") from None
 
     def _stuck_pod(self, request: RolloutInput, first_seen: dict[str, float], stuck_after: float) -> str | None:
         core = client.CoreV1Api(self.api)
@@ -183,20 +224,22 @@ class KubeActivities:
             request.namespace, label_selector=f"{manifests.LABEL_APP}={request.name}"
         ).items
         now = time.monotonic()
-        for pod in pods:
-            annotations = pod.metadata.annotations or {}
+        for item in pods:
+            pod: dict[str, Any] = self.api.sanitize_for_serialization(item)  # type: ignore[no-untyped-call]
+            name: str = pod["metadata"]["name"]
+            annotations = pod["metadata"].get("annotations") or {}
             if request.deployment_id and annotations.get(manifests.ANNOTATION_DEPLOYMENT) != request.deployment_id:
                 continue
-            found = rollout.stuck_pod_reason(self.api.sanitize_for_serialization(pod))
+            found = rollout.stuck_pod_reason(pod)
             if found is None:
-                first_seen.pop(pod.metadata.name, None)
+                first_seen.pop(name, None)
                 continue
-            since = first_seen.setdefault(pod.metadata.name, now)
+            since = first_seen.setdefault(name, now)
             if now - since >= stuck_after:
-                return f"pod {pod.metadata.name}: {found[1]}"
+                return f"pod {name}: {found[1]}"
         return None
 
-    def _deployment_changes(self, request: RolloutInput) -> Iterator[dict | None]:
+    def _deployment_changes(self, request: RolloutInput) -> Iterator[dict[str, Any] | None]:
         """The Deployment as a dict now, then after each change; None when a
         watch slice passed without one."""
         apps = client.AppsV1Api(self.api)
@@ -204,12 +247,12 @@ class KubeActivities:
             try:
                 current = apps.read_namespaced_deployment(request.name, request.namespace)
             except ApiException as exc:
-                _raise_api_error(exc, f"reading Deployment {request.name}")
-            obj = self.api.sanitize_for_serialization(current)
+                raise api_error(exc, f"reading Deployment {request.name}") from None
+            obj: dict[str, Any] = self.api.sanitize_for_serialization(current)  # type: ignore[no-untyped-call]
             yield obj
             version = obj["metadata"]["resourceVersion"]
             while version is not None:
-                stream = watch.Watch().stream(
+                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
                     apps.list_namespaced_deployment,
                     request.namespace,
                     field_selector=f"metadata.name={request.name}",
@@ -231,7 +274,7 @@ class KubeActivities:
                     if exc.status == 410:
                         version = None
                     else:
-                        _raise_api_error(exc, f"watching Deployment {request.name}")
+                        raise api_error(exc, f"watching Deployment {request.name}") from None
                 if not changed and version is not None:
                     yield None
 
@@ -259,7 +302,7 @@ class KubeActivities:
                 state, last = rollout.deployment_state(obj), obj
             assert state is not None and last is not None
             activity.heartbeat(give_up_at - request.deadline_seconds - 5, state.message, state.ready, state.desired)
-            if request.report_progress and (state.ready, state.desired) != reported and not state.done:
+            if request.report_progress and info.workflow_id and (state.ready, state.desired) != reported and not state.done:
                 reported = (state.ready, state.desired)
                 self._report(info.workflow_id, RolloutProgress(ready=state.ready, desired=state.desired, message=state.message))
             if state.done:
@@ -269,20 +312,16 @@ class KubeActivities:
                 # Say why, when a pod shows it.
                 stuck = self._stuck_pod(request, first_seen, 0)
                 message = f"{state.message}; {stuck}" if stuck else state.message
-                raise ApplicationError(message, non_retryable=True, type="RolloutFailed")
+                raise errors.RolloutFailed(message)
             if time.monotonic() >= next_pod_check:
                 next_pod_check = time.monotonic() + WATCH_SLICE_SECONDS
                 stuck = self._stuck_pod(request, first_seen, stuck_after)
                 if stuck:
-                    raise ApplicationError(stuck, non_retryable=True, type="RolloutFailed")
+                    raise errors.RolloutFailed(stuck)
             # The Deployment's own deadline only counts while it makes no
             # progress; this one bounds the whole wait.
             if time.time() > give_up_at:
-                raise ApplicationError(
-                    f"the rollout did not finish within {request.deadline_seconds}s: {state.message}",
-                    non_retryable=True,
-                    type="RolloutFailed",
-                )
+                raise errors.RolloutFailed(f"the rollout did not finish within {request.deadline_seconds}s: {state.message}")
         raise AssertionError("the change stream never ends")
 
     def _report(self, workflow_id: str, progress: RolloutProgress) -> None:
@@ -304,8 +343,9 @@ class KubeActivities:
                 request.name, request.namespace, {"spec": {"replicas": request.replicas}}
             )
         except ApiException as exc:
-            _raise_api_error(exc, f"scaling Deployment {request.name}")
-        return scale.spec.replicas
+            raise api_error(exc, f"scaling Deployment {request.name}") from None
+        # The count the API server recorded (a webhook may have changed it).
+        return scale.spec.replicas if scale.spec is not None and scale.spec.replicas is not None else request.replicas
 
     @activity.defn(name="delete_app_resources")
     @concise_errors
@@ -327,7 +367,7 @@ class KubeActivities:
                 delete(name, ns, body=body)
             except ApiException as exc:
                 if exc.status != 404:
-                    _raise_api_error(exc, f"deleting {kind} {name}")
+                    raise api_error(exc, f"deleting {kind} {name}") from None
         deadline = time.monotonic() + request.timeout_seconds
         while True:
             remaining = []
@@ -337,15 +377,13 @@ class KubeActivities:
                     remaining.append(f"{kind}/{name}")
                 except ApiException as exc:
                     if exc.status != 404:
-                        _raise_api_error(exc, f"reading {kind} {name}")
+                        raise api_error(exc, f"reading {kind} {name}") from None
             pods = core.list_namespaced_pod(ns, label_selector=f"{manifests.LABEL_APP}={slug}").items
-            remaining += [f"Pod/{p.metadata.name}" for p in pods]
+            remaining += [f"Pod/{p.metadata.name}" for p in pods if p.metadata is not None]
             activity.heartbeat(remaining)
             if not remaining:
                 return [f"{kind}/{name}" for kind, _d, _r, name in targets]
             if time.monotonic() > deadline:
                 # Waiting again would wait on the same finalizer: fail, so the app can be deleted again later.
-                raise ApplicationError(
-                    f"still present after {request.timeout_seconds}s: {', '.join(remaining)}", non_retryable=True
-                )
+                raise errors.DeletionStuck(f"still present after {request.timeout_seconds}s: {', '.join(remaining)}")
             time.sleep(0.5)

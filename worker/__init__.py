@@ -6,8 +6,10 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client
@@ -24,6 +26,7 @@ from conveyor.clients.temporal_client import connect
 from conveyor.domain.payloads import RolloutProgress
 from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings
+from worker.failures import FailureInterceptor
 from workflows.delete import DeleteAppWorkflow
 from workflows.deploy import DeployWorkflow
 from workflows.lane import AppLaneWorkflow
@@ -61,12 +64,12 @@ def progress_reporter(client: Client, loop: asyncio.AbstractEventLoop) -> Progre
     return report
 
 
-def _log_signal_failure(future: concurrent.futures.Future) -> None:
+def _log_signal_failure(future: concurrent.futures.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         logging.getLogger(__name__).info("a rollout progress signal was not delivered: %s", future.exception())
 
 
-def activities(settings: Settings, report_progress: ProgressReporter | None = None) -> list:
+def activities(settings: Settings, report_progress: ProgressReporter | None = None) -> list[Callable[..., Any]]:
     kube, records, registry = KubeActivities(settings, report_progress), RecordActivities(settings), RegistryActivities(settings)
     builder = BuilderActivities(settings)
     return [
@@ -111,7 +114,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
-        interceptors=[telemetry.temporal_interceptor(tracer)],
+        # Inside the tracing interceptor, so the span records the failure Temporal sees.
+        interceptors=[telemetry.temporal_interceptor(tracer), FailureInterceptor()],
     )
 
 

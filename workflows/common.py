@@ -1,13 +1,14 @@
 """Activity options shared by the workflows (temporalio and stdlib only).
 
-Transient failures (connection refused, 5xx, 429, timeouts) are retried with
-backoff for as long as the operation has time: no policy has an attempt count.
-A deploy bounds every activity by its own deadline (`until`); the other
-workflows, which have none, by OPERATION_BUDGET. Permanent failures are raised
-by the activities as non-retryable errors and end the operation at once. A
-retrying activity is what the Temporal Web UI shows as pending, with its
-attempt count and last failure, and what an operator may pause, reset or
-update there (README: runbook)."""
+Failures are named in conveyor/domain/errors.py. Transient ones (connection
+refused, 5xx, 429, timeouts, a missing RBAC grant) are retried with backoff
+for as long as the operation has time: no policy has an attempt count. A
+deploy bounds every activity by its own deadline (`until`); the other
+workflows, which have none, by OPERATION_BUDGET. Permanent ones reach the
+workflow as non-retryable failures and end the operation at once. A retrying
+activity is what the Temporal Web UI shows as pending, with its attempt count
+and last failure, and what an operator may pause, reset or update there
+(README: runbook)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, CancelledError, ChildWorkflowError
 
 # How long a scale or delete keeps retrying a transient failure.
 OPERATION_BUDGET = timedelta(hours=1)
@@ -85,13 +86,6 @@ def failure_message(err: BaseException) -> str:
     while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
         err = err.cause
     return getattr(err, "message", None) or str(err)
-
-
-def failure_type(err: BaseException) -> str | None:
-    """The `type` of the ApplicationError under Temporal's wrappers."""
-    while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
-        err = err.cause
-    return err.type if isinstance(err, ApplicationError) else None
 
 
 def cancelled(err: BaseException) -> bool:

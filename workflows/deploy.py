@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.digests import RegistryActivities
     from activities.records import RecordActivities
     from activities.workloads import KubeActivities
+    from conveyor.domain import errors
     from conveyor.domain.payloads import (
         ApplyInput,
         BeginDeploymentInput,
@@ -40,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         ScaleInput,
     )
     from conveyor.domain.redact import mask_url_credentials
-    from conveyor.domain.vocabulary import TERMINAL, BuildStatus, DeploymentStatus
+    from conveyor.domain.vocabulary import TERMINAL, BuildStatus, DeploymentStatus, SourceType
     from workflows.common import (
         CLEANUP_GRACE,
         DB,
@@ -49,15 +50,9 @@ with workflow.unsafe.imports_passed_through():
         ActivityOptions,
         cancelled,
         failure_message,
-        failure_type,
         long_wait,
         until,
     )
-
-# Raised by a cluster write on behalf of a deployment that has ended already:
-# a run started by a workflow Reset after the deployment finished. Nothing was
-# written; the recorded outcome stands.
-DEPLOYMENT_ENDED = "DeploymentEnded"
 
 
 @workflow.defn
@@ -181,7 +176,7 @@ class DeployWorkflow:
             self._step("finalize", "done", f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}: {status}")
             return status
         except (ActivityError, asyncio.CancelledError) as err:
-            if failure_type(err) == DEPLOYMENT_ENDED:
+            if errors.is_kind(err, errors.DeploymentEnded):
                 # A Reset re-ran a deployment that had ended: it changed nothing.
                 self._mark_running_failed(failure_message(err))
                 return await self._finish(plan, DeploymentStatus.FAILED, failure_message(err), op.user)
@@ -213,7 +208,7 @@ class DeployWorkflow:
         build = plan.build
         assert build is not None, "only a plan with a build comes here"
         commit = build.commit
-        if build.source_type == "git" and not commit:
+        if build.source_type == SourceType.GIT and not commit:
             self._step("resolve", "running", f"{mask_url_credentials(build.repo_url)} {build.branch}")
             commit = await workflow.execute_activity_method(
                 BuilderActivities.resolve_git_commit,

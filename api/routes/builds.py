@@ -24,6 +24,7 @@ from api.templates import Template, catalogue
 from conveyor.builds import logs, sources
 from conveyor.clients import oci_registry
 from conveyor.clients.db.models import Build
+from conveyor.domain.errors import RegistryRefused, RegistryUnreachable
 from conveyor.domain.ids import new_id
 from conveyor.domain.vocabulary import BUILD_FINISHED
 
@@ -86,7 +87,7 @@ async def upload_build(
             source_ref = await oci_registry.push_source(
                 settings, oci_registry.source_repository(caller.project_id), _read_chunks(target), f"sha256:{digest.hexdigest()}", size
             )
-        except oci_registry.RegistryError as exc:
+        except (RegistryUnreachable, RegistryRefused) as exc:
             raise HTTPException(503, f"the source could not be stored: {exc}") from exc
 
         return await m.once(caller, partial(services.deploy_upload, m, caller, app_id, source_ref), body_digest=digest.hexdigest())

@@ -5,6 +5,9 @@ Uploaded tarballs live in the platform's registry, not on any process's disk,
 so every worker can read what any API replica received. Each is a blob
 (content-addressed by the tarball's sha256) referenced by an artifact manifest
 tagged `upload-<hex>`, which keeps it from garbage collection.
+
+Failures are the domain's: `RegistryUnreachable` (transient: the registry is
+away, or answered 5xx or 429) and `RegistryRefused` (permanent).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from conveyor.domain.errors import RegistryRefused, RegistryUnreachable
 from conveyor.settings import Settings
 
 MANIFEST_ACCEPT = ", ".join(
@@ -33,14 +37,6 @@ SOURCE_ARTIFACT_TYPE = "application/vnd.conveyor.source.v1+json"
 SOURCE_LAYER_TYPE = "application/vnd.conveyor.source.tar"
 SOURCES_REPOSITORY = "conveyor/sources"
 CHUNK = 1024 * 1024
-
-
-class RegistryError(Exception):
-    """The registry refused or failed a request; `transient` says whether a retry may help."""
-
-    def __init__(self, message: str, transient: bool = True):
-        super().__init__(message)
-        self.transient = transient
 
 
 def base_url(settings: Settings, registry: str | None = None) -> str:
@@ -85,8 +81,10 @@ def source_repository(project_id: str) -> str:
 
 def _check(response: httpx.Response, what: str) -> None:
     if response.status_code >= 400:
-        transient = response.status_code >= 500 or response.status_code == 429
-        raise RegistryError(f"registry refused {what}: HTTP {response.status_code}", transient=transient)
+        message = f"registry refused {what}: HTTP {response.status_code}"
+        if response.status_code >= 500 or response.status_code == 429:
+            raise RegistryUnreachable(message)
+        raise RegistryRefused(message)
 
 
 async def push_source(settings: Settings, repository: str, chunks: AsyncIterator[bytes], digest: str, size: int) -> str:
@@ -118,7 +116,7 @@ async def push_source(settings: Settings, repository: str, chunks: AsyncIterator
             )
             _check(response, f"the manifest of {repository}")
         except httpx.TransportError as exc:
-            raise RegistryError(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
+            raise RegistryUnreachable(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
     return f"{repository}@{digest}"
 
 
@@ -147,16 +145,16 @@ def fetch_source(settings: Settings, reference: str, target: Path, max_bytes: in
     try:
         with httpx.stream("GET", f"{base_url(settings)}/v2/{repository}/blobs/{digest}", timeout=60.0, follow_redirects=True) as response:
             if response.status_code == 404:
-                raise RegistryError(f"the registry no longer holds the uploaded source {reference}", transient=False)
+                raise RegistryRefused(f"the registry no longer holds the uploaded source {reference}")
             _check(response, f"the uploaded source {reference}")
             with target.open("wb") as out:
                 for chunk in response.iter_bytes(CHUNK):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise RegistryError(f"the uploaded source {reference} is larger than {max_bytes} bytes", transient=False)
+                        raise RegistryRefused(f"the uploaded source {reference} is larger than {max_bytes} bytes")
                     hasher.update(chunk)
                     out.write(chunk)
     except httpx.TransportError as exc:
-        raise RegistryError(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
+        raise RegistryUnreachable(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
     if "sha256:" + hasher.hexdigest() != digest:
-        raise RegistryError(f"the uploaded source {reference} does not match its digest", transient=False)
+        raise RegistryRefused(f"the uploaded source {reference} does not match its digest")

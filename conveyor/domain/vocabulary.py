@@ -49,6 +49,18 @@ class AppStatus(StrEnum):
     DELETE_FAILED = "delete_failed"
 
 
+class SourceType(StrEnum):
+    """Where an app's image comes from: a registry, a git repository, or uploaded tarballs."""
+
+    IMAGE = "image"
+    GIT = "git"
+    UPLOAD = "upload"
+
+
+# The source types that are built by the worker.
+BUILT = frozenset({SourceType.GIT, SourceType.UPLOAD})
+
+
 class BuildStatus(StrEnum):
     PENDING = "pending"
     BUILDING = "building"

@@ -22,8 +22,8 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 
+from conveyor.domain.errors import ConveyorError
 from conveyor.domain.payloads import (
     ApplyInput,
     AppTarget,
@@ -48,6 +48,7 @@ from conveyor.domain.payloads import (
     ScaleInput,
     ScaleRecordInput,
 )
+from worker.failures import to_application_error
 from workflows.deploy import DeployWorkflow
 
 # How long a blocked fake waits between heartbeats (the test worker sends
@@ -57,12 +58,11 @@ BEAT = 0.05
 
 @dataclass
 class Fail:
-    """Raise an ApplicationError: non-retryable (a permanent failure) or
-    retryable (a transient one that the activity's retry policy retries)."""
+    """Fail with a named failure, as the real activity would: a `PermanentError`
+    ends the step at once, a `TransientError` is retried by the activity's
+    retry policy. It reaches the workflow as the worker hands it to Temporal."""
 
-    message: str
-    non_retryable: bool = True
-    type: str | None = None
+    error: ConveyorError
 
 
 @dataclass
@@ -141,7 +141,7 @@ class Fakes:
         step = steps.pop(0) if steps else None
         try:
             if isinstance(step, Fail):
-                raise ApplicationError(step.message, non_retryable=step.non_retryable, type=step.type)
+                raise to_application_error(step.error)
             if isinstance(step, Block):
                 while not step.released.is_set():
                     activity.heartbeat()

@@ -27,6 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import workflows.lane
 from api.operations import lane_id, signal_lane
+from conveyor.domain import errors
 from conveyor.settings import Settings
 from tests.workflows.conftest import running_worker
 from tests.workflows.fakes import Block, Fail, Fakes, digest_of
@@ -228,7 +229,7 @@ async def test_cancel_at_each_step_of_a_release(client, plain_client, task_queue
 async def test_cancel_during_restore_still_records_the_outcome(client, task_queue):
     fakes = Fakes()
     plan = deployment(new_app(fakes))
-    fakes.script("wait_for_rollout", Fail("pod web-1 is crash-looping", type="RolloutFailed"))
+    fakes.script("wait_for_rollout", Fail(errors.RolloutFailed("pod web-1 is crash-looping")))
     fakes.script("apply_manifests", None, Block())  # the restore's apply hangs
     async with running_worker(client, task_queue, fakes):
         handle = await start_deploy(client, task_queue, fakes, plan)
@@ -255,8 +256,8 @@ async def test_cancel_during_restore_still_records_the_outcome(client, task_queu
 async def test_a_failing_restore_records_both_reasons(client, task_queue):
     fakes = Fakes()
     plan = deployment(new_app(fakes))
-    fakes.script("wait_for_rollout", Fail("pod web-1 is crash-looping", type="RolloutFailed"))
-    fakes.script("apply_manifests", None, Fail("admission webhook denied the Deployment"))
+    fakes.script("wait_for_rollout", Fail(errors.RolloutFailed("pod web-1 is crash-looping")))
+    fakes.script("apply_manifests", None, Fail(errors.KubernetesRefused("admission webhook denied the Deployment")))
     async with running_worker(client, task_queue, fakes):
         handle = await start_deploy(client, task_queue, fakes, plan)
         assert await outcome(handle) == "failed"
@@ -276,7 +277,7 @@ async def test_a_failing_restore_records_both_reasons(client, task_queue):
 async def test_a_transient_failure_is_retried_and_the_release_completes(client, task_queue):
     fakes = Fakes()
     plan = deployment(new_app(fakes), previous=False)
-    fakes.script("apply_manifests", Fail("connection refused", non_retryable=False))
+    fakes.script("apply_manifests", Fail(errors.KubernetesUnreachable("connection refused")))
     async with running_worker(client, task_queue, fakes):
         handle = await start_deploy(client, task_queue, fakes, plan)
         assert await outcome(handle) == "active"
@@ -291,7 +292,7 @@ async def test_a_transient_failure_is_retried_and_the_release_completes(client, 
 async def test_a_failed_rollout_without_an_earlier_release_scales_to_zero(client, task_queue):
     fakes = Fakes()
     plan = deployment(new_app(fakes), previous=False)
-    fakes.script("wait_for_rollout", Fail("the rollout did not finish within 30s", type="RolloutFailed"))
+    fakes.script("wait_for_rollout", Fail(errors.RolloutFailed("the rollout did not finish within 30s")))
     async with running_worker(client, task_queue, fakes):
         handle = await start_deploy(client, task_queue, fakes, plan)
         assert await outcome(handle) == "failed"
