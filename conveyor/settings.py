@@ -7,13 +7,20 @@ workflow module.
 from __future__ import annotations
 
 import ipaddress
+import os
+import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conveyor.domain.workload import ProjectLimits
+
+if TYPE_CHECKING:
+    from temporalio.envconfig import ClientConfigProfile
 
 
 class Settings(BaseSettings):
@@ -40,15 +47,21 @@ class Settings(BaseSettings):
     pod_delete_delay_ms: int = 500
     metrics_server: bool = True
 
-    # Temporal
+    # Temporal. The connection is read as the `temporal` CLI reads it
+    # (temporalio.envconfig: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+    # TEMPORAL_API_KEY, TEMPORAL_TLS_*, the profile TEMPORAL_PROFILE of the
+    # TOML file TEMPORAL_CONFIG_FILE, by default ~/.config/temporalio/temporal.toml);
+    # each CONVEYOR_TEMPORAL_* setting below that is set wins over what it names.
+    # With neither: the local dev server.
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
     temporal_task_queue: str = "conveyor"
     # A Temporal cluster other than the local dev server: TLS (server CA, and
     # a client certificate and key for mTLS), or an API key (Temporal Cloud;
-    # implies TLS). Files are PEM.
-    temporal_tls: bool = False
+    # implies TLS). Files are PEM. `temporal_tls` unset: TLS when a file, a
+    # server name or an API key asks for it, or the profile does.
+    temporal_tls: bool | None = None
     temporal_tls_ca_file: Path | None = None
     temporal_tls_cert_file: Path | None = None
     temporal_tls_key_file: Path | None = None
@@ -158,6 +171,25 @@ class Settings(BaseSettings):
     # period, e.g. terminationGracePeriodSeconds, longer than this).
     worker_shutdown_seconds: float = 60.0
 
+    # The profile temporalio.envconfig loaded, None when there was nothing to load.
+    _temporal_profile: ClientConfigProfile | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any) -> None:
+        profile = load_temporal_profile(os.environ)
+        self._temporal_profile = profile
+        if profile is not None:
+            if "temporal_address" not in self.model_fields_set and profile.address:
+                self.temporal_address = profile.address
+            if "temporal_namespace" not in self.model_fields_set and profile.namespace:
+                self.temporal_namespace = profile.namespace
+
+    @property
+    def temporal_profile(self) -> ClientConfigProfile | None:
+        """The Temporal client config (TEMPORAL_* variables and profile) that
+        the CONVEYOR_TEMPORAL_* settings override; its TLS, API key and gRPC
+        metadata are merged in `conveyor.clients.temporal_client`."""
+        return self._temporal_profile
+
     @model_validator(mode="after")
     def _project_limits(self) -> Settings:
         # A bad quantity or a quota without a default refuses to start, naming the setting.
@@ -260,6 +292,33 @@ class Settings(BaseSettings):
     @property
     def registry_port(self) -> int:
         return int(self.registry.rsplit(":", 1)[1])
+
+
+def load_temporal_profile(env: Mapping[str, str]) -> ClientConfigProfile | None:
+    """The Temporal client profile as the `temporal` CLI would load it, or None
+    when there is nothing to load (no TEMPORAL_* variable, no config file at
+    the default place): temporalio, and its 0.3 s of imports, stays unloaded."""
+    if not any(key.startswith("TEMPORAL_") for key in env) and not _default_temporal_config_file(env).exists():
+        return None
+    from temporalio.envconfig import ClientConfigProfile
+
+    try:
+        return ClientConfigProfile.load(override_env_vars=dict(env))
+    except Exception as exc:  # noqa: BLE001 - temporalio's ConfigError (profile not found, bad TOML) has no public type
+        raise ValueError(f"the Temporal client config (TEMPORAL_* variables, TEMPORAL_CONFIG_FILE): {exc}") from None
+
+
+def _default_temporal_config_file(env: Mapping[str, str]) -> Path:
+    """Where temporalio looks without TEMPORAL_CONFIG_FILE (its config dir: XDG on Linux)."""
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    if sys.platform != "darwin" and xdg.startswith("/"):
+        return Path(xdg) / "temporalio" / "temporal.toml"
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no passwd entry (an arbitrary uid in a container)
+        return Path("/nonexistent")
+    base = home / "Library" / "Application Support" if sys.platform == "darwin" else home / ".config"
+    return base / "temporalio" / "temporal.toml"
 
 
 @lru_cache
