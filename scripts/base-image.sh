@@ -23,7 +23,9 @@ if [ ! -s "$tarball" ]; then
   work=$(mktemp -d "$cache/rootfs.XXXXXX")
   # debootstrap mounts /proc (and more) inside the rootfs while it configures
   # packages; unmount whatever a failed run left before deleting the folder.
-  trap 'findmnt -rno TARGET | grep "^$work/" | sort -r | xargs -r umount -l; rm -rf "$work"' EXIT
+  # (`|| true`: under pipefail, a grep that finds no mount would end the trap
+  # before its rm, and the script with status 1.)
+  trap 'findmnt -rno TARGET | grep "^$work/" | sort -r | xargs -r umount -l || true; rm -rf "$work"' EXIT
   echo "debootstrap $suite ($packages) into $work" >&2
   debootstrap --variant=minbase --include="$packages" "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
