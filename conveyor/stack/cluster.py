@@ -2,7 +2,10 @@
 
 kwokctl (binary runtime) runs etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, kwok-controller and metrics-server from the binaries built by
-`conveyor.stack.binaries`, and tracks those processes itself.
+`conveyor.stack.binaries`, and tracks those processes itself, by a pid file per
+component that it keeps until it stops the component. It trusts a pid file
+blindly (it kills the pid it names), so the pid file of a component that has
+exited is removed before kwokctl starts or stops anything.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
+
 from conveyor.domain import markers
 from conveyor.settings import Settings
-from conveyor.stack import binaries
+from conveyor.stack import binaries, processes
 
 CONFIG_TEMPLATE = Path(__file__).parent / "kwok" / "cluster.yaml"
 # KWOK serves pod logs from files in the CRI log format the kubelet reads.
@@ -167,13 +172,19 @@ def create(settings: Settings) -> None:
 
 
 def start(settings: Settings) -> None:
+    """Start the components that do not run (kwokctl leaves running ones be)."""
     write_inputs(settings)
+    forget_exited(settings)
     kwokctl(settings, "start", "cluster", "--wait", "120s", timeout=600)
 
 
 def stop(settings: Settings) -> None:
     if exists(settings):
+        running = [p for p in forget_exited(settings).values() if p is not None]
         kwokctl(settings, "stop", "cluster", check=False)
+        # kwokctl sends SIGKILL and does not wait for processes it did not fork:
+        # wait here, so that their ports are free when this returns.
+        psutil.wait_procs(running, timeout=10)
 
 
 def delete(settings: Settings) -> None:
@@ -181,17 +192,46 @@ def delete(settings: Settings) -> None:
         kwokctl(settings, "delete", "cluster", "--kubeconfig", str(settings.local_kubeconfig), check=False)
 
 
-def component_pids(settings: Settings) -> dict[str, int]:
-    pids: dict[str, int] = {}
+def _pid_files(settings: Settings) -> list[Path]:
     folder = cluster_dir(settings) / "pids"
-    if not folder.is_dir():
-        return pids
-    for pidfile in folder.glob("*.pid"):
+    return sorted(folder.glob("*.pid")) if folder.is_dir() else []
+
+
+def _component_processes(settings: Settings) -> dict[str, psutil.Process | None]:
+    """Each component kwokctl started, with its process while it runs: the
+    component's binary, created when its pid file was written. None: it has
+    exited (and its pid may be someone else's by now)."""
+    found: dict[str, psutil.Process | None] = {}
+    for pidfile in _pid_files(settings):
         try:
-            pids[pidfile.stem] = int(pidfile.read_text().strip())
-        except ValueError:
+            pid, written = int(pidfile.read_text().strip()), pidfile.stat().st_mtime
+        except (OSError, ValueError):
+            found[pidfile.stem] = None
             continue
-    return pids
+        binary = cluster_dir(settings) / "bin" / pidfile.stem
+        found[pidfile.stem] = processes.find(pid, argv0=str(binary), started=written)
+    return found
+
+
+def components(settings: Settings) -> dict[str, int | None]:
+    """Each component kwokctl started (etcd, kube-apiserver, ...) and its pid,
+    or None if it has exited since."""
+    return {name: (p.pid if p else None) for name, p in _component_processes(settings).items()}
+
+
+def running_components(settings: Settings) -> dict[str, int]:
+    return {name: pid for name, pid in components(settings).items() if pid is not None}
+
+
+def forget_exited(settings: Settings) -> dict[str, psutil.Process | None]:
+    """Remove the pid files of components that have exited: kwokctl would
+    kill whoever has that pid now on stop, and skip the component on start
+    while that pid lives."""
+    found = _component_processes(settings)
+    for name, process in found.items():
+        if process is None:
+            (cluster_dir(settings) / "pids" / f"{name}.pid").unlink(missing_ok=True)
+    return found
 
 
 def kubectl(settings: Settings, *args: str, input: str | None = None, timeout: float = 60) -> str:

@@ -17,7 +17,7 @@ import httpx
 
 from conveyor.settings import Settings
 from conveyor.stack import binaries, cluster, registry, temporal
-from conveyor.stack.processes import ProcessTable, alive, ensure_port_free, rss_bytes, wait_until
+from conveyor.stack.processes import ProcessTable, ensure_port_free, rss_bytes, wait_until
 
 Progress = Callable[[str], None]
 
@@ -189,10 +189,7 @@ class Platform:
             self.started.append("cluster")
             outcome = "created"
         elif not _quietly(cluster.healthy, s):
-            ensure_port_free("kube-apiserver", "127.0.0.1", s.kube_apiserver_port, "CONVEYOR_KUBE_APISERVER_PORT")
-            cluster.start(s)
-            self.started.append("cluster")
-            outcome = "started"
+            outcome = self._start_cluster()
         if not wait_until(lambda: cluster.healthy(s), 120):
             raise StartupError(f"the kube-apiserver did not become ready; logs in {cluster.cluster_dir(s) / 'logs'}")
         cluster.ensure_nodes(s)
@@ -204,6 +201,25 @@ class Platform:
             )
         return f"{outcome}, {s.nodes} nodes Ready"
 
+    def _start_cluster(self) -> str:
+        """Start a cluster that does not answer. One that runs in part (etcd
+        killed, say, while the kube-apiserver still holds its port) is
+        stopped first; one whose every process runs may still be starting,
+        and gets a minute before it is started again."""
+        s = self.settings
+        parts = cluster.components(s)
+        exited = sorted(name for name, pid in parts.items() if pid is None)
+        if len(exited) < len(parts):
+            if not exited and wait_until(lambda: cluster.healthy(s), 60, interval=1):
+                return "reused"
+            why = f"{', '.join(exited)} exited" if exited else "it did not become ready"
+            self.progress(f"  the cluster runs in part ({why}); starting it again")
+            cluster.stop(s)
+        ensure_port_free("kube-apiserver", "127.0.0.1", s.kube_apiserver_port, "CONVEYOR_KUBE_APISERVER_PORT")
+        cluster.start(s)
+        self.started.append("cluster")
+        return "started"
+
     def _metrics_available(self) -> bool:
         """metrics-server exits when it starts before the kube-apiserver
         answers, and kwokctl starts components only with the whole cluster:
@@ -211,8 +227,7 @@ class Platform:
         s = self.settings
 
         def exited() -> bool:
-            pid = cluster.component_pids(s).get("metrics-server")
-            return pid is None or not alive(pid)
+            return "metrics-server" not in cluster.running_components(s)
 
         for attempt in range(2):
             wait_until(lambda: exited() or _quietly(cluster.metrics_healthy, s), 90, interval=1)
@@ -274,7 +289,7 @@ class Platform:
         for spec in reversed(SERVICES + APP_SERVICES):
             if (names is None or spec.name in names) and self.table.stop(spec.name):
                 stopped.append(spec.name)
-        if self.local_cluster and (names is None or "cluster" in names) and cluster.component_pids(self.settings):
+        if self.local_cluster and (names is None or "cluster" in names) and cluster.components(self.settings):
             cluster.stop(self.settings)
             stopped.append("cluster")
         return stopped
@@ -290,8 +305,7 @@ class Platform:
         s = self.settings
         parts: list[dict] = []
         if self.local_cluster:
-            pids = cluster.component_pids(s)
-            running = {name: pid for name, pid in pids.items() if alive(pid)}
+            running = cluster.running_components(s)
             parts.append(
                 {
                     "name": "cluster",

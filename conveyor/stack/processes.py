@@ -2,8 +2,9 @@
 
 Each process runs in its own session (so Ctrl-C in the terminal does not reach
 it and a whole tree can be signalled at once) and writes its output to a log
-file. A pid file records the pid and the command line, so a recycled pid is
-never mistaken for ours.
+file. A pid file records the pid, the command line and when it started; a pid
+names our process only while the process with that pid has that command line
+and was created then, so a recycled pid (a stranger now) is never signalled.
 """
 
 from __future__ import annotations
@@ -14,12 +15,47 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 
 class PortInUse(RuntimeError):
     pass
+
+
+# How far a process's creation time may be from the time its pid file says it
+# started: the pid file is written just after the start, and Linux gives the
+# creation time relative to a boot time in whole seconds.
+START_TIME_SLACK = 3.0
+
+
+def find(pid: int, *, cmd: Sequence[str] | None = None, argv0: str | None = None, started: float | None = None) -> psutil.Process | None:
+    """The live (not zombie) process `pid`, if it is the one described: its
+    command line is `cmd` (or starts with `argv0`) and it was created at
+    `started` (within START_TIME_SLACK)."""
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            cmdline = process.cmdline()
+            created = process.create_time()
+    except (psutil.Error, ValueError):
+        return None
+    if cmd is not None and cmdline != list(cmd):
+        return None
+    if argv0 is not None and (not cmdline or cmdline[0] != argv0):
+        return None
+    if started is not None and abs(created - started) > START_TIME_SLACK:
+        return None
+    return process
+
+
+def alive(pid: int, cmd: Sequence[str] | None = None, started: float | None = None) -> bool:
+    return find(pid, cmd=cmd, started=started) is not None
 
 
 @dataclass
@@ -27,77 +63,59 @@ class Tracked:
     name: str
     pid: int
     cmd: list[str]
+    # When it started (time.time()), from the pid file; None in pid files of older Conveyors.
+    started: float | None = None
     # Set only in the process that started it: the reliable way to see an early exit.
     popen: subprocess.Popen | None = None
 
     def running(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
-        return alive(self.pid, self.cmd)
+        return alive(self.pid, self.cmd, self.started)
 
 
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def alive(pid: int, cmd: list[str] | None = None) -> bool:
-    current = _cmdline(pid)
-    if not current:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    if state == "Z":
-        return False
-    return cmd is None or Path(current[0]).name == Path(cmd[0]).name
-
-
-def process_tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[psutil.Process]:
     """A process and all its descendants (those alive now)."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        p = stack.pop()
-        if p in found:
-            continue
-        try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        found.append(p)
-        stack.extend(int(c) for c in children)
-    return found
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process and all its descendants."""
     total = 0
-    for p in process_tree(pid):
+    for process in process_tree(pid):
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
+            total += process.memory_info().rss
+        except psutil.Error:
             continue
     return total
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user and system) used so far by a process and its descendants."""
-    ticks = 0
-    for p in process_tree(pid):
+    total = 0.0
+    for process in process_tree(pid):
         try:
-            # Fields after the command (which may hold spaces): utime and stime are 14 and 15.
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            times = process.cpu_times()
+        except psutil.Error:
             continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        total += times.user + times.system
+    return total
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    """The live processes of a process group."""
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+        except (OSError, psutil.Error):
+            continue
+    return members
 
 
 class ProcessTable:
@@ -112,12 +130,14 @@ class ProcessTable:
         return self.log_dir / f"{name}.log"
 
     def get(self, name: str) -> Tracked | None:
+        """The process of this name if it still runs; a pid file that names
+        anything else (it exited, its pid may be a stranger's now) is removed."""
         try:
             data = json.loads(self._pidfile(name).read_text())
-        except (OSError, ValueError):
+            tracked = Tracked(name=name, pid=int(data["pid"]), cmd=list(data["cmd"]), started=data.get("started"))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        tracked = Tracked(name=name, pid=int(data["pid"]), cmd=list(data["cmd"]))
-        if not alive(tracked.pid, tracked.cmd):
+        if not tracked.running():
             self._pidfile(name).unlink(missing_ok=True)
             return None
         return tracked
@@ -136,8 +156,8 @@ class ProcessTable:
             start_new_session=True,
         )
         log.close()
-        tracked = Tracked(name=name, pid=proc.pid, cmd=cmd, popen=proc)
-        self._pidfile(name).write_text(json.dumps({"pid": proc.pid, "cmd": cmd, "started": time.time()}))
+        tracked = Tracked(name=name, pid=proc.pid, cmd=cmd, started=time.time(), popen=proc)
+        self._pidfile(name).write_text(json.dumps({"pid": proc.pid, "cmd": cmd, "started": tracked.started}))
         return tracked
 
     def exited_early(self, name: str) -> str | None:
@@ -151,31 +171,44 @@ class ProcessTable:
         return "\n".join(lines)
 
     def stop(self, name: str, timeout: float = 15.0) -> bool:
+        """SIGTERM to the process's group, SIGKILL to what is left after
+        `timeout`. Only a process that is still the one the pid file names is
+        signalled, with the group it leads."""
         tracked = self.get(name)
-        if tracked is None:
+        process = find(tracked.pid, cmd=tracked.cmd, started=tracked.started) if tracked else None
+        if tracked is None or process is None:
             return False
-        try:
-            os.killpg(tracked.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive(tracked.pid):
-            _reap(tracked.pid)
-            time.sleep(0.1)
-        if alive(tracked.pid):
-            try:
-                os.killpg(tracked.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _reap(tracked.pid)
+        # start_new_session: the process leads its own group, whose id is its
+        # pid. While any member lives that id cannot be handed to a new process.
+        group = tracked.pid
+        members = _group(group)
+        if process.pid in {m.pid for m in members}:
+            _signal_group(group, signal.SIGTERM)
+        else:  # it left its group: signal only the process itself
+            members = [process]
+            _signal(process, signal.SIGTERM)
+        _, left = psutil.wait_procs(members, timeout=timeout)
+        if left:
+            if _group(group):
+                _signal_group(group, signal.SIGKILL)
+            for member in left:
+                _signal(member, signal.SIGKILL)
+            psutil.wait_procs(left, timeout=5)
         self._pidfile(name).unlink(missing_ok=True)
         return True
 
 
-def _reap(pid: int) -> None:
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
     try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _signal(process: psutil.Process, sig: signal.Signals) -> None:
+    try:
+        process.send_signal(sig)  # psutil checks first that the pid is still this process
+    except psutil.NoSuchProcess:
         pass
 
 

@@ -14,7 +14,6 @@ from kubernetes.utils import parse_quantity
 from conveyor.domain import markers
 from conveyor.stack import cluster
 from conveyor.stack.platform import Platform
-from conveyor.stack.processes import alive
 from tests.helpers import eventually
 
 IMAGE = "127.0.0.1:5000/demo/web:v1"
@@ -161,12 +160,35 @@ def test_resource_metrics_are_served_by_metrics_server(kube_api, namespace, sett
 def test_up_starts_the_cluster_again_when_metrics_server_has_exited(platform, settings):
     # metrics-server exits for good when it starts before the kube-apiserver
     # answers, and kwokctl restarts components only with the whole cluster.
-    pid = cluster.component_pids(settings)["metrics-server"]
+    pid = cluster.running_components(settings)["metrics-server"]
     os.kill(pid, signal.SIGKILL)
-    eventually(lambda: not alive(pid), 10, what="metrics-server to exit")
+    eventually(lambda: "metrics-server" not in cluster.running_components(settings), 10, what="metrics-server to exit")
     said: list[str] = []
     Platform(settings, said.append).up()
     assert any("metrics-server exited" in line for line in said), said
-    again = cluster.component_pids(settings)["metrics-server"]
-    assert again != pid and alive(again)
+    again = cluster.running_components(settings)["metrics-server"]
+    assert again != pid
     assert cluster.metrics_healthy(settings)
+
+
+def test_up_starts_the_cluster_again_when_etcd_was_killed(platform, settings):
+    # The kube-apiserver outlives its etcd and keeps its port, so the cluster
+    # does not answer and cannot be started as it is: `up` stops what is left
+    # of it first.
+    before = cluster.running_components(settings)
+    os.kill(before["etcd"], signal.SIGKILL)
+    eventually(lambda: "etcd" not in cluster.running_components(settings), 10, what="etcd to exit")
+    eventually(lambda: not quietly_healthy(settings), 60, what="the kube-apiserver to miss its etcd")
+    said: list[str] = []
+    Platform(settings, said.append).up()
+    assert any("etcd exited" in line for line in said), said
+    after = cluster.running_components(settings)
+    assert after["etcd"] != before["etcd"] and after["kube-apiserver"] != before["kube-apiserver"]
+    assert cluster.healthy(settings) and cluster.nodes_ready(settings)
+
+
+def quietly_healthy(settings) -> bool:
+    try:
+        return cluster.healthy(settings)
+    except Exception:  # noqa: BLE001 - not answering is not healthy
+        return False
