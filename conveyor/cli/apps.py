@@ -1,292 +1,324 @@
-"""`conveyor apps|logs|deployments`: the API from a terminal.
-
-The token comes from CONVEYOR_TOKEN, else from the config file
-(~/.config/conveyor/config.json: {"url": ..., "token": ...}), else from the
-local platform's bootstrap admin token. `deploy`, `restart` and `rollback`
-follow the deployment's live progress and exit non-zero unless it ends active.
-"""
+"""`conveyor apps …`: list, show, create, delete, scale, restart, redeploy and
+roll back apps. An APP argument is the app's name or its `app_…` id."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import time
-from pathlib import Path
+import click
 
-import httpx
+from conveyor.cli import output
+from conveyor.cli.client import Api, Json
+from conveyor.cli.errors import CliError, NotActive, Refused
+from conveyor.cli.invocation import Invocation, global_options, pass_invocation
+from conveyor.cli.waiting import DURATION, Deadline, detach_option, follow_deployment, poll, timeout_option
 
-from conveyor.settings import get_settings
-
-CONFIG_FILE = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "conveyor" / "config.json"
-MARKS = {"running": "…", "done": "✓", "failed": "✗"}
+FOLLOW_TIMEOUT = "1h"
 
 
-class CliError(RuntimeError):
-    pass
-
-
-def _config() -> dict:
-    try:
-        return json.loads(CONFIG_FILE.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-class ApiClient:
-    def __init__(self) -> None:
-        settings = get_settings()
-        config = _config()
-        self.url = os.environ.get("CONVEYOR_API_URL") or config.get("url") or settings.api_url
-        token = os.environ.get("CONVEYOR_TOKEN") or config.get("token")
-        if not token and settings.admin_token_file.exists():
-            token = settings.admin_token_file.read_text().strip()
-        if not token:
-            raise CliError(f"no token: set CONVEYOR_TOKEN or write {CONFIG_FILE}")
-        self.http = httpx.Client(base_url=f"{self.url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-    def call(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach the API at {self.url}: {exc}") from exc
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
-            if isinstance(detail, list):
-                detail = "; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail)
-            raise CliError(f"{response.status_code}: {detail}")
-        return response
-
-    def app_id(self, name_or_id: str) -> str:
-        if name_or_id.startswith("app_"):
-            return name_or_id
-        cursor = None
-        while True:
-            response = self.call("GET", "/apps", params={"limit": 200, **({"cursor": cursor} if cursor else {})})
-            for app in response.json():
-                if app["name"] == name_or_id or app["slug"] == name_or_id:
-                    return app["id"]
-            cursor = response.headers.get("X-Next-Cursor")
-            if not cursor:
-                raise CliError(f"no app named {name_or_id}")
-
-    def follow(self, app_id: str, deployment: dict) -> int:
-        """Print the steps of a deployment as they happen; 0 when it ends active."""
-        started = time.monotonic()
-        print(f"deployment {deployment['id']} (v{deployment['number']}, {deployment['operation']}): {deployment['status']}")
-        path = f"/apps/{app_id}/deployments/{deployment['id']}/progress"
-        event = None
-        with self.http.stream("GET", path, timeout=None) as response:
-            if response.status_code >= 400:
-                raise CliError(f"{response.status_code}: cannot follow the deployment")
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    data = json.loads(line[6:])
-                    elapsed = time.monotonic() - started
-                    if event == "step":
-                        detail = f"  {data['detail']}" if data.get("detail") else ""
-                        print(f"[{elapsed:5.1f}s] {MARKS.get(data['state'], '?')} {data['name']:<9}{detail}", flush=True)
-                    elif event == "end":
-                        print(f"[{elapsed:5.1f}s] {data['status']}" + (f": {data['reason']}" if data.get("reason") else ""))
-                        return 0 if data["status"] == "active" else 1
-        raise CliError("the progress stream ended before the deployment did")
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _env_pairs(pairs: list[str]) -> dict[str, str]:
+def env_pairs(pairs: tuple[str, ...], option: str = "--env") -> dict[str, str]:
     env = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise CliError(f"--env takes KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"takes KEY=VALUE, got {pair.split('=', 1)[0]!r} without '='", param_hint=option)
         env[key] = value
     return env
 
 
-def apps_list(api: ApiClient, args) -> int:
-    apps = api.call("GET", "/apps").json()  # without a limit: the whole list
-    _table([[a["name"], a["id"], a["status"], str(a["replicas"]), a["image_url"] or a["source_type"]] for a in apps], ["NAME", "ID", "STATUS", "REPLICAS", "IMAGE"])
-    return 0
+def source_of(app: Json) -> str:
+    if app["source_type"] == "image":
+        return app.get("image_url") or "-"
+    if app["source_type"] == "git":
+        return f"{app.get('repo_url')}#{app.get('repo_branch') or 'main'}"
+    return "upload"
 
 
-def apps_create(api: ApiClient, args) -> int:
-    body = {"name": args.name, "image_url": args.image, "port": args.port, "replicas": args.replicas, "env": _env_pairs(args.env)}
-    if args.progress_deadline is not None:
-        body["progress_deadline_seconds"] = args.progress_deadline
-    app = api.call("POST", "/apps", json=body).json()
-    print(f"created {app['name']} ({app['id']})")
-    if args.no_follow:
-        return 0
-    deployment = api.call("GET", f"/apps/{app['id']}/deployments", params={"limit": 1}).json()[0]
-    return api.follow(app["id"], deployment)
+def release(inv: Invocation, app_ref: str, app_id: str, deployment: Json, detach: bool, timeout: float) -> None:
+    """A deployment just started: print it (detached), or follow it to its end."""
+    out = inv.out
+    if detach:
+        out.document(deployment, lambda: out.say(f"deployment {deployment['id']} (v{deployment['number']}, {deployment['operation']}): {deployment['status']}"))
+        return
+    follow_deployment(inv.api(), out, app_ref, app_id, deployment, timeout)
 
 
-def apps_get(api: ApiClient, args) -> int:
-    app_id = api.app_id(args.app)
-    print(json.dumps({**api.call("GET", f"/apps/{app_id}").json(), "runtime": api.call("GET", f"/apps/{app_id}/status").json()}, indent=2))
-    return 0
+def follow_latest(inv: Invocation, app_ref: str, app_id: str, detach: bool, timeout: float) -> None:
+    """After a change that answers with the app (create, PATCH): follow the deployment it started."""
+    deployment = inv.api().latest_deployment(app_id)
+    if deployment is None:
+        inv.out.say("nothing is deployed yet")
+        return
+    release(inv, app_ref, app_id, deployment, detach, timeout)
 
 
-def _release(api: ApiClient, app_id: str, path: str, no_follow: bool) -> int:
-    deployment = api.call("POST", f"/apps/{app_id}{path}").json()
-    return 0 if no_follow else api.follow(app_id, deployment)
+@click.group("apps")
+def apps() -> None:
+    """Apps of the token's project."""
 
 
-def apps_deploy(api: ApiClient, args) -> int:
-    return _release(api, api.app_id(args.app), "/deploy", args.no_follow)
-
-
-def apps_restart(api: ApiClient, args) -> int:
-    return _release(api, api.app_id(args.app), "/restart", args.no_follow)
-
-
-def apps_rollback(api: ApiClient, args) -> int:
-    app_id = api.app_id(args.app)
-    target = args.deployment
-    if target is None:
-        history = api.call("GET", f"/apps/{app_id}/deployments").json()
-        active = next((d for d in history if d["status"] == "active"), None)
-        earlier = [d for d in history if d["status"] == "superseded" and (active is None or d["number"] < active["number"])]
-        if not earlier:
-            raise CliError("there is no earlier deployment to roll back to")
-        target = earlier[0]["id"]
-    return _release(api, app_id, f"/deployments/{target}/revert", args.no_follow)
-
-
-def apps_scale(api: ApiClient, args) -> int:
-    app_id = api.app_id(args.app)
-    app = api.call("PATCH", f"/apps/{app_id}", json={"replicas": args.replicas}).json()
-    print(f"scaling {app['name']} to {app['replicas']}")
-    if args.no_follow:
-        return 0
-    deadline = time.monotonic() + app["progress_deadline_seconds"] + 30
-    while time.monotonic() < deadline:
-        status = api.call("GET", f"/apps/{app_id}/status").json()
-        print(f"  {status['ready_replicas']}/{status['desired_replicas']} ready", flush=True)
-        if status["desired_replicas"] == status["ready_replicas"] == args.replicas:
-            return 0
-        time.sleep(1)
-    return 1
-
-
-def apps_delete(api: ApiClient, args) -> int:
-    app_id = api.app_id(args.app)
-    api.call("DELETE", f"/apps/{app_id}")
-    print(f"deleting {app_id}")
-    if args.no_follow:
-        return 0
-    while True:
-        try:
-            app = api.call("GET", f"/apps/{app_id}").json()
-        except CliError as exc:
-            if str(exc).startswith("404"):
-                print("deleted")
-                return 0
-            raise
-        if app.get("status") == "delete_failed":
-            print(f"delete failed: {app.get('status_reason')}; remove the cause and delete again", file=sys.stderr)
-            return 1
-        time.sleep(1)
-
-
-def logs(api: ApiClient, args) -> int:
-    app_id = api.app_id(args.app)
-    params = {"follow": str(args.follow).lower()}
-    if args.tail is not None:
-        params["tail"] = args.tail
-    with api.http.stream("GET", f"/apps/{app_id}/logs", params=params, timeout=None) as response:
-        if response.status_code >= 400:
-            raise CliError(f"{response.status_code}: {response.read().decode()}")
-        try:
-            for line in response.iter_lines():
-                print(line, flush=True)
-        except KeyboardInterrupt:
-            return 0
-    return 0
-
-
-def deployments(api: ApiClient, args) -> int:
-    app_id = api.app_id(args.app)
-    rows = api.call("GET", f"/apps/{app_id}/deployments", params={"limit": args.limit}).json()
-    _table(
-        [[f"v{d['number']}", d["id"], d["operation"], d["status"], d["image_ref"] or d["image"] or "", d["created_at"]] for d in rows],
-        ["VERSION", "ID", "OPERATION", "STATUS", "IMAGE", "CREATED"],
+@apps.command("list")
+@global_options()
+@pass_invocation
+def list_apps(inv: Invocation) -> None:
+    """List the apps."""
+    listing = inv.api().get("/apps")
+    inv.out.rows(
+        listing,
+        ["NAME", "ID", "STATUS", "REPLICAS", "SOURCE"],
+        lambda a: [a["name"], a["id"], a["status"], a["replicas"], source_of(a)],
+        empty="no apps yet: `conveyor apps create NAME --image REF` or `conveyor deploy .`",
     )
-    return 0
 
 
-def add_commands(sub) -> None:
-    apps = sub.add_parser("apps", help="manage apps through the API")
-    apps_sub = apps.add_subparsers(dest="apps_command", required=True)
-
-    p = apps_sub.add_parser("list", help="list apps")
-    p.set_defaults(api_func=apps_list)
-
-    p = apps_sub.add_parser("create", help="create an image app and follow its first deployment")
-    p.add_argument("name")
-    p.add_argument("--image", required=True)
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--replicas", type=int, default=1)
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--progress-deadline", type=int, metavar="SECONDS", help="how long a rollout may take")
-    p.add_argument("--no-follow", action="store_true")
-    p.set_defaults(api_func=apps_create)
-
-    p = apps_sub.add_parser("get", help="show an app and its runtime status")
-    p.add_argument("app", help="name or id")
-    p.set_defaults(api_func=apps_get)
-
-    for name, func, helptext in (
-        ("deploy", apps_deploy, "deploy the app's image as it is now and follow the rollout"),
-        ("restart", apps_restart, "rolling restart, followed"),
-    ):
-        p = apps_sub.add_parser(name, help=helptext)
-        p.add_argument("app", help="name or id")
-        p.add_argument("--no-follow", action="store_true")
-        p.set_defaults(api_func=func)
-
-    p = apps_sub.add_parser("rollback", help="roll back (to the deployment before the active one by default), followed")
-    p.add_argument("app", help="name or id")
-    p.add_argument("deployment", nargs="?", help="dep_… to go back to")
-    p.add_argument("--no-follow", action="store_true")
-    p.set_defaults(api_func=apps_rollback)
-
-    p = apps_sub.add_parser("scale", help="set the replica count and wait until ready")
-    p.add_argument("app", help="name or id")
-    p.add_argument("replicas", type=int)
-    p.add_argument("--no-follow", action="store_true")
-    p.set_defaults(api_func=apps_scale)
-
-    p = apps_sub.add_parser("delete", help="delete the app and wait until it is gone")
-    p.add_argument("app", help="name or id")
-    p.add_argument("--no-follow", action="store_true")
-    p.set_defaults(api_func=apps_delete)
-
-    p = sub.add_parser("logs", help="an app's logs")
-    p.add_argument("app", help="name or id")
-    p.add_argument("-f", "--follow", action="store_true", help="keep streaming until Ctrl-C")
-    p.add_argument("--tail", type=int)
-    p.set_defaults(api_func=logs)
-
-    p = sub.add_parser("deployments", help="an app's deployment history")
-    p.add_argument("app", help="name or id")
-    p.add_argument("--limit", type=int, default=20)
-    p.set_defaults(api_func=deployments)
-
-
-def run(args) -> int:
+def _runtime(api: Api, app_id: str) -> tuple[Json | None, str | None]:
     try:
-        return args.api_func(ApiClient(), args)
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        status: Json = api.get(f"/apps/{app_id}/status")
+        return status, None
+    except CliError as exc:  # the app itself was found: show it anyway
+        return None, exc.message
+
+
+@apps.command("show")
+@click.argument("app")
+@global_options()
+@pass_invocation
+def show(inv: Invocation, app: str) -> None:
+    """Show an app, and its replicas and pods as Kubernetes has them."""
+    api = inv.api()
+    found = api.app(app)
+    runtime, problem = _runtime(api, found["id"])
+
+    def human() -> None:
+        output.fields(
+            [
+                ("name", found["name"]),
+                ("id", found["id"]),
+                ("status", found["status"] + (f" ({found['status_reason']})" if found.get("status_reason") else "")),
+                ("source", f"{found['source_type']}: {source_of(found)}"),
+                ("running", found.get("running_image")),
+                ("port", found["port"]),
+                ("replicas", found["replicas"] if runtime is None else f"{runtime['ready_replicas']}/{runtime['desired_replicas']} ready"),
+                ("env", ", ".join(sorted(found.get("env") or {})) or "-"),
+                ("last deploy", found.get("last_deploy_at")),
+                ("created", found["created_at"]),
+            ]
+        )
+        if problem:
+            click.echo(f"runtime: unavailable ({problem})")
+        elif runtime and runtime["pods"]:
+            click.echo()
+            output.table([[p["name"], p["phase"], p["ready"]] for p in runtime["pods"]], ["POD", "PHASE", "READY"])
+
+    inv.out.document({**found, "runtime": runtime}, human)
+
+
+apps.add_command(show, "get")  # the earlier name
+
+
+@apps.command("pods")
+@click.argument("app")
+@global_options()
+@pass_invocation
+def pods(inv: Invocation, app: str) -> None:
+    """The app's pods: phase, readiness, restarts, node, image."""
+    api = inv.api()
+    listing = api.get(f"/apps/{api.app_id(app)}/pods")
+    inv.out.rows(
+        listing,
+        ["NAME", "PHASE", "READY", "RESTARTS", "NODE", "AGE", "REASON"],
+        lambda p: [p["name"], p["phase"], p["ready"], p["restarts"], p.get("node"), _age(p.get("age_seconds")), p.get("reason")],
+        empty="no pods",
+    )
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@apps.command("create")
+@click.argument("name")
+@click.option("--image", metavar="REF", help="Deploy this image (an image app).")
+@click.option("--git", "repo_url", metavar="URL", help="Build and deploy this git repository (a git app).")
+@click.option("--branch", metavar="BRANCH", help="The git branch (default main).")
+@click.option("--upload", is_flag=True, help="An app built from uploaded source (`conveyor deploy PATH --app NAME` uploads).")
+@click.option("--template", metavar="ID", help="Fill the app from a template (`conveyor templates`); options given win.")
+@click.option("--build-command", metavar="CMD", help="Run while building (git and upload apps).")
+@click.option("--port", type=int, help="The port the app listens on (default 8080).")
+@click.option("--replicas", type=int, help="How many pods (default 1).")
+@click.option("--env", "-e", multiple=True, metavar="KEY=VALUE", help="An environment variable (repeatable).")
+@click.option("--progress-deadline", type=int, metavar="SECONDS", help="How long a rollout may take before it fails.")
+@detach_option("the first deployment")
+@timeout_option(FOLLOW_TIMEOUT, "the first deployment")
+@global_options()
+@pass_invocation
+def create(
+    inv: Invocation,
+    name: str,
+    image: str | None,
+    repo_url: str | None,
+    branch: str | None,
+    upload: bool,
+    template: str | None,
+    build_command: str | None,
+    port: int | None,
+    replicas: int | None,
+    env: tuple[str, ...],
+    progress_deadline: int | None,
+    detach: bool,
+    timeout: float,
+) -> None:
+    """Create an app from an image, a git repository, an upload or a template,
+    and follow its first deployment."""
+    sources = [flag for flag, given in (("--image", image), ("--git", repo_url), ("--upload", upload)) if given]
+    if len(sources) > 1:
+        raise click.UsageError(f"{' and '.join(sources)} exclude each other: an app has one source")
+    if not sources and not template:
+        raise click.UsageError("say where the app comes from: --image REF, --git URL, --upload or --template ID")
+    if branch and not repo_url:
+        raise click.UsageError("--branch goes with --git")
+    body = {
+        "name": name,
+        "source_type": "git" if repo_url else "upload" if upload else "image",
+        "image_url": image,
+        "repo_url": repo_url,
+        "repo_branch": branch,
+        "build_command": build_command,
+        "template_id": template,
+        "port": port,
+        "replicas": replicas,
+        "env": env_pairs(env) or None,
+        "progress_deadline_seconds": progress_deadline,
+    }
+    api = inv.api()
+    app = api.post("/apps", {k: v for k, v in body.items() if v is not None})
+    if inv.out.json and (detach or upload):
+        inv.out.document(app)
+        return
+    inv.out.say(f"created {app['name']} ({app['id']})")
+    if upload:
+        inv.out.say(f"nothing to run yet: `conveyor deploy PATH --app {app['name']}` uploads the source and builds it")
+        return
+    follow_latest(inv, name, app["id"], detach, timeout)
+
+
+def _simple_release(action: str, helptext: str, what: str) -> click.Command:
+    @apps.command(action, help=helptext)
+    @click.argument("app")
+    @detach_option(what)
+    @timeout_option(FOLLOW_TIMEOUT, what)
+    @global_options()
+    @pass_invocation
+    def command(inv: Invocation, app: str, detach: bool, timeout: float) -> None:
+        api = inv.api()
+        app_id = api.app_id(app)
+        release(inv, app, app_id, api.post(f"/apps/{app_id}/{action}"), detach, timeout)
+
+    return command
+
+
+_simple_release(
+    "deploy",
+    "Deploy the app's source again (image apps: the tag's digest now; git apps: the branch head; upload apps: the latest upload), followed.",
+    "the deployment",
+)
+_simple_release("restart", "Restart the app's pods (a rolling restart of what runs), followed.", "the restart")
+
+
+def rollback_target(api: Api, app_id: str, deployment: str | None) -> str:
+    """The deployment to go back to: the one given, else the newest superseded one before the active one."""
+    if deployment is not None:
+        return api.deployment_id(app_id, deployment)
+    history = api.get(f"/apps/{app_id}/deployments")
+    active = next((d for d in history if d["status"] == "active"), None)
+    earlier = [d for d in history if d["status"] == "superseded" and (active is None or d["number"] < active["number"])]
+    if not earlier:
+        raise Refused("there is no earlier deployment to roll back to")
+    return str(earlier[0]["id"])
+
+
+@apps.command("rollback")
+@click.argument("app")
+@click.argument("deployment", required=False)
+@detach_option("the rollback")
+@timeout_option(FOLLOW_TIMEOUT, "the rollback")
+@global_options()
+@pass_invocation
+def rollback(inv: Invocation, app: str, deployment: str | None, detach: bool, timeout: float) -> None:
+    """Roll back to DEPLOYMENT (dep_… or v3; default: the one before the active one), followed."""
+    api = inv.api()
+    app_id = api.app_id(app)
+    target = rollback_target(api, app_id, deployment)
+    release(inv, app, app_id, api.post(f"/apps/{app_id}/deployments/{target}/revert"), detach, timeout)
+
+
+@apps.command("scale")
+@click.argument("app")
+@click.argument("replicas", type=click.IntRange(min=0))
+@detach_option("the scale")
+@click.option(
+    "--timeout", type=DURATION, default=None, help="Give up waiting after this long (exit 1)  [default: the app's progress deadline + 1m]"
+)
+@global_options()
+@pass_invocation
+def scale(inv: Invocation, app: str, replicas: int, detach: bool, timeout: float | None) -> None:
+    """Set the replica count, and wait until that many pods are ready."""
+    api = inv.api()
+    app_id = api.app_id(app)
+    changed = api.request("PATCH", f"/apps/{app_id}", json={"replicas": replicas}).json()
+    if detach:
+        inv.out.document(changed, lambda: inv.out.say(f"scaling {changed['name']} to {changed['replicas']}"))
+        return
+    inv.out.say(f"scaling {changed['name']} to {changed['replicas']}")
+    seconds = timeout if timeout is not None else changed["progress_deadline_seconds"] + 60
+    seen: Json = {}
+
+    def scaled() -> bool:
+        status = api.get(f"/apps/{app_id}/status")
+        line = f"  {status['ready_replicas']}/{status['desired_replicas']} ready"
+        if seen.get("line") != line:
+            inv.out.say(line)
+            seen["line"] = line
+        return bool(status["desired_replicas"] == status["ready_replicas"] == replicas)
+
+    poll(Deadline(seconds), scaled, what=f"{changed['name']} was not at {replicas} ready replicas", going_on="the scale goes on")
+    if inv.out.json:
+        inv.out.document(api.get(f"/apps/{app_id}"))
+
+
+@apps.command("delete")
+@click.argument("app")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the app and its Kubernetes objects are gone.")
+@timeout_option("5m", "the delete")
+@global_options()
+@pass_invocation
+def delete(inv: Invocation, app: str, wait: bool, timeout: float) -> None:
+    """Delete the app: its Deployment, Service, Ingress and env Secret, then the app."""
+    api = inv.api()
+    app_id = api.app_id(app)
+    deleting = api.request("DELETE", f"/apps/{app_id}").json()
+    inv.out.say(f"deleting {deleting['name']} ({app_id})")
+    if not wait:
+        if inv.out.json:
+            inv.out.document(deleting)
+        return
+    failed: Json = {}
+
+    def gone() -> bool:
+        now = api.find(f"/apps/{app_id}")
+        if now is None:
+            return True
+        if now["status"] == "delete_failed":
+            failed["reason"] = now.get("status_reason")
+            return True
+        return False
+
+    poll(Deadline(timeout), gone, what=f"{deleting['name']} was still there", going_on=f"the delete goes on (`conveyor apps show {app_id}`)")
+    if failed:
+        raise NotActive(f"the delete failed: {failed['reason']}; remove the cause and `conveyor apps delete {app_id}` again")
+    inv.out.say("deleted")
+    if inv.out.json:
+        inv.out.document({**deleting, "status": "deleted"})
