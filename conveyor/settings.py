@@ -218,7 +218,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'conveyor.clients.db'}"
+        return self.database_url or f"sqlite:///{self.home / 'conveyor.db'}"
 
     def project_limits(self, own: dict | None = None) -> ProjectLimits:
         """The limits of a project whose row holds `own`, over these settings."""
