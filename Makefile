@@ -2,7 +2,7 @@
 UV ?= uv
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: dev test lint deps sync binaries up down status clean image
+.PHONY: dev test test-fast lint deps sync binaries up down status clean image
 
 deps:
 	@scripts/system-deps.sh
@@ -23,8 +23,17 @@ lint: sync
 	$(UV) run lint-imports
 	$(UV) run mypy
 
+# Everything: the fast suites below, and tests/stack and tests/api on the
+# local platform (started if it is not running).
 test: lint binaries
 	$(UV) run pytest -ra
+
+# What needs no platform, in under a minute: pure rules, the workflows on a
+# Temporal dev server of their own, the API in process (and the CLI's tests).
+FAST_TESTS = tests/unit tests/workflows tests/fast $(wildcard tests/cli)
+
+test-fast: lint
+	$(UV) run pytest -ra $(FAST_TESTS)
 
 # The Conveyor image (conveyor/conveyor) on a Debian base made by debootstrap,
 # pushed to the local registry and smoke-tested; not part of `make test` (README).

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from sqlalchemy import select, update
 
-from api.operations import idempotency_cutoff, prune_idempotency_keys
-from conveyor.clients.db.models import IdempotencyRecord
-from conveyor.clients.db.session import session_scope
 from conveyor.clients.kubernetes import namespace_for
 from conveyor.clients.temporal_client import connect
 from conveyor.domain import manifests, markers
 from conveyor.stack import registry
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 
 NAMESPACE_PROJECT = "proj_default"
 
@@ -190,40 +185,6 @@ def test_repeated_idempotency_key_starts_one_workflow(api, settings, deployed_ap
     # The same key on another request is refused, not replayed.
     other = api.call("POST", f"/apps/{app['id']}/restart", headers={"Idempotency-Key": key})
     assert other.status_code == 422 and "Idempotency-Key" in other.text
-
-
-def test_an_idempotency_key_expires_and_its_record_is_pruned(api, settings, deployed_app):
-    app, first = deployed_app
-    key = f"deploy-{uuid.uuid4()}"
-
-    def age(key: str) -> None:
-        # As if the key had been used just over its lifetime ago.
-        with session_scope(settings.effective_database_url) as session:
-            session.execute(
-                update(IdempotencyRecord)
-                .where(IdempotencyRecord.key == key)
-                .values(created_at=idempotency_cutoff(settings) - timedelta(minutes=1))
-            )
-
-    def records(key: str) -> int:
-        with session_scope(settings.effective_database_url) as session:
-            return len(session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.key == key)).all())
-
-    a = api.call("POST", f"/apps/{app['id']}/deploy", 202, headers={"Idempotency-Key": key})
-    age(key)
-    # Expired: the key starts a new deployment instead of replaying the first answer.
-    b = api.call("POST", f"/apps/{app['id']}/deploy", 202, headers={"Idempotency-Key": key})
-    assert "Idempotent-Replayed" not in b.headers and b.json()["id"] != a.json()["id"]
-    assert [d["id"] for d in api.deployments(app["id"])][:2] == [b.json()["id"], a.json()["id"]]
-    # Within its lifetime it replays as before.
-    c = api.call("POST", f"/apps/{app['id']}/deploy", 202, headers={"Idempotency-Key": key})
-    assert c.headers.get("Idempotent-Replayed") == "true" and c.json() == b.json()
-    assert records(key) == 1
-
-    age(key)
-    assert prune_idempotency_keys(settings.effective_database_url, idempotency_cutoff(settings)) >= 1
-    assert records(key) == 0
-    api.wait_active(app["id"], b.json()["id"])
 
 
 def test_workflows_carry_search_attributes_and_a_readable_summary(api, settings, deployed_app):

@@ -17,29 +17,10 @@ from kubernetes import client
 
 from conveyor.clients.kubernetes import namespace_for
 from conveyor.stack import registry
-from tests import hostile_archives as hostile
-from tests.git_https import GitHttpsServer
-from tests.helpers import collect_until, eventually, stream_lines
-
-
-def tarball(files: dict[str, str], mode: str = "w:gz") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as archive:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def upload(api, app_id: str, data: bytes, name: str = "src.tar.gz", expect: int | None = 202) -> httpx.Response:
-    return api.call("POST", f"/apps/{app_id}/build", expect, files={"file": (name, data, "application/gzip")})
-
-
-def upload_app(api, **fields) -> dict:
-    return api.call("POST", "/apps", 201, json={"name": f"up-{uuid.uuid4().hex[:8]}", "source_type": "upload", "port": 8080, **fields}).json()
+from tests.support import hostile_archives as hostile
+from tests.support.api_client import tarball, upload, upload_app
+from tests.support.git_https import GitHttpsServer
+from tests.support.waiting import collect_until, eventually, stream_lines
 
 
 def image_config(settings, image_ref: str) -> dict:
@@ -154,13 +135,6 @@ def test_git_app_config_change_after_a_revert_runs_the_reverted_build_without_bu
     assert not [step for step in update["progress"] if step["name"] in ("resolve", "build")], update["progress"]
     assert deployed_image(kube_api, settings, app["slug"]) == first["image_ref"]
     assert api.call("GET", f"/apps/{app['id']}", 200).json()["running_image"] == first["image_ref"]
-
-
-def test_disallowed_repo_scheme_is_a_422(api):
-    response = api.call(
-        "POST", "/apps", json={"name": "local-repo", "source_type": "git", "repo_url": "file:///etc/passwd", "port": 8080}
-    )
-    assert response.status_code == 422 and "repo_url" in response.text
 
 
 def test_build_log_follow_streams_lines_before_the_build_ends(api, settings):
@@ -345,11 +319,3 @@ def test_template_creates_and_deploys_an_app(api, settings):
     api.wait_ready(app["id"], 1)
     unknown = api.call("POST", "/apps", json={"name": "nope", "template_id": "no-such"})
     assert unknown.status_code == 422 and "template_id" in unknown.text
-
-
-def test_upload_app_deploy_without_source_is_409(api):
-    app = upload_app(api)
-    response = api.call("POST", f"/apps/{app['id']}/deploy")
-    assert response.status_code == 409 and "/build" in response.text
-    response = api.call("PATCH", f"/apps/{app['id']}", json={"image_url": "127.0.0.1:5000/demo/web:v1"})
-    assert response.status_code == 422 and "image_url" in response.text

@@ -21,8 +21,8 @@ from conveyor.clients.db.models import Deployment, Handoff
 from conveyor.clients.db.session import read_scope, session_scope
 from conveyor.domain.ids import utcnow
 from conveyor.domain.payloads import Operation
-from tests.api.conftest import DEMO_IMAGE
-from tests.helpers import eventually
+from tests.support.api_client import DEMO_IMAGE
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CREATES = 24

@@ -14,7 +14,7 @@ from conveyor.clients.db.session import read_scope
 from conveyor.clients.kubernetes import namespace_for
 from conveyor.clients.temporal_client import connect
 from conveyor.domain import manifests
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 
 
 def deny_service_deletion(kube_api, namespace: str, slug: str) -> str:

@@ -22,7 +22,7 @@ from conveyor.clients.temporal_client import connect
 from conveyor.domain.payloads import ScaleRecordInput
 from conveyor.stack import cluster
 from conveyor.stack.platform import Platform
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 
 # The old policies gave a Kubernetes write 8 attempts (about 1.5 minutes with
 # backoff): the outage lasts longer than that.

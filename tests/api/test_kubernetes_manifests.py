@@ -13,9 +13,9 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.api.conftest import Api
-from tests.helpers import eventually
-from tests.production import ROOT, api_and_worker, conveyor_env, inline_kubeconfig, payload_keys
+from tests.support.api_client import Api
+from tests.support.production import ROOT, api_and_worker, conveyor_env, inline_kubeconfig, payload_keys
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.stack
 

@@ -4,7 +4,6 @@ pagination and the CLI, end to end on the real stack."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import uuid
 from conveyor.clients.kubernetes import namespace_for
 from conveyor.clients.temporal_client import connect
 from conveyor.stack import cluster
-from tests.helpers import collect_until, eventually, stream_lines
+from tests.support.api_client import start_never_ready_deploy
+from tests.support.waiting import collect_until, eventually, sse_events, stream_lines
 
 
 def test_logs_tail_and_follow_return_the_lines_kwok_serves(api, settings, deployed_app):
@@ -82,16 +82,6 @@ def test_metrics_are_numbers_or_unavailable_with_a_reason(api, deployed_app):
             assert all(p[f"{measure}_bytes"] is None for p in body["pods"])
 
 
-def sse_events(lines: list[str]) -> list[tuple[str, dict]]:
-    out, event = [], None
-    for line in lines:
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            out.append((event, json.loads(line[6:])))
-    return out
-
-
 def test_progress_stream_delivers_each_step_in_order(api, deployed_app):
     app, first = deployed_app
     dep = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
@@ -108,19 +98,6 @@ def test_progress_stream_delivers_each_step_in_order(api, deployed_app):
     assert rollout_done and rollout_done[-1]["detail"] == "2/2 ready"
     progress = api.deployment(app["id"], dep["id"])["progress"]
     assert [p["name"] for p in progress] == order
-
-
-def start_never_ready_deploy(api, app) -> dict:
-    api.call("PATCH", f"/apps/{app['id']}", 202, json={"image_url": f"{api.registry}/demo/web:v1-neverready", "progress_deadline_seconds": 300})
-    dep = api.deployments(app["id"])[0]
-
-    def rolling_out():
-        current = api.deployment(app["id"], dep["id"])
-        return current["status"] == "deploying" and any(
-            p["name"] == "rollout" and p["state"] == "running" for p in current["progress"] or []
-        ) and current
-
-    return eventually(rolling_out, 60, what="the never-ready rollout to be under way")
 
 
 def assert_cancelled_and_restored(api, kube_api, settings, app, first, dep):
@@ -188,31 +165,6 @@ def test_retry_of_a_failed_deployment_is_a_new_one_with_the_same_snapshot(api, d
     assert retry["image_ref"] == failed["image_ref"] and retry["env_keys"] == failed["env_keys"]
     assert api.wait_finished(app["id"], retry["id"], timeout=120)["status"] == "failed"
     assert api.call("POST", f"/apps/{app['id']}/deployments/{first['id']}/retry").status_code == 409
-
-
-def test_lists_page_with_limit_and_cursor(api, deployed_app):
-    app, first = deployed_app
-    for _ in range(2):
-        dep = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
-    api.wait_finished(app["id"], dep["id"])
-    for path in (f"/apps/{app['id']}/deployments", f"/apps/{app['id']}/audit", "/apps"):
-        before = api.call("GET", path, 200).json()
-        seen, cursor = [], None
-        while True:
-            response = api.call("GET", path, 200, params={"limit": 1, **({"cursor": cursor} if cursor else {})})
-            seen += response.json()
-            cursor = response.headers.get("X-Next-Cursor")
-            if not cursor:
-                break
-            assert 'rel="next"' in response.headers["Link"]
-        after = api.call("GET", path, 200).json()
-        # Apps of earlier tests may still be going away: every item there
-        # before and after the paging was seen on a page, in list order.
-        stable = [item for item in before if item in after]
-        assert [item for item in seen if item in stable] == stable, path
-        assert all(item in before or item in after for item in seen), path
-    assert api.call("GET", "/apps", params={"cursor": "%%%"}).status_code == 422
-    assert api.call("GET", "/apps", params={"limit": 0}).status_code == 422
 
 
 def conveyor_cli(settings, token: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -8,8 +8,7 @@ from kubernetes import client
 
 from conveyor.clients.kubernetes import namespace_for
 from conveyor.domain import rollout
-from tests.api.test_operate import sse_events
-from tests.helpers import collect_until, eventually, stream_closes, stream_lines
+from tests.support.waiting import collect_until, eventually, sse_events, stream_closes, stream_lines
 
 # The KWOK pod-ready stage (conveyor/stack/kwok/cluster.yaml) takes a pod's
 # ready delay from this annotation.

@@ -8,7 +8,7 @@ import uuid
 from kubernetes import client
 
 from conveyor.clients.kubernetes import namespace_for
-from tests.helpers import point_tag
+from tests.support.registry_tags import point_tag
 
 
 def running_digest(kube_api, settings, slug: str) -> str:

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import subprocess
-import time
 import uuid
 
 import httpx
@@ -21,19 +20,15 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from api.routes import codec as codec_routes
-from conveyor.clients.db.models import ApiToken
-from conveyor.clients.db.session import session_scope
 from conveyor.clients.kubernetes import namespace_for
-from conveyor.clients.payload_codec import ENCODING, load_keyring
+from conveyor.clients.payload_codec import ENCODING
 from conveyor.clients.temporal_client import connect
 from conveyor.domain import manifests
-from conveyor.domain.ids import utcnow
 from conveyor.domain.payloads import ApplyInput
 from conveyor.stack import temporal
 from scripts import web_ui_codec_check
-from tests.api.test_operate import start_never_ready_deploy
-from tests.helpers import eventually
+from tests.support.api_client import start_never_ready_deploy
+from tests.support.waiting import eventually
 
 NAMESPACE_PROJECT = "proj_default"
 
@@ -312,126 +307,6 @@ def apply_event(settings, workflow_id: str) -> tuple[int, Payloads]:
         raise AssertionError("no apply_manifests in the deploy's history")
 
     return asyncio.run(find())
-
-
-def apply_input_json(settings, workflow_id: str) -> str:
-    return json_format.MessageToJson(apply_event(settings, workflow_id)[1])
-
-
-def sign_in(settings, token: str, origin: str | None = None) -> httpx.Response:
-    return httpx.post(
-        f"{settings.codec_endpoint}/login",
-        data={"token": token},
-        headers={"Origin": origin or settings.api_url},
-    )
-
-
-def ui_decode(settings, body: str, cookie: str | None, **headers) -> httpx.Response:
-    """A decode as the Web UI's browser sends it: JSON, X-Namespace, its Origin, the cookie."""
-    sent = {
-        "Origin": temporal.ui_url(settings),
-        "Content-Type": "application/json",
-        "X-Namespace": settings.temporal_namespace,
-        **headers,
-    }
-    if cookie is not None:
-        # Raw bytes: a forged cookie need not be ASCII, which httpx's cookie jar insists on.
-        sent["Cookie"] = f"{codec_routes.COOKIE}={cookie}".encode()
-    return httpx.post(f"{settings.codec_endpoint}/decode", content=body, headers=sent)
-
-
-def test_a_browser_signs_in_to_the_codec_with_a_cookie_and_decodes_as_the_web_ui(
-    api, settings, admin_token, make_token, app_with_secret
-):
-    app, first, password, env = app_with_secret
-    body = apply_input_json(settings, first["workflow_id"])
-
-    page = httpx.get(f"{settings.codec_endpoint}/login")
-    assert page.status_code == 200 and 'name="token"' in page.text and 'type="password"' in page.text
-    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-
-    signed_in = sign_in(settings, admin_token)
-    assert signed_in.status_code == 303, signed_in.text
-    set_cookie = signed_in.headers["set-cookie"]
-    attributes = {a.strip().split("=")[0].lower() for a in set_cookie.split(";")}
-    assert {"httponly", "path", "max-age"} <= attributes and "samesite=strict" in set_cookie.lower()
-    assert f"Path={codec_routes.COOKIE_PATH}" in set_cookie
-    cookie = signed_in.cookies[codec_routes.COOKIE]
-    assert admin_token not in set_cookie and admin_token.removeprefix("cvy_") not in cookie
-
-    decoded = ui_decode(settings, body, cookie)
-    assert decoded.status_code == 200, decoded.text
-    assert decoded.headers["Access-Control-Allow-Origin"] == temporal.ui_url(settings)
-    assert decoded.headers["Access-Control-Allow-Credentials"] == "true"
-    assert json.loads(base64.b64decode(decoded.json()["payloads"][0]["data"]))["spec"]["env"] == env
-
-    # Without the cookie (or a token) the UI gets a 401 and shows ciphertext.
-    refused = ui_decode(settings, body, None)
-    assert refused.status_code == 401 and password not in refused.text
-    # What a cross-site page could send without a preflight, or from another origin, is refused.
-    as_form = ui_decode(settings, body, cookie, **{"Content-Type": "text/plain"})
-    assert as_form.status_code == 415 and password not in as_form.text
-    headerless = httpx.post(
-        f"{settings.codec_endpoint}/decode",
-        content=body,
-        headers={"Content-Type": "application/json"},
-        cookies={codec_routes.COOKIE: cookie},
-    )
-    assert headerless.status_code == 400 and "X-Namespace" in headerless.text
-    assert ui_decode(settings, body, cookie, Origin="http://evil.example").status_code == 403
-
-    status_page = httpx.get(f"{settings.codec_endpoint}/login", cookies={codec_routes.COOKIE: cookie})
-    assert "Signed in" in status_page.text and "Sign out" in status_page.text
-
-    signed_out = httpx.post(
-        f"{settings.codec_endpoint}/logout", headers={"Origin": settings.api_url}, cookies={codec_routes.COOKIE: cookie}
-    )
-    assert signed_out.status_code == 303
-    cleared = signed_out.headers["set-cookie"]
-    assert cleared.startswith(f"{codec_routes.COOKIE}=") and ("Max-Age=0" in cleared or "expires=" in cleared.lower())
-    assert f"Path={codec_routes.COOKIE_PATH}" in cleared
-    assert codec_routes.COOKIE not in signed_out.cookies or not signed_out.cookies[codec_routes.COOKIE]
-
-    # A wrong token, a token without the admin role, or a post from another page sets no cookie.
-    wrong = sign_in(settings, "cvy_not-a-token")
-    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers and "cvy_not-a-token" not in wrong.text
-    deployer, _ = make_token("deployer")
-    not_admin = sign_in(settings, deployer)
-    assert not_admin.status_code == 403 and "set-cookie" not in not_admin.headers and deployer not in not_admin.text
-    cross_site = sign_in(settings, admin_token, origin="http://evil.example")
-    assert cross_site.status_code == 403 and "set-cookie" not in cross_site.headers
-
-
-def test_forged_expired_and_revoked_codec_sessions_are_refused(api, settings, make_token, app_with_secret):
-    app, first, password, env = app_with_secret
-    body = apply_input_json(settings, first["workflow_id"])
-    token, _ = make_token("admin")
-    cookie = sign_in(settings, token).cookies[codec_routes.COOKIE]
-    assert ui_decode(settings, body, cookie).status_code == 200
-    version, token_id, expires, mac = cookie.split(".")
-
-    key = load_keyring(settings).derive("codec-session")
-    assert codec_routes.sign_session(key, token_id, int(expires)) == cookie  # the test signs as the API does
-    expired = codec_routes.sign_session(key, token_id, int(time.time()) - 1)
-    forged = [
-        expired,
-        f"{version}.{token_id}.{int(expires) + 86400}.{mac}",  # a longer life under the old signature
-        f"{version}.tok_000000000000.{expires}.{mac}",  # another token's id
-        codec_routes.sign_session(b"k" * 32, token_id, int(expires)),  # signed with a key the API lacks
-        "garbage",
-        f"{version}.{token_id}.{expires}.\u00e9",  # not ASCII: refused, not a 500
-        f"{version}.{token_id}.\u00b2.{mac}",  # a digit only to str.isdigit
-    ]
-    for value in forged:
-        refused = ui_decode(settings, body, value)
-        assert refused.status_code == 401, (value, refused.text)
-        assert password not in refused.text
-
-    # Revoking the admin token ends its sessions.
-    with session_scope(settings.effective_database_url) as session:
-        session.get(ApiToken, token_id).revoked_at = utcnow()
-    revoked = ui_decode(settings, body, cookie)
-    assert revoked.status_code == 401 and "revoked" in revoked.text
 
 
 def test_the_web_ui_shows_decoded_env_only_to_a_browser_signed_in_to_the_codec(settings, app_with_secret, tmp_path):

@@ -23,9 +23,8 @@ from conveyor.clients import oci_registry
 from conveyor.clients.db.models import Build
 from conveyor.clients.db.session import read_scope
 from conveyor.clients.temporal_client import connect
-from tests.api.conftest import Api
-from tests.api.test_builds import tarball, upload, upload_app
-from tests.helpers import collect_until, eventually, stream_closes, stream_lines
+from tests.support.api_client import Api, tarball, upload, upload_app
+from tests.support.waiting import collect_until, eventually, stream_closes, stream_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from api.streams import POLL_SECONDS
-from tests.api.conftest import Api
-from tests.api.test_operate import sse_events, start_never_ready_deploy
-from tests.helpers import collect_until, eventually, stream_lines
-from tests.production import API_COMMAND, conveyor_env, free_port, host_process
+from tests.support.api_client import Api, start_never_ready_deploy
+from tests.support.production import API_COMMAND, conveyor_env, free_port, host_process
+from tests.support.waiting import collect_until, eventually, sse_events, stream_lines
 
 
 def metric(base_url: str, name: str) -> float:

@@ -18,8 +18,8 @@ import yaml
 from conveyor.clients.db import tokens
 from conveyor.clients.db.queries import ensure_default_project
 from conveyor.clients.db.session import current_revision, head_revision, session_scope
-from tests.api.conftest import Api
-from tests.production import MIGRATE_COMMAND, api_and_worker, conveyor_env, inline_kubeconfig
+from tests.support.api_client import Api
+from tests.support.production import MIGRATE_COMMAND, api_and_worker, conveyor_env, inline_kubeconfig
 
 pytestmark = pytest.mark.stack
 IMAGE = os.environ["CONVEYOR_IMAGE_UNDER_TEST"]

@@ -14,7 +14,7 @@ from kubernetes.utils import parse_quantity
 from conveyor.domain import markers
 from conveyor.stack import cluster
 from conveyor.stack.platform import Platform
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 
 IMAGE = "127.0.0.1:5000/demo/web:v1"
 

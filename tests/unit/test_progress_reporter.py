@@ -9,7 +9,7 @@ import asyncio
 import threading
 
 from conveyor.domain.payloads import RolloutProgress
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 from worker import progress_reporter
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.builds import sources
-from tests import hostile_archives as hostile
+from tests.support import hostile_archives as hostile
 
 LIMITS = sources.Limits(max_uncompressed_bytes=1024 * 1024, max_entries=50)
 

@@ -1,26 +1,22 @@
 """A Temporal dev server of the tests' own (in memory, started once per
-session) and workers that run Conveyor's workflows against faked activities.
-Nothing else of the platform is needed."""
+session) and clients of it; the workers that run Conveyor's workflows against
+faked activities are in tests/support/workflow_runs.py. Nothing else of the
+platform is needed."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
 
 import pytest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker, WorkflowRunner
 
 from conveyor.clients.payload_codec import Keyring, PayloadKey, data_converter
 from conveyor.stack.temporal import SEARCH_ATTRIBUTES, temporal_cli
-from tests.workflows.fakes import Fakes
-from worker import WORKFLOWS, workflow_runner
 
 
 @pytest.fixture(scope="session")
@@ -51,23 +47,3 @@ def plain_client(temporal_env: WorkflowEnvironment) -> Client:
 @pytest.fixture
 def task_queue() -> str:
     return f"wf-test-{uuid.uuid4().hex}"
-
-
-@asynccontextmanager
-async def running_worker(
-    client: Client, task_queue: str, fakes: Fakes, runner: WorkflowRunner | None = None
-) -> AsyncIterator[Worker]:
-    """The real worker's workflows and sandbox, with `fakes` as the activities.
-    Heartbeats go out at once (not throttled to 80% of the heartbeat timeout,
-    as in production), so a cancel reaches a blocked fake in milliseconds."""
-    worker = Worker(
-        client,
-        task_queue=task_queue,
-        workflows=WORKFLOWS,
-        activities=fakes.activities(),
-        workflow_runner=runner or workflow_runner(),
-        max_heartbeat_throttle_interval=timedelta(milliseconds=50),
-        default_heartbeat_throttle_interval=timedelta(milliseconds=50),
-    )
-    async with worker:
-        yield worker

@@ -20,9 +20,8 @@ from api import streams
 from api.streams import ProgressHub, Snapshot, progress_events
 from conveyor.domain.payloads import DeploymentPlan, FinishDeploymentInput
 from conveyor.settings import Settings
-from tests.workflows.conftest import running_worker
+from tests.support.workflow_runs import deployment, new_app, outcome, running_worker, start_deploy
 from tests.workflows.fakes import Block, Fakes
-from tests.workflows.support import deployment, new_app, outcome, start_deploy
 
 STEPS = ["resolve", "apply", "rollout", "finalize"]
 

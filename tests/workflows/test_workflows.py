@@ -29,9 +29,7 @@ import workflows.lane
 from api.operations import lane_id, signal_lane
 from conveyor.domain import errors
 from conveyor.settings import Settings
-from tests.workflows.conftest import running_worker
-from tests.workflows.fakes import Block, Fail, Fakes, digest_of
-from tests.workflows.support import (
+from tests.support.workflow_runs import (
     PREVIOUS,
     app_operation,
     deployment,
@@ -41,10 +39,12 @@ from tests.workflows.support import (
     new_app,
     operation,
     outcome,
+    running_worker,
     start_deploy,
     step,
     upload_build,
 )
+from tests.workflows.fakes import Block, Fail, Fakes, digest_of
 from worker import WORKFLOWS, workflow_runner
 from workflows.deploy import DeployWorkflow
 from workflows.lane import AppLaneWorkflow

@@ -1,7 +1,9 @@
-"""Polling helpers shared by the tests."""
+"""Waiting for what the platform does: polling until a condition holds, and
+reading a streaming answer (logs, build logs, Server-Sent Events) in a thread."""
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -66,29 +68,6 @@ def collect_until(sink: queue.Queue, predicate, timeout: float = 60) -> list[str
     raise AssertionError(f"stream did not deliver what was expected; got {lines}")
 
 
-def point_tag(settings, repository: str, tag: str, source: str, source_repository: str | None = None) -> str:
-    """Make `repository:tag` name the manifest of `source_repository:source` in
-    the local registry (as a `docker push` of another build would); returns its digest."""
-    from conveyor.stack import registry
-
-    base = registry.url(settings)
-    source_repository = source_repository or repository
-    got = httpx.get(f"{base}/v2/{source_repository}/manifests/{source}", headers={"Accept": registry.MANIFEST_ACCEPT})
-    got.raise_for_status()
-    if source_repository != repository:
-        manifest = got.json()
-        for blob in [manifest["config"], *manifest["layers"]]:
-            mounted = httpx.post(
-                f"{base}/v2/{repository}/blobs/uploads/", params={"mount": blob["digest"], "from": source_repository}
-            )
-            assert mounted.status_code == 201, mounted.text
-    put = httpx.put(
-        f"{base}/v2/{repository}/manifests/{tag}", content=got.content, headers={"Content-Type": got.headers["content-type"]}
-    )
-    assert put.status_code == 201, put.text
-    return put.headers["Docker-Content-Digest"]
-
-
 def stream_closes(sink: queue.Queue, timeout: float) -> bool:
     """Whether the stream read into `sink` ends (the server closed it) within `timeout`."""
     deadline = time.monotonic() + timeout
@@ -100,3 +79,14 @@ def stream_closes(sink: queue.Queue, timeout: float) -> bool:
         if kind in ("closed", "error"):
             return kind == "closed"
     return False
+
+
+def sse_events(lines: list[str]) -> list[tuple[str, dict]]:
+    """(event, data) of each Server-Sent Event in the lines of a stream."""
+    out, event = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            out.append((event, json.loads(line[6:])))
+    return out

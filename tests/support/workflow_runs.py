@@ -1,19 +1,23 @@
-"""What the workflow tests share: the plans `begin_deployment` hands a
-workflow, starting one on the test worker, and waiting on what it reports."""
+"""What the workflow tests share: a worker that runs Conveyor's real workflows
+against the faked activities (tests/workflows/fakes.py), the plans
+`begin_deployment` hands a workflow, starting one, and waiting on what it reports."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
+from temporalio.worker import Worker, WorkflowRunner
 
 from conveyor.domain.payloads import AppTarget, BuildPlan, DeploymentPlan, Operation, ReleaseSpec
 from tests.workflows.fakes import Fakes
+from worker import WORKFLOWS, workflow_runner
 from workflows.deploy import DeployWorkflow
 
 PROJECT = "proj_wf"
@@ -96,6 +100,26 @@ def new_app(fakes: Fakes) -> str:
 
 
 # --- running and observing -------------------------------------------------------
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, task_queue: str, fakes: Fakes, runner: WorkflowRunner | None = None
+) -> AsyncIterator[Worker]:
+    """The real worker's workflows and sandbox, with `fakes` as the activities.
+    Heartbeats go out at once (not throttled to 80% of the heartbeat timeout,
+    as in production), so a cancel reaches a blocked fake in milliseconds."""
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=fakes.activities(),
+        workflow_runner=runner or workflow_runner(),
+        max_heartbeat_throttle_interval=timedelta(milliseconds=50),
+        default_heartbeat_throttle_interval=timedelta(milliseconds=50),
+    )
+    async with worker:
+        yield worker
 
 
 async def start_deploy(client: Client, task_queue: str, fakes: Fakes, plan: DeploymentPlan) -> WorkflowHandle:

@@ -22,9 +22,9 @@ import httpx
 import yaml
 
 from conveyor.settings import Settings
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 API_COMMAND = ["uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1"]
 WORKER_COMMAND = ["python", "-m", "worker"]
 MIGRATE_COMMAND = ["conveyor", "db", "upgrade"]
