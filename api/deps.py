@@ -100,6 +100,14 @@ async def get_temporal(request: Request) -> Client:
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 
 
+async def get_temporal_connector(request: Request) -> TemporalConnector:
+    """The connector itself, for a route that decides what Temporal's absence means."""
+    return request.app.state.temporal
+
+
+TemporalConnectorDep = Annotated[TemporalConnector, Depends(get_temporal_connector)]
+
+
 @dataclass(frozen=True)
 class Caller:
     token_id: str

@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import metrics
 from api.access_log import AccessLogMiddleware, install_logging, span_without_query
 from api.deps import TemporalConnector
+from api.idempotency import KeyPruner
 from api.limits import BodyLimitMiddleware
-from api.operations import HandoffReconciler
+from api.outbox import HandoffReconciler
 from api.routes import apps, audit, builds, codec, deployments, observe
 from api.streams import ProgressHub, StreamSlots
 from conveyor.clients import telemetry
@@ -55,14 +56,18 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
         to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         await to_thread.run_sync(prepare_database)
         app.state.codec = EncryptionCodec(await to_thread.run_sync(load_keyring, settings))
-        reconciler = asyncio.create_task(app.state.handoff.run_forever(), name="handoff-reconciler")
+        background = [
+            asyncio.create_task(app.state.handoff.run_forever(), name="handoff-reconciler"),
+            asyncio.create_task(KeyPruner(settings).run_forever(), name="idempotency-key-pruner"),
+        ]
         freeze_startup_heap()
         try:
             yield
         finally:
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="Conveyor",

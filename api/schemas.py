@@ -226,7 +226,9 @@ class PodStatus(BaseModel):
     ready: bool
 
 
-class AppStatus(BaseModel):
+class AppStatusPublic(BaseModel):
+    """The app's rollout as the cluster reports it (its status in Conveyor is `AppPublic.status`)."""
+
     desired_replicas: int
     ready_replicas: int
     pods: list[PodStatus]
@@ -248,3 +250,40 @@ class AuditPublic(BaseModel):
     details: str
     created_at: str
     deployment_id: str | None = None
+
+
+class EventPublic(BaseModel):
+    type: str = Field(description="Normal or Warning")
+    reason: str
+    message: str
+    object: str = Field(description="Kind/name of the object the event is about")
+    count: int
+    first_seen: str | None
+    last_seen: str | None
+
+
+class Measure(BaseModel):
+    available: bool
+    unit: str
+    total: float | None = None
+    reason: str | None = Field(default=None, description="Why the figure is not available")
+
+
+class PodMetrics(BaseModel):
+    name: str
+    cpu_millicores: float | None
+    memory_bytes: int | None
+    disk_bytes: int | None
+    network_rx_bytes: int | None
+    network_tx_bytes: int | None
+
+
+class AppMetrics(BaseModel):
+    timestamp: str | None
+    window_seconds: float | None
+    cpu: Measure
+    memory: Measure
+    disk: Measure
+    network_rx: Measure
+    network_tx: Measure
+    pods: list[PodMetrics]

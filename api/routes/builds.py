@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,12 +14,12 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from sqlalchemy import select
 
 from api.deps import Deployer, SettingsDep, Viewer, read_off_loop
-from api.operations import MutationDep
 from api.schemas import DeploymentPublic
 from api.services import apps as services
 from api.services.apps import load_app, mutable
 from api.streams import FollowSlot
 from api.templates import Template, catalogue
+from api.unit_of_work import MutationDep
 from conveyor.builds import logs, sources
 from conveyor.clients import oci_registry
 from conveyor.clients.db.models import Build
@@ -90,7 +89,7 @@ async def upload_build(
         except (RegistryUnreachable, RegistryRefused) as exc:
             raise HTTPException(503, f"the source could not be stored: {exc}") from exc
 
-        return await m.once(caller, partial(services.deploy_upload, m, caller, app_id, source_ref), body_digest=digest.hexdigest())
+        return await m.identified_by(digest.hexdigest()).run(caller, services.deploy_upload, app_id, source_ref)
     finally:
         await run_in_threadpool(target.unlink, True)
 

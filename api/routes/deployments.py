@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -11,13 +10,13 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
 from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer, read_off_loop
-from api.operations import MutationDep
 from api.pagination import PageDep
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from api.services import deployments as services
 from api.services.apps import load_app
 from api.streams import ProgressHubDep, StreamSlot, progress_events, workflow_progress
+from api.unit_of_work import MutationDep
 from conveyor.clients.db.models import Deployment
 from conveyor.domain.vocabulary import NOT_STARTED, TERMINAL
 
@@ -94,7 +93,7 @@ async def progress_stream(
     ),
 )
 async def revert(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer) -> Any:
-    return await m.once(caller, partial(services.revert, m, caller, app_id, deployment_id))
+    return await m.run(caller, services.revert, app_id, deployment_id)
 
 
 @router.post(
@@ -118,7 +117,7 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
             except Exception as exc:  # noqa: BLE001
                 raise HTTPException(503, f"could not reach the deployment's workflow, nothing was changed: {exc}") from exc
         try:
-            return await m.once(caller, partial(services.cancel, m, caller, app_id, deployment_id, running))
+            return await m.run(caller, services.cancel, app_id, deployment_id, running)
         except services.StartedMeanwhile:
             continue
     raise HTTPException(409, f"deployment {deployment_id} kept changing state; try again")
@@ -132,4 +131,4 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
     description="A new deployment with the same snapshot (image, env, port) as the failed or cancelled one.",
 )
 async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer) -> Any:
-    return await m.once(caller, partial(services.retry, m, caller, app_id, deployment_id))
+    return await m.run(caller, services.retry, app_id, deployment_id)

@@ -1,31 +1,45 @@
-"""What the apps routes do: check the request against the app, write the
-rows, queue the operation. Each function runs inside `Mutation.once` (one
-write transaction on a worker thread) and returns (status, response model).
+"""What the apps routes do. Each mutation runs in the request's transaction
+(`Mutation.run`, api/unit_of_work.py) as `service(session, caller, ...)`:
+it checks the request against the app, writes the rows, and answers with
+the operations it queues on the app's lane.
 
-What a PATCH means is decided by `conveyor.domain.planning.plan_update` (pure)."""
+What a PATCH means is decided by `conveyor.domain.planning.plan_update` (pure);
+what a release deploys, by api/services/releases.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import HTTPException
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Caller, TemporalConnector
-from api.operations import Mutation, lane_id
+from api.outbox import lane_id
 from api.schemas import AppCreate, AppPublic, DeploymentPublic, env_problem, slugify
 from api.serializers import app_public
+from api.services.releases import (
+    Release,
+    ReleaseSource,
+    deployment_operation,
+    image_of,
+    new_deployment,
+    new_upload_build,
+    release,
+    running_release,
+    source_release,
+)
 from api.templates import catalogue
+from api.unit_of_work import Answer
 from conveyor.builds import sources
-from conveyor.clients.db.models import App, Build, Deployment, Handoff
+from conveyor.clients.db.models import App, Handoff
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id
 from conveyor.domain.ids import iso, new_id, utcnow
 from conveyor.domain.payloads import Operation
 from conveyor.domain.planning import AppFacts, ImageSource, plan_update
-from conveyor.domain.vocabulary import AppStatus, BuildStatus, OperationKind
+from conveyor.domain.vocabulary import AppStatus, OperationKind
 from conveyor.settings import Settings
 
 
@@ -67,52 +81,6 @@ def check_repo_url(settings: Settings, url: str | None) -> None:
         raise unprocessable("repo_url", str(exc)) from exc
 
 
-def new_upload_build(session: Session, app: App, source_ref: str | None, upload_path: str | None = None) -> Build:
-    """A build of an uploaded source: `source_ref` in the registry (or a file of an older row)."""
-    build = Build(
-        id=new_id("bld"),
-        app_id=app.id,
-        source_type="upload",
-        source_ref=source_ref,
-        upload_path=upload_path,
-        status=BuildStatus.PENDING,
-        created_at=utcnow(),
-    )
-    session.add(build)
-    session.flush()
-    return build
-
-
-def source_release(session: Session, settings: Settings, app: App) -> dict | None:
-    """How a new deployment of `app` gets its image; None when there is nothing to deploy yet."""
-    if app.source_type == "image":
-        return {"image": app.image_url}
-    if app.source_type == "git":
-        return {"image": None}  # the workflow resolves the branch head, then builds or reuses
-    latest = session.scalars(
-        select(Build)
-        .where(Build.app_id == app.id, or_(Build.source_ref.is_not(None), Build.upload_path.is_not(None)))
-        .order_by(Build.created_at.desc())
-    ).first()
-    if latest is None:
-        return None
-    return {"image": None, "build_id": new_upload_build(session, app, latest.source_ref, latest.upload_path).id}
-
-
-def image_of(dep: Deployment) -> dict[str, Any]:
-    """The image a deployment ran, pinned by digest (and the commit it was built from)."""
-    return {"image": dep.image, "image_ref": dep.image_ref, "image_digest": dep.image_digest, "source_commit": dep.source_commit}
-
-
-def running_release(current: Deployment) -> dict[str, Any]:
-    """A config change is a release of the image that runs now, pinned by
-    digest: no tag is resolved again and nothing is rebuilt (only deploy, or
-    a new image_url, does that). `image_from` lets the deployment take the
-    image of whatever is active when it starts, should a release queued
-    before it (a deploy, a revert) become active first."""
-    return {**image_of(current), "image_from": current.id}
-
-
 def with_template(settings: Settings, body: AppCreate) -> AppCreate:
     """The request with its template's values filled in; fields given explicitly win."""
     check_replicas(settings, body.replicas)
@@ -135,8 +103,8 @@ def with_template(settings: Settings, body: AppCreate) -> AppCreate:
     return body
 
 
-def create(m: Mutation, caller: Caller, body: AppCreate) -> tuple[int, AppPublic]:
-    session, settings = m.session, m.settings
+def create(session: Session, caller: Caller, settings: Settings, body: AppCreate) -> Answer[AppPublic]:
+    """A new app (201); image and git apps' first deployment is queued with it."""
     slug = slugify(body.name)
     taken = session.scalars(select(App).where(App.project_id == caller.project_id, (App.name == body.name) | (App.slug == slug))).first()
     if taken is not None:
@@ -163,16 +131,18 @@ def create(m: Mutation, caller: Caller, body: AppCreate) -> tuple[int, AppPublic
     session.add(app)
     session.flush()
     add_audit(session, app, "create", caller.name, f"Created app {app.name} ({app.source_type})")
+    operations = []
     if app.source_type != "upload":
-        snapshot = source_release(session, settings, app)
-        assert snapshot is not None, "image and git apps always have a source"
-        m.release(app, OperationKind.DEPLOY, env=app.env, port=app.port, **snapshot)
-    return 201, app_public(app)
+        source = source_release(session, app)
+        assert source is not None, "image and git apps always have a source"
+        dep = new_deployment(session, caller, app, Release(OperationKind.DEPLOY, source, env=app.env, port=app.port))
+        operations.append(deployment_operation(caller, app, dep))
+    return Answer(201, app_public(app), operations)
 
 
-def update(m: Mutation, caller: Caller, app_id: str, given: dict[str, Any]) -> tuple[int, AppPublic]:
-    """A release, a scale, a recorded setting or nothing, as `plan_update` decides."""
-    session = m.session
+def update(session: Session, caller: Caller, app_id: str, given: dict[str, Any]) -> Answer[AppPublic]:
+    """A release, a scale, a recorded setting or nothing, as `plan_update` decides:
+    202 when an operation was queued, else 200."""
     app = load_app(session, caller, app_id, lock=True)
     mutable(app)
     if given.get("image_url") is not None and app.source_type != "image":
@@ -192,21 +162,21 @@ def update(m: Mutation, caller: Caller, app_id: str, given: dict[str, Any]) -> t
     for name, value in plan.changes.items():
         setattr(app, name, value)
     app.updated_at = utcnow()
-    snapshot = None
+    source: ReleaseSource | None = None
     if plan.release_from is ImageSource.RUNNING and current is not None:
-        snapshot = running_release(current)
+        source = running_release(current)
     elif plan.release_from is ImageSource.SOURCE:
-        snapshot = source_release(session, m.settings, app)
-    started = False
-    if snapshot is not None:
+        source = source_release(session, app)
+    operations: list[Operation] = []
+    if source is not None:
         add_audit(session, app, "update", caller.name, plan.release_summary)
-        m.release(app, OperationKind.UPDATE, env=app.env, port=app.port, **snapshot)
-        started = True
+        dep = new_deployment(session, caller, app, Release(OperationKind.UPDATE, source, env=app.env, port=app.port))
+        operations.append(deployment_operation(caller, app, dep))
     elif plan.release_from is not None or plan.recorded:
         add_audit(session, app, "update", caller.name, f"Changed {', '.join(plan.recorded)}")
-    if plan.scale is not None and not started:
+    if plan.scale is not None and not operations:
         previous, replicas = plan.scale
-        m.queue(
+        operations.append(
             Operation(
                 kind=OperationKind.SCALE,
                 app_id=app.id,
@@ -218,9 +188,8 @@ def update(m: Mutation, caller: Caller, app_id: str, given: dict[str, Any]) -> t
                 user=caller.name,
             )
         )
-        started = True
     session.flush()
-    return (202 if started else 200), app_public(app)
+    return Answer(202 if operations else 200, app_public(app), operations)
 
 
 def delete_state(session: Session, caller: Caller, app_id: str) -> tuple[str, int, bool]:
@@ -253,16 +222,17 @@ async def delete_attempt_over(temporal: TemporalConnector, app_id: str, attempt:
         return False
 
 
-def delete(m: Mutation, caller: Caller, app_id: str, ended_attempt: int | None) -> tuple[int, AppPublic]:
-    session = m.session
+def delete(session: Session, caller: Caller, app_id: str, ended_attempt: int | None) -> Answer[AppPublic]:
+    """Mark the app `deleting` and queue its delete (202); a repeat while the
+    attempt runs changes nothing, unless that attempt (`ended_attempt`) ended without a word."""
     app = load_app(session, caller, app_id, lock=True)
-    # Deleting already: a repeat changes nothing, unless that attempt ended without a word.
+    operations = []
     if app.status != AppStatus.DELETING or app.delete_attempts == ended_attempt:
         app.delete_attempts = (app.delete_attempts or 0) + 1
         again = f" (attempt {app.delete_attempts})" if app.delete_attempts > 1 else ""
         app.status, app.status_reason = AppStatus.DELETING, None
         add_audit(session, app, "delete_requested", caller.name, f"Requested deletion of {app.name}{again}")
-        m.queue(
+        operations.append(
             Operation(
                 kind=OperationKind.DELETE,
                 app_id=app.id,
@@ -273,30 +243,37 @@ def delete(m: Mutation, caller: Caller, app_id: str, ended_attempt: int | None) 
             )
         )
     session.flush()
-    return 202, app_public(app)
+    return Answer(202, app_public(app), operations)
 
 
-def deploy(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPublic]:
-    app = load_app(m.session, caller, app_id, lock=True)
+def deploy(session: Session, caller: Caller, app_id: str) -> Answer[DeploymentPublic]:
+    """A deployment of the app's source: its tag resolved again, its branch head or latest upload built."""
+    app = load_app(session, caller, app_id, lock=True)
     mutable(app)
-    snapshot = source_release(m.session, m.settings, app)
-    if snapshot is None:
+    source = source_release(session, app)
+    if source is None:
         raise HTTPException(409, f"app {app.id} has no uploaded source yet: POST a tarball to /apps/{app.id}/build")
-    return m.release(app, OperationKind.DEPLOY, env=app.env, port=app.port, **snapshot)
+    return release(session, caller, app, Release(OperationKind.DEPLOY, source, env=app.env, port=app.port))
 
 
-def restart(m: Mutation, caller: Caller, app_id: str) -> tuple[int, DeploymentPublic]:
-    app = load_app(m.session, caller, app_id, lock=True)
+def restart(session: Session, caller: Caller, app_id: str) -> Answer[DeploymentPublic]:
+    """A rolling restart of the active release: its image, env and port."""
+    app = load_app(session, caller, app_id, lock=True)
     mutable(app)
-    current = active_deployment(m.session, app.id)
+    current = active_deployment(session, app.id)
     if current is None:
         raise HTTPException(409, f"app {app.id} has no active deployment to restart")
-    return m.release(app, OperationKind.RESTART, env=current.env, port=current.port, restarted_at=iso(utcnow()), **image_of(current))
+    return release(
+        session,
+        caller,
+        app,
+        Release(OperationKind.RESTART, image_of(current), env=current.env, port=current.port, restarted_at=iso(utcnow())),
+    )
 
 
-def deploy_upload(m: Mutation, caller: Caller, app_id: str, source_ref: str) -> tuple[int, DeploymentPublic]:
+def deploy_upload(session: Session, caller: Caller, app_id: str, source_ref: str) -> Answer[DeploymentPublic]:
     """Build the uploaded source (stored at `source_ref`) and deploy it."""
-    app = load_app(m.session, caller, app_id, lock=True)
+    app = load_app(session, caller, app_id, lock=True)
     mutable(app)
-    build = new_upload_build(m.session, app, source_ref)
-    return m.release(app, OperationKind.DEPLOY, image=None, env=app.env, port=app.port, build_id=build.id)
+    build = new_upload_build(session, app, source_ref)
+    return release(session, caller, app, Release(OperationKind.DEPLOY, ReleaseSource(build_id=build.id), env=app.env, port=app.port))

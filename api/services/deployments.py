@@ -1,17 +1,20 @@
-"""What the deployments routes do: revert, cancel and retry, each inside
-`Mutation.once` (one write transaction on a worker thread)."""
+"""What the deployments routes do: revert, cancel and retry, each run in the
+request's transaction (`Mutation.run`) as `service(session, caller, ...)`."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from fastapi import HTTPException
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
 from api.deps import Caller
-from api.operations import Mutation
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
-from api.services.apps import image_of, load_app, mutable, source_release
+from api.services.apps import load_app, mutable
+from api.services.releases import Release, ReleaseSource, image_of, release, source_release
+from api.unit_of_work import Answer
 from conveyor.clients.db.models import App, Deployment
 from conveyor.clients.db.queries import add_audit
 from conveyor.domain.ids import utcnow
@@ -33,53 +36,58 @@ def load_both(session: Session, caller: Caller, app_id: str, deployment_id: str)
     return load_deployment(session, load_app(session, caller, app_id), deployment_id)
 
 
-def revert(m: Mutation, caller: Caller, app_id: str, deployment_id: str) -> tuple[int, DeploymentPublic]:
+def revert(session: Session, caller: Caller, app_id: str, deployment_id: str) -> Answer[DeploymentPublic]:
     """A new deployment of the target's image, env and port; the replica count stays."""
-    app = load_app(m.session, caller, app_id, lock=True)
+    app = load_app(session, caller, app_id, lock=True)
     mutable(app)
-    target = load_deployment(m.session, app, deployment_id)
+    target = load_deployment(session, app, deployment_id)
     if target.status not in ONCE_RAN or not target.image_ref:
         raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
     app.env, app.port = dict(target.env), target.port
-    return m.release(app, OperationKind.ROLLBACK, env=target.env, port=target.port, rollback_of=target.id, **image_of(target))
+    return release(
+        session, caller, app, Release(OperationKind.ROLLBACK, image_of(target), env=target.env, port=target.port, rollback_of=target.id)
+    )
 
 
-def cancel(m: Mutation, caller: Caller, app_id: str, deployment_id: str, workflow_told: bool) -> tuple[int, DeploymentPublic]:
+def cancel(session: Session, caller: Caller, app_id: str, deployment_id: str, workflow_told: bool) -> Answer[DeploymentPublic]:
     """Cancel a deployment that has not started here; one that has was told
     through its workflow before this runs (`workflow_told`) and is only recorded."""
-    app = load_app(m.session, caller, app_id, lock=True)
-    dep = load_deployment(m.session, app, deployment_id)
+    app = load_app(session, caller, app_id, lock=True)
+    dep = load_deployment(session, app, deployment_id)
     if dep.status in TERMINAL:
         raise HTTPException(409, f"deployment {dep.id} is already {dep.status}")
     # Not started yet: cancel it here; its workflow will find it cancelled and do nothing.
-    claimed = m.session.execute(
+    claim = (
         update(Deployment)
         .where(Deployment.id == dep.id, Deployment.status.in_(NOT_STARTED))
         .values(status=DeploymentStatus.CANCELLED, reason=f"cancelled by {caller.name} before it started", finished_at=utcnow())
-    ).rowcount
-    if claimed:
-        add_audit(m.session, app, f"{dep.operation}_cancelled", caller.name, f"Cancelled deployment v{dep.number} before it started", dep.id)
+    )
+    if cast(CursorResult[Any], session.execute(claim)).rowcount:
+        add_audit(session, app, f"{dep.operation}_cancelled", caller.name, f"Cancelled deployment v{dep.number} before it started", dep.id)
     elif not workflow_told:
         raise StartedMeanwhile()
     else:
-        add_audit(m.session, app, "cancel_requested", caller.name, f"Requested cancellation of deployment v{dep.number}", dep.id)
-    m.session.flush()
-    m.session.refresh(dep)
-    return 202, deployment_public(dep)
+        add_audit(session, app, "cancel_requested", caller.name, f"Requested cancellation of deployment v{dep.number}", dep.id)
+    session.flush()
+    session.refresh(dep)
+    return Answer(202, deployment_public(dep))
 
 
-def retry(m: Mutation, caller: Caller, app_id: str, deployment_id: str) -> tuple[int, DeploymentPublic]:
+def retry(session: Session, caller: Caller, app_id: str, deployment_id: str) -> Answer[DeploymentPublic]:
     """A new deployment with the same snapshot as a failed or cancelled one."""
-    app = load_app(m.session, caller, app_id, lock=True)
+    app = load_app(session, caller, app_id, lock=True)
     mutable(app)
-    dep = load_deployment(m.session, app, deployment_id)
+    dep = load_deployment(session, app, deployment_id)
     if dep.status not in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
         raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
     if dep.image_ref or app.source_type == "image":
-        snapshot = image_of(dep)
+        source = image_of(dep)
     else:
         # It never got an image: build its source again.
-        snapshot = source_release(m.session, m.settings, app) or {"image": None}
-    return m.release(
-        app, OperationKind(dep.operation), env=dep.env, port=dep.port, rollback_of=dep.rollback_of, retry_of=dep.id, **snapshot
+        source = source_release(session, app) or ReleaseSource()
+    return release(
+        session,
+        caller,
+        app,
+        Release(OperationKind(dep.operation), source, env=dep.env, port=dep.port, rollback_of=dep.rollback_of, retry_of=dep.id),
     )

@@ -26,7 +26,7 @@ from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows.lane
-from api.operations import lane_id, signal_lane
+from api.outbox import lane_id, signal_lane
 from conveyor.domain import errors
 from conveyor.settings import Settings
 from tests.support.workflow_runs import (
