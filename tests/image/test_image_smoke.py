@@ -82,7 +82,7 @@ def test_migrate_api_and_worker_from_the_image_deploy(settings, runner, tmp_path
     kubeconfig.write_text(yaml.safe_dump(inline_kubeconfig(settings.effective_kubeconfig)))
     kubeconfig.chmod(0o600)
     os.chown(kubeconfig, 10001, 10001)
-    database_url = f"sqlite:///{shared / 'conveyor.clients.db'}"
+    database_url = f"sqlite:///{shared / 'conveyor.db'}"
     env = conveyor_env(settings, CONVEYOR_DATABASE_URL=database_url, CONVEYOR_KUBECONFIG=str(kubeconfig),
                        CONVEYOR_HOME=str(shared / "home"))
 
