@@ -52,11 +52,14 @@ class BodyLimitMiddleware:
             return
         seen = 0
         exceeded = started = False
+        # The client sent its last chunk: nothing is left to drain.
+        sent_all = False
 
         async def bounded_receive() -> Message:
-            nonlocal seen, exceeded
+            nonlocal seen, exceeded, sent_all
             message = await receive()
             if message["type"] == "http.request":
+                sent_all = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     exceeded = True
@@ -70,7 +73,8 @@ class BodyLimitMiddleware:
                 # a broken form with a 400), the answer is this 413.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await _drain(receive)
+                    if not sent_all:
+                        await _drain(receive)
                     await _refuse(send, limit)
                 return
             started = started or message["type"] == "http.response.start"
@@ -80,7 +84,8 @@ class BodyLimitMiddleware:
             await self.app(scope, bounded_receive, noting_send)
         except _TooLarge:
             if not started:
-                await _drain(receive)
+                if not sent_all:
+                    await _drain(receive)
                 await _refuse(send, limit)
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
-from api.deps import Deployer, SessionDep, SettingsDep, TemporalDep, Viewer, read_off_loop
+from api.deps import Deployer, SessionDep, SettingsDep, TemporalConnectorDep, TemporalDep, Viewer, read_off_loop
 from api.pagination import PageDep
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
@@ -40,7 +40,7 @@ def list_deployments(
 
 @router.get("/{deployment_id}", response_model=DeploymentPublic, summary="One deployment with its progress")
 async def get_deployment(
-    app_id: str, deployment_id: str, settings: SettingsDep, temporal: TemporalDep, caller: Viewer
+    app_id: str, deployment_id: str, settings: SettingsDep, caller: Viewer, temporal: TemporalDep
 ) -> DeploymentPublic:
     dep = await read_off_loop(settings, services.load_both, caller, app_id, deployment_id)
     return deployment_public(dep, await workflow_progress(temporal, dep))
@@ -106,12 +106,14 @@ async def revert(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
         "previous release back and then marks it cancelled (the same as cancelling the workflow in the Temporal Web UI)."
     ),
 )
-async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer, temporal: TemporalDep) -> Any:
+async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer, connector: TemporalConnectorDep) -> Any:
     for _ in range(3):
         dep = await read_off_loop(m.settings, services.load_both, caller, app_id, deployment_id)
         running = dep.status not in TERMINAL and dep.status not in NOT_STARTED
         if running:
-            # Tell the workflow before writing anything: if Temporal refuses, nothing changed.
+            # Tell the workflow before writing anything: if Temporal refuses,
+            # nothing changed. A queued one needs no Temporal to be cancelled.
+            temporal = await connector.get()
             try:
                 await temporal.get_workflow_handle(dep.workflow_id).cancel()
             except Exception as exc:  # noqa: BLE001

@@ -22,7 +22,7 @@ def every_route() -> list[tuple[str, str]]:
 
 def needs_temporal(method: str, template: str) -> bool:
     """Whether the route asks Temporal for something before it answers (a
-    deployment's live progress, a running deployment's cancel)."""
+    deployment's live progress)."""
 
     def calls(dependant) -> bool:
         return dependant.call is get_temporal or any(calls(d) for d in dependant.dependencies)
@@ -35,24 +35,9 @@ def concrete(template: str, app_id: str = "app_000000000000", deployment_id: str
     return template.format(app_id=app_id, deployment_id=deployment_id)
 
 
-# Resolved before the caller, the Temporal client answers a request without a
-# token with a 503 that names Temporal's address (api/routes/deployments.py).
-ASKS_TEMPORAL_BEFORE_THE_TOKEN = {("GET", "/api/v1/apps/{app_id}/deployments/{deployment_id}")}
-
-
 @pytest.mark.parametrize(
     ("method", "template"),
-    [
-        pytest.param(
-            m,
-            t,
-            marks=pytest.mark.xfail(strict=True, reason="the Temporal dependency is resolved before the caller's token"),
-        )
-        if (m, t) in ASKS_TEMPORAL_BEFORE_THE_TOKEN
-        else (m, t)
-        for m, t in every_route()
-        if (m, t) not in SIGN_IN
-    ],
+    [(m, t) for m, t in every_route() if (m, t) not in SIGN_IN],
 )
 def test_every_route_needs_a_valid_bearer_token(local, project, method, template):
     path = concrete(template)
@@ -128,7 +113,7 @@ def test_a_deployer_deploys_restarts_reverts_retries_and_scales_but_configures_n
     for what in ("scale", "scale (PUT)"):
         method, path, body = allowed[what]
         assert deployer.call(method, path, 202, **body).json()["replicas"] == body["json"]["replicas"], what
-    # Past the role check: an image app takes no tarball; a cancel asks Temporal first.
+    # Past the role check: an image app takes no tarball; an ended deployment has nothing to cancel.
     build = deployer.call(*allowed["build"][:2], **allowed["build"][2])
     assert build.status_code == 409 and "only upload apps" in build.text, build.text
     assert deployer.call(*allowed["cancel"][:2]).status_code not in (401, 403)
@@ -185,7 +170,6 @@ def test_a_token_of_another_project_gets_404_on_every_route_of_an_app(local, pro
     assert asking_temporal == {
         ("GET", "/api/v1/apps/{app_id}/deployments/{deployment_id}"),
         ("GET", "/api/v1/apps/{app_id}/deployments/{deployment_id}/progress"),
-        ("POST", "/api/v1/apps/{app_id}/deployments/{deployment_id}/cancel"),
     }
 
     before = rows(local.settings)
