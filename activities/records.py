@@ -37,6 +37,7 @@ from conveyor.domain.vocabulary import (
     DeploymentStatus,
     OperationKind,
 )
+from conveyor.domain.workload import Workload
 from conveyor.settings import Settings
 
 # Read with the row's operation (a str): a StrEnum key matches its plain string.
@@ -49,6 +50,9 @@ VERBS: dict[str, str] = {
 
 
 def release_spec(app: App, project: Project, dep: Deployment, settings: Settings, replicas: int) -> ReleaseSpec:
+    """What the deployment renders: its own snapshot (image, env, port,
+    health checks, resources), the app's size and the project's limits now."""
+    workload = Workload.of(dep.workload)
     return ReleaseSpec(
         app_id=app.id,
         project_id=app.project_id,
@@ -63,6 +67,11 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
         progress_deadline_seconds=app.progress_deadline_seconds,
         base_domain=settings.base_domain,
         restarted_at=dep.restarted_at,
+        healthcheck=workload.healthcheck,
+        liveness=workload.liveness,
+        startup=workload.startup,
+        resources=workload.resources,
+        limits=settings.project_limits(project.limits),
     )
 
 

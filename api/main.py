@@ -28,12 +28,27 @@ from conveyor.clients import telemetry
 from conveyor.clients.db.queries import ensure_default_project, handoff_backlog
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
 from conveyor.clients.payload_codec import EncryptionCodec, load_keyring
+from conveyor.domain.workload import Probe, Resources
 from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 # Every router mounted under API_PREFIX (the project-isolation test walks them).
 ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router, codec.router)
+
+
+# Fields whose parts are named by the schema, never by the caller: a 422
+# names the part (`resources.cpu`, `healthcheck.type`).
+NAMED_PARTS = {name: set(Probe.model_fields) for name in ("healthcheck", "liveness", "startup")} | {"resources": set(Resources.model_fields)}
+
+
+def public_loc(loc: tuple) -> list:
+    """Where a validation error is, down to the field, or to the part of a
+    field whose parts the schema names; never deeper, where pydantic puts a
+    key the caller chose (an env key) or a union branch."""
+    if len(loc) > 2 and loc[1] in NAMED_PARTS and loc[2] in NAMED_PARTS[loc[1]]:
+        return list(loc[:3])
+    return list(loc[:2])
 
 
 def create_app(settings: Settings | None = None, tracer: TracerProvider | None = None) -> FastAPI:
@@ -90,7 +105,7 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
         # no `input`, and no location below the field, where pydantic puts the
         # offending dict key (an env key) or union branch.
         errors = [
-            {"loc": list(err["loc"][:2]), "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
+            {"loc": public_loc(err["loc"]), "msg": err["msg"].removeprefix("Value error, "), "type": err["type"]}
             for err in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)

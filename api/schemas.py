@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from conveyor.domain import images
+from conveyor.domain.workload import Probe, Resources
 
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -107,7 +108,21 @@ OneLine = Annotated[str, AfterValidator(_single_line)]
 Branch = Annotated[str, AfterValidator(_check_branch)]
 
 
-class AppCreate(BaseModel):
+class WorkloadFields(BaseModel):
+    """Health checks and resources (conveyor/domain/workload.py). On a PATCH,
+    each one given replaces the app's whole; null removes it."""
+
+    healthcheck: Probe | None = Field(
+        default=None, description="Readiness check; without one, a TCP check on the port. Rollouts wait for it"
+    )
+    liveness: Probe | None = Field(default=None, description="Liveness check: the container restarts when it fails")
+    startup: Probe | None = Field(default=None, description="Startup check: the other checks wait until it passes")
+    resources: Resources | None = Field(
+        default=None, description="CPU and memory requests and limits of each pod, in Kubernetes quantities"
+    )
+
+
+class AppCreate(WorkloadFields):
     model_config = ConfigDict(extra="forbid")
 
     name: OneLine = Field(min_length=1, max_length=63, description="Application name (used for subdomain)")
@@ -119,7 +134,7 @@ class AppCreate(BaseModel):
         default=None, max_length=4096, description="Build command for git/upload sources (one line)"
     )
     port: int = Field(default=8080, ge=1, le=65535, description="Port the application listens on")
-    replicas: int = Field(default=1, ge=0, description="Number of replicas (default: 1)")
+    replicas: int = Field(default=1, ge=0, le=100_000, description="Number of replicas (default: 1)")
     env: Env = Field(default_factory=dict, description="Environment variables as key-value pairs")
     template_id: OneLine | None = Field(
         default=None, max_length=100, description="Marketplace template ID for one-click deploys"
@@ -147,7 +162,7 @@ class AppCreate(BaseModel):
         return self
 
 
-class AppUpdate(BaseModel):
+class AppUpdate(WorkloadFields):
     """Only the fields given change. `env` is merged: a key set to null is removed."""
 
     model_config = ConfigDict(extra="forbid")
@@ -156,14 +171,14 @@ class AppUpdate(BaseModel):
     repo_branch: Branch | None = Field(default=None, max_length=255)
     build_command: OneLine | None = Field(default=None, max_length=4096, description="One line")
     port: int | None = Field(default=None, ge=1, le=65535, description="New port; a new deployment follows")
-    replicas: int | None = Field(default=None, ge=0, description="New replica count; scales without a new deployment")
+    replicas: int | None = Field(default=None, ge=0, le=100_000, description="New replica count; scales without a new deployment")
     env: EnvPatch | None = Field(
         default=None, description="Variables to set (null removes one); a new deployment follows"
     )
     progress_deadline_seconds: int | None = Field(default=None, ge=10, le=3600)
 
 
-class AppPublic(BaseModel):
+class AppPublic(WorkloadFields):
     id: str = Field(description="app_…")
     project_id: str
     name: str
@@ -195,7 +210,7 @@ class DeploymentStep(BaseModel):
     updated_at: str
 
 
-class DeploymentPublic(BaseModel):
+class DeploymentPublic(WorkloadFields):
     id: str = Field(description="dep_…")
     app_id: str
     number: int = Field(description="Release number within the app (v1, v2, …)")

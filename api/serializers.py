@@ -10,6 +10,13 @@ from api.schemas import AppPublic, DeploymentPublic, DeploymentStep, masked_env
 from conveyor.clients.db.models import App, Deployment
 from conveyor.domain.ids import iso
 from conveyor.domain.redact import mask_url_credentials
+from conveyor.domain.workload import Workload
+
+
+def workload_fields(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The health checks and resources a row holds, as the response fields."""
+    workload = Workload.of(stored)
+    return {name: getattr(workload, name) for name in Workload.FIELDS}
 
 
 def app_public(app: App | Row[Any]) -> AppPublic:
@@ -33,6 +40,7 @@ def app_public(app: App | Row[Any]) -> AppPublic:
         created_at=iso(app.created_at),
         running_image=app.running_image,
         status_reason=app.status_reason,
+        **workload_fields(app.workload),
     )
 
 
@@ -60,4 +68,5 @@ def deployment_public(dep: Deployment, progress: list[dict] | None = None) -> De
         started_at=iso(dep.started_at),
         finished_at=iso(dep.finished_at),
         progress=[DeploymentStep(**step) for step in progress] if progress is not None else None,
+        **workload_fields(dep.workload),
     )

@@ -75,7 +75,7 @@ async def update_app(app_id: str, body: AppUpdate, m: MutationDep, caller: Deplo
     for field in ("port", "replicas"):
         if field in given and given[field] is None:
             raise services.unprocessable(field, "may not be null")
-    return await m.run(caller, services.update, app_id, given)
+    return await m.run(caller, services.update, m.settings, app_id, given)
 
 
 @router.put("/{app_id}", response_model=AppPublic, summary="Update an app (same as PATCH)", include_in_schema=True)

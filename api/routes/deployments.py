@@ -93,7 +93,7 @@ async def progress_stream(
     ),
 )
 async def revert(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer) -> Any:
-    return await m.run(caller, services.revert, app_id, deployment_id)
+    return await m.run(caller, services.revert, m.settings, app_id, deployment_id)
 
 
 @router.post(

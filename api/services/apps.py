@@ -34,17 +34,19 @@ from api.services.releases import (
 from api.templates import catalogue
 from api.unit_of_work import Answer
 from conveyor.builds import sources
-from conveyor.clients.db.models import App, Handoff
+from conveyor.clients.db.models import App, Handoff, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id
 from conveyor.domain.ids import iso, new_id, utcnow
 from conveyor.domain.payloads import Operation
 from conveyor.domain.planning import AppFacts, ImageSource, plan_update
 from conveyor.domain.vocabulary import AppStatus, OperationKind
+from conveyor.domain.workload import Demand, Workload, over_quota
 from conveyor.settings import Settings
 
 
 def unprocessable(field: str, message: str, where: str = "body") -> HTTPException:
-    return HTTPException(422, [{"loc": [where, field], "msg": message, "type": "value_error"}])
+    """A 422 as the validation errors look: `resources.cpu` is ["body", "resources", "cpu"]."""
+    return HTTPException(422, [{"loc": [where, *field.split(".")], "msg": message, "type": "value_error"}])
 
 
 def load_app(session: Session, caller: Caller, app_id: str, lock: bool = False) -> App:
@@ -72,6 +74,25 @@ def check_replicas(settings: Settings, replicas: int | None) -> None:
         raise unprocessable("replicas", f"must be at most {settings.max_replicas} (CONVEYOR_MAX_REPLICAS)")
 
 
+def check_project_limits(
+    session: Session, settings: Settings, project_id: str, app_id: str | None, replicas: int, workload: Workload
+) -> None:
+    """Refuse, with a 422 naming the limit, replicas or resources that the
+    project's ceilings and quota would not hold beside its other apps (with
+    room for this app's rollout surge), before anything is written. The
+    project's row stays locked until the commit, so concurrent changes of
+    one project's apps are checked one after another."""
+    project = session.get(Project, project_id, with_for_update=True)
+    limits = settings.project_limits(project.limits if project is not None else None)
+    others = select(App.replicas, App.workload).where(App.project_id == project_id)
+    if app_id is not None:
+        others = others.where(App.id != app_id)
+    demands = [Demand(replicas=row.replicas, resources=Workload.of(row.workload).resources) for row in session.execute(others)]
+    problem = over_quota(limits, Demand(replicas=replicas, resources=workload.resources), demands)
+    if problem is not None:
+        raise unprocessable(*problem)
+
+
 def check_repo_url(settings: Settings, url: str | None) -> None:
     if url is None:
         return
@@ -79,6 +100,10 @@ def check_repo_url(settings: Settings, url: str | None) -> None:
         sources.check_repo_url(url, settings.repo_schemes)
     except sources.UnsafeSource as exc:
         raise unprocessable("repo_url", str(exc)) from exc
+
+
+def workload_of(body: AppCreate) -> Workload:
+    return Workload(**{name: getattr(body, name) for name in Workload.FIELDS})
 
 
 def with_template(settings: Settings, body: AppCreate) -> AppCreate:
@@ -109,6 +134,7 @@ def create(session: Session, caller: Caller, settings: Settings, body: AppCreate
     taken = session.scalars(select(App).where(App.project_id == caller.project_id, (App.name == body.name) | (App.slug == slug))).first()
     if taken is not None:
         raise HTTPException(409, f"an app named {taken.name!r} (slug {taken.slug}) already exists in this project")
+    check_project_limits(session, settings, caller.project_id, None, body.replicas, workload_of(body))
     now = utcnow()
     app = App(
         id=new_id("app"),
@@ -123,6 +149,7 @@ def create(session: Session, caller: Caller, settings: Settings, body: AppCreate
         port=body.port,
         replicas=body.replicas,
         env=dict(body.env),
+        workload=workload_of(body).stored(),
         progress_deadline_seconds=body.progress_deadline_seconds or settings.default_progress_deadline_seconds,
         status=AppStatus.CREATED if body.source_type == "upload" else AppStatus.DEPLOYING,
         created_at=now,
@@ -135,12 +162,12 @@ def create(session: Session, caller: Caller, settings: Settings, body: AppCreate
     if app.source_type != "upload":
         source = source_release(session, app)
         assert source is not None, "image and git apps always have a source"
-        dep = new_deployment(session, caller, app, Release(OperationKind.DEPLOY, source, env=app.env, port=app.port))
+        dep = new_deployment(session, caller, app, Release.of_app(OperationKind.DEPLOY, source, app))
         operations.append(deployment_operation(caller, app, dep))
     return Answer(201, app_public(app), operations)
 
 
-def update(session: Session, caller: Caller, app_id: str, given: dict[str, Any]) -> Answer[AppPublic]:
+def update(session: Session, caller: Caller, settings: Settings, app_id: str, given: dict[str, Any]) -> Answer[AppPublic]:
     """A release, a scale, a recorded setting or nothing, as `plan_update` decides:
     202 when an operation was queued, else 200."""
     app = load_app(session, caller, app_id, lock=True)
@@ -154,8 +181,13 @@ def update(session: Session, caller: Caller, app_id: str, given: dict[str, Any])
         replicas=app.replicas,
         env=dict(app.env),
         runs_pinned_image=current is not None and bool(current.image_ref),
+        workload=Workload.of(app.workload),
     )
     plan = plan_update(facts, given)
+    workload = Workload.of(plan.changes["workload"]) if "workload" in plan.changes else facts.workload
+    replicas = plan.scale[1] if plan.scale is not None else app.replicas
+    if plan.scale is not None or workload.resources != facts.workload.resources:
+        check_project_limits(session, settings, app.project_id, app.id, replicas, workload)
     # Each patch is checked on its own; the merged env must hold the limits too.
     if (problem := env_problem(plan.changes["env"])) is not None:
         raise unprocessable("env", problem)
@@ -170,7 +202,7 @@ def update(session: Session, caller: Caller, app_id: str, given: dict[str, Any])
     operations: list[Operation] = []
     if source is not None:
         add_audit(session, app, "update", caller.name, plan.release_summary)
-        dep = new_deployment(session, caller, app, Release(OperationKind.UPDATE, source, env=app.env, port=app.port))
+        dep = new_deployment(session, caller, app, Release.of_app(OperationKind.UPDATE, source, app))
         operations.append(deployment_operation(caller, app, dep))
     elif plan.release_from is not None or plan.recorded:
         add_audit(session, app, "update", caller.name, f"Changed {', '.join(plan.recorded)}")
@@ -253,7 +285,7 @@ def deploy(session: Session, caller: Caller, app_id: str) -> Answer[DeploymentPu
     source = source_release(session, app)
     if source is None:
         raise HTTPException(409, f"app {app.id} has no uploaded source yet: POST a tarball to /apps/{app.id}/build")
-    return release(session, caller, app, Release(OperationKind.DEPLOY, source, env=app.env, port=app.port))
+    return release(session, caller, app, Release.of_app(OperationKind.DEPLOY, source, app))
 
 
 def restart(session: Session, caller: Caller, app_id: str) -> Answer[DeploymentPublic]:
@@ -267,7 +299,7 @@ def restart(session: Session, caller: Caller, app_id: str) -> Answer[DeploymentP
         session,
         caller,
         app,
-        Release(OperationKind.RESTART, image_of(current), env=current.env, port=current.port, restarted_at=iso(utcnow())),
+        Release.of_deployment(OperationKind.RESTART, image_of(current), current, restarted_at=iso(utcnow())),
     )
 
 
@@ -276,4 +308,4 @@ def deploy_upload(session: Session, caller: Caller, app_id: str, source_ref: str
     app = load_app(session, caller, app_id, lock=True)
     mutable(app)
     build = new_upload_build(session, app, source_ref)
-    return release(session, caller, app, Release(OperationKind.DEPLOY, ReleaseSource(build_id=build.id), env=app.env, port=app.port))
+    return release(session, caller, app, Release.of_app(OperationKind.DEPLOY, ReleaseSource(build_id=build.id), app))

@@ -12,13 +12,15 @@ from sqlalchemy.orm import Session
 from api.deps import Caller
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
-from api.services.apps import load_app, mutable
+from api.services.apps import check_project_limits, load_app, mutable
 from api.services.releases import Release, ReleaseSource, image_of, release, source_release
 from api.unit_of_work import Answer
 from conveyor.clients.db.models import App, Deployment
 from conveyor.clients.db.queries import add_audit
 from conveyor.domain.ids import utcnow
 from conveyor.domain.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL, DeploymentStatus, OperationKind
+from conveyor.domain.workload import Workload
+from conveyor.settings import Settings
 
 
 class StartedMeanwhile(Exception):
@@ -36,17 +38,19 @@ def load_both(session: Session, caller: Caller, app_id: str, deployment_id: str)
     return load_deployment(session, load_app(session, caller, app_id), deployment_id)
 
 
-def revert(session: Session, caller: Caller, app_id: str, deployment_id: str) -> Answer[DeploymentPublic]:
-    """A new deployment of the target's image, env and port; the replica count stays."""
+def revert(session: Session, caller: Caller, settings: Settings, app_id: str, deployment_id: str) -> Answer[DeploymentPublic]:
+    """A new deployment of the target's image, env, port, health checks and
+    resources; the replica count stays."""
     app = load_app(session, caller, app_id, lock=True)
     mutable(app)
     target = load_deployment(session, app, deployment_id)
     if target.status not in ONCE_RAN or not target.image_ref:
         raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
-    app.env, app.port = dict(target.env), target.port
-    return release(
-        session, caller, app, Release(OperationKind.ROLLBACK, image_of(target), env=target.env, port=target.port, rollback_of=target.id)
-    )
+    restored = Workload.of(target.workload)
+    if restored.resources != Workload.of(app.workload).resources:
+        check_project_limits(session, settings, app.project_id, app.id, app.replicas, restored)
+    app.env, app.port, app.workload = dict(target.env), target.port, target.workload
+    return release(session, caller, app, Release.of_deployment(OperationKind.ROLLBACK, image_of(target), target, rollback_of=target.id))
 
 
 def cancel(session: Session, caller: Caller, app_id: str, deployment_id: str, workflow_told: bool) -> Answer[DeploymentPublic]:
@@ -89,5 +93,5 @@ def retry(session: Session, caller: Caller, app_id: str, deployment_id: str) -> 
         session,
         caller,
         app,
-        Release(OperationKind(dep.operation), source, env=dep.env, port=dep.port, rollback_of=dep.rollback_of, retry_of=dep.id),
+        Release.of_deployment(OperationKind(dep.operation), source, dep, rollback_of=dep.rollback_of, retry_of=dep.id),
     )

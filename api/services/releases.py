@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -61,6 +62,18 @@ class Release:
     rollback_of: str | None = None
     retry_of: str | None = None
     restarted_at: str | None = None
+    # Health checks and resources, as stored (conveyor.domain.workload.Workload).
+    workload: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of_app(cls, operation: OperationKind, source: ReleaseSource, app: App) -> Release:
+        """A release of the app's config as it is now."""
+        return cls(operation, source, env=app.env, port=app.port, workload=app.workload)
+
+    @classmethod
+    def of_deployment(cls, operation: OperationKind, source: ReleaseSource, dep: Deployment, **marks: str | None) -> Release:
+        """A release of another deployment's config (a restart, revert or retry)."""
+        return cls(operation, source, env=dep.env, port=dep.port, workload=dep.workload, **marks)
 
 
 def new_upload_build(session: Session, app: App, source_ref: str | None, upload_path: str | None = None) -> Build:
@@ -127,6 +140,7 @@ def new_deployment(session: Session, caller: Caller, app: App, release: Release)
         image_digest=source.image_digest,
         env=dict(release.env),
         port=release.port,
+        workload=dict(release.workload) if release.workload else None,
         rollback_of=release.rollback_of,
         retry_of=release.retry_of,
         restarted_at=release.restarted_at,

@@ -73,15 +73,73 @@ def project() -> None:
     """Projects: each has its own tokens, apps and namespace."""
 
 
+# A project's defaults and ceilings (conveyor.domain.workload.ProjectLimits);
+# unset, the CONVEYOR_* setting of the same name holds for it.
+LIMIT_OPTIONS = (
+    ("default_cpu", str, "CPU request of a container that asks for none (LimitRange), e.g. 100m"),
+    ("default_memory", str, "memory request of a container that asks for none, e.g. 128Mi"),
+    ("default_cpu_limit", str, "CPU limit of a container that sets none"),
+    ("default_memory_limit", str, "memory limit of a container that sets none"),
+    ("quota_pods", int, "most pods of all the project's apps together (ResourceQuota)"),
+    ("quota_cpu", str, "most CPU all its pods may request together, e.g. 8"),
+    ("quota_memory", str, "most memory all its pods may request together, e.g. 16Gi"),
+    ("max_replicas_per_app", int, "most replicas one app may have"),
+)
+
+
+def limit_options(command: Callable[..., None]) -> Callable[..., None]:
+    for name, kind, text in reversed(LIMIT_OPTIONS):
+        command = click.option(f"--{name.replace('_', '-')}", name, type=kind, default=None, help=text)(command)
+    return command
+
+
+def _limits_given(options: dict[str, Any]) -> dict[str, Any]:
+    return {name: options[name] for name, _, _ in LIMIT_OPTIONS if options.get(name) is not None}
+
+
+def _describe_limits(project: Any, settings: Settings) -> str:
+    limits = settings.project_limits(project.limits)
+    shown = ", ".join(f"{name}={value}" for name, value in limits.model_dump().items() if value is not None)
+    return f"{project.id} ({project.namespace}): {shown}"
+
+
 @project.command("create")
 @click.argument("name")
-def project_create(name: str) -> None:
+@limit_options
+def project_create(name: str, **options: Any) -> None:
     """Create the project proj_NAME and print its id (its apps go to namespace <prefix>NAME).
 
-    NAME: lowercase letters, digits and dashes."""
-    from conveyor.clients.db.queries import create_project
+    NAME: lowercase letters, digits and dashes. The limit options set the
+    project's LimitRange defaults, ResourceQuota and replica ceiling."""
+    from conveyor.clients.db.queries import create_project, set_project_limits
 
-    _in_database(lambda session, settings: create_project(session, settings, name).id)
+    def create(session: Any, settings: Settings) -> str:
+        created = create_project(session, settings, name)
+        if given := _limits_given(options):
+            set_project_limits(session, settings, created.id, given)
+        return created.id
+
+    _in_database(create)
+
+
+@project.command("update")
+@click.argument("project_id")
+@limit_options
+@click.option("--clear", "clear", multiple=True, type=click.Choice([name for name, _, _ in LIMIT_OPTIONS]), help="Go back to the setting for this limit.")
+def project_update(project_id: str, clear: tuple[str, ...], **options: Any) -> None:
+    """Change a project's limits (from its next release on; a change that a
+    running app breaks is refused by the API at that app's next change).
+
+    PROJECT_ID: proj_NAME."""
+    from conveyor.clients.db.queries import set_project_limits
+
+    def update(session: Any, settings: Settings) -> str:
+        given: dict[str, Any] = dict.fromkeys(clear) | _limits_given(options)
+        if not given:
+            raise ValueError("give at least one limit option or --clear")
+        return _describe_limits(set_project_limits(session, settings, project_id, given), settings)
+
+    _in_database(update)
 
 
 @project.command("list")
@@ -93,7 +151,7 @@ def project_list() -> None:
 
     def listing(session: Any, settings: Settings) -> str:
         projects = session.scalars(select(Project).order_by(Project.id)).all()
-        return "\n".join(f"{p.id:<24} {p.namespace}" for p in projects)
+        return "\n".join(_describe_limits(p, settings) for p in projects)
 
     _in_database(listing)
 
