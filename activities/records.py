@@ -71,6 +71,7 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
         liveness=workload.liveness,
         startup=workload.startup,
         resources=workload.resources,
+        autoscaling=workload.autoscaling,
         limits=settings.project_limits(project.limits),
     )
 

@@ -173,7 +173,12 @@ class KubeActivities:
         self.guard(request.on_behalf_of)
         dynamic = self.dynamic
         applied = []
-        objects = manifests.render(request.spec, self.env_checksum_key)
+        spec = request.spec
+        if spec.autoscaling is not None:
+            # The autoscaler owns the live count: apply what it set (or the
+            # starting count of a new Deployment), so a release never resets it.
+            spec = spec.model_copy(update={"replicas": spec.autoscaling.starting(self._live_replicas(spec.namespace, spec.slug) or spec.replicas)})
+        objects = manifests.render(spec, self.env_checksum_key)
         # Right after the Namespace: the worker's own rights in it come from these.
         bindings = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
         objects[1:1] = bindings
@@ -202,7 +207,30 @@ class KubeActivities:
                         continue
                     raise api_error(exc, f"applying {obj['kind']} {name}") from None
             applied.append(f"{obj['kind']}/{name}")
+        if spec.autoscaling is None:
+            # A release without autoscaling has no autoscaler: one left from before goes.
+            self._delete_if_there(
+                lambda: client.AutoscalingV2Api(self.api).delete_namespaced_horizontal_pod_autoscaler(spec.slug, spec.namespace),
+                f"deleting HorizontalPodAutoscaler {spec.slug}",
+            )
         return applied
+
+    def _live_replicas(self, namespace: str, name: str) -> int | None:
+        """The replica count of the Deployment as it runs, None when there is none."""
+        try:
+            live = client.AppsV1Api(self.api).read_namespaced_deployment_scale(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise api_error(exc, f"reading the scale of Deployment {name}") from None
+        return live.spec.replicas if live.spec is not None else None
+
+    def _delete_if_there(self, delete: Callable[[], object], what: str) -> None:
+        try:
+            delete()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise api_error(exc, what) from None
 
     def _drop_leftover_env_config_map(self, request: RolloutInput, deployment: dict[str, Any]) -> None:
         """Env lived in a ConfigMap before it moved to the Secret. Once a
@@ -352,8 +380,11 @@ class KubeActivities:
     def delete_app_resources(self, request: DeleteResourcesInput) -> list[str]:
         """Delete the app's objects (pods first, via foreground deletion) and wait until they are gone."""
         core, apps, net = client.CoreV1Api(self.api), client.AppsV1Api(self.api), client.NetworkingV1Api(self.api)
+        scalers = client.AutoscalingV2Api(self.api)
         ns, slug = request.namespace, request.slug
         targets = [
+            # The autoscaler first, so it does not scale what is being deleted.
+            ("HorizontalPodAutoscaler", scalers.delete_namespaced_horizontal_pod_autoscaler, scalers.read_namespaced_horizontal_pod_autoscaler, slug),
             ("Deployment", apps.delete_namespaced_deployment, apps.read_namespaced_deployment, slug),
             ("Service", core.delete_namespaced_service, core.read_namespaced_service, slug),
             ("Ingress", net.delete_namespaced_ingress, net.read_namespaced_ingress, slug),

@@ -28,7 +28,7 @@ from conveyor.clients import telemetry
 from conveyor.clients.db.queries import ensure_default_project, handoff_backlog
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
 from conveyor.clients.payload_codec import EncryptionCodec, load_keyring
-from conveyor.domain.workload import Probe, Resources
+from conveyor.domain.workload import Autoscaling, Probe, Resources
 from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings, get_settings
 
@@ -39,7 +39,10 @@ ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds
 
 # Fields whose parts are named by the schema, never by the caller: a 422
 # names the part (`resources.cpu`, `healthcheck.type`).
-NAMED_PARTS = {name: set(Probe.model_fields) for name in ("healthcheck", "liveness", "startup")} | {"resources": set(Resources.model_fields)}
+NAMED_PARTS = {name: set(Probe.model_fields) for name in ("healthcheck", "liveness", "startup")} | {
+    "resources": set(Resources.model_fields),
+    "autoscaling": set(Autoscaling.model_fields),
+}
 
 
 def public_loc(loc: tuple) -> list:

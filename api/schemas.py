@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from conveyor.domain import images
-from conveyor.domain.workload import Probe, Resources
+from conveyor.domain.workload import Autoscaling, Probe, Resources
 
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -109,7 +109,7 @@ Branch = Annotated[str, AfterValidator(_check_branch)]
 
 
 class WorkloadFields(BaseModel):
-    """Health checks and resources (conveyor/domain/workload.py). On a PATCH,
+    """Health checks, resources and autoscaling (conveyor/domain/workload.py). On a PATCH,
     each one given replaces the app's whole; null removes it."""
 
     healthcheck: Probe | None = Field(
@@ -119,6 +119,10 @@ class WorkloadFields(BaseModel):
     startup: Probe | None = Field(default=None, description="Startup check: the other checks wait until it passes")
     resources: Resources | None = Field(
         default=None, description="CPU and memory requests and limits of each pod, in Kubernetes quantities"
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="A HorizontalPodAutoscaler on CPU use; `replicas` is then the starting count (needs a CPU request)",
     )
 
 
@@ -241,12 +245,23 @@ class PodStatus(BaseModel):
     ready: bool
 
 
+class AutoscalerStatus(BaseModel):
+    """The app's HorizontalPodAutoscaler as the cluster reports it."""
+
+    min_replicas: int
+    max_replicas: int
+    current_replicas: int = Field(description="pods the autoscaler counts now")
+    desired_replicas: int = Field(description="pods it asks the Deployment for")
+    current_cpu_percent: int | None = Field(description="average CPU use in percent of the request; null until measured")
+
+
 class AppStatusPublic(BaseModel):
     """The app's rollout as the cluster reports it (its status in Conveyor is `AppPublic.status`)."""
 
     desired_replicas: int
     ready_replicas: int
     pods: list[PodStatus]
+    autoscaler: AutoscalerStatus | None = Field(default=None, description="with autoscaling on")
 
 
 class PodDetail(PodStatus):

@@ -40,7 +40,7 @@ from conveyor.domain.ids import iso, new_id, utcnow
 from conveyor.domain.payloads import Operation
 from conveyor.domain.planning import AppFacts, ImageSource, plan_update
 from conveyor.domain.vocabulary import AppStatus, OperationKind
-from conveyor.domain.workload import Demand, Workload, over_quota
+from conveyor.domain.workload import Workload, cpu_request, over_quota
 from conveyor.settings import Settings
 
 
@@ -87,10 +87,12 @@ def check_project_limits(
     others = select(App.replicas, App.workload).where(App.project_id == project_id)
     if app_id is not None:
         others = others.where(App.id != app_id)
-    demands = [Demand(replicas=row.replicas, resources=Workload.of(row.workload).resources) for row in session.execute(others)]
-    problem = over_quota(limits, Demand(replicas=replicas, resources=workload.resources), demands)
+    demands = [Workload.of(row.workload).demand(row.replicas) for row in session.execute(others)]
+    problem = over_quota(limits, workload.demand(replicas), demands)
     if problem is not None:
         raise unprocessable(*problem)
+    if workload.autoscaling is not None and cpu_request(workload, limits) is None:
+        raise unprocessable("autoscaling", "needs a CPU request to scale on: set resources.cpu (or the project's default_cpu)")
 
 
 def check_repo_url(settings: Settings, url: str | None) -> None:
@@ -186,7 +188,7 @@ def update(session: Session, caller: Caller, settings: Settings, app_id: str, gi
     plan = plan_update(facts, given)
     workload = Workload.of(plan.changes["workload"]) if "workload" in plan.changes else facts.workload
     replicas = plan.scale[1] if plan.scale is not None else app.replicas
-    if plan.scale is not None or workload.resources != facts.workload.resources:
+    if plan.scale is not None or (workload.resources, workload.autoscaling) != (facts.workload.resources, facts.workload.autoscaling):
         check_project_limits(session, settings, app.project_id, app.id, replicas, workload)
     # Each patch is checked on its own; the merged env must hold the limits too.
     if (problem := env_problem(plan.changes["env"])) is not None:
@@ -206,7 +208,10 @@ def update(session: Session, caller: Caller, settings: Settings, app_id: str, gi
         operations.append(deployment_operation(caller, app, dep))
     elif plan.release_from is not None or plan.recorded:
         add_audit(session, app, "update", caller.name, f"Changed {', '.join(plan.recorded)}")
-    if plan.scale is not None and not operations:
+    if plan.scale is not None and not operations and workload.autoscaling is not None:
+        # The autoscaler owns the live count: replicas is only where a new Deployment starts.
+        add_audit(session, app, "update", caller.name, f"Changed the starting count to {plan.scale[1]} (autoscaling is on)")
+    elif plan.scale is not None and not operations:
         previous, replicas = plan.scale
         operations.append(
             Operation(

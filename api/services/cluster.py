@@ -23,13 +23,14 @@ from kubernetes.utils import parse_quantity
 from sqlalchemy.orm import Session
 
 from api.deps import Caller
-from api.schemas import AppMetrics, AppStatusPublic, EventPublic, Measure, PodDetail, PodMetrics, PodStatus
+from api.schemas import AppMetrics, AppStatusPublic, AutoscalerStatus, EventPublic, Measure, PodDetail, PodMetrics, PodStatus
 from api.services.apps import load_app
 from conveyor.clients.db.models import Project
 from conveyor.clients.db.session import read_scope
 from conveyor.clients.kubernetes import api_client
 from conveyor.domain import manifests
 from conveyor.domain.ids import iso, utcnow
+from conveyor.domain.workload import Workload
 from conveyor.settings import Settings
 
 Pod = dict[str, Any]  # a pod as the Kubernetes API serialises it
@@ -41,6 +42,8 @@ class AppTarget:
 
     slug: str
     namespace: str
+    # The app asks for autoscaling: its HorizontalPodAutoscaler is read too.
+    autoscaled: bool = False
 
 
 def locate(session: Session, caller: Caller, app_id: str) -> AppTarget:
@@ -48,7 +51,7 @@ def locate(session: Session, caller: Caller, app_id: str) -> AppTarget:
     app = load_app(session, caller, app_id)
     project = session.get(Project, app.project_id)
     assert project is not None, "an app belongs to a project"
-    return AppTarget(app.slug, project.namespace)
+    return AppTarget(app.slug, project.namespace, autoscaled=Workload.of(app.workload).autoscaling is not None)
 
 
 def target(settings: Settings, caller: Caller, app_id: str) -> AppTarget:
@@ -86,7 +89,33 @@ def status(settings: Settings, caller: Caller, app_id: str) -> AppStatusPublic:
         for p in pod_objects(settings, app)
         if not p["metadata"].get("deletionTimestamp")
     ]
-    return AppStatusPublic(desired_replicas=desired, ready_replicas=ready, pods=pods)
+    return AppStatusPublic(desired_replicas=desired, ready_replicas=ready, pods=pods, autoscaler=autoscaler_status(settings, app))
+
+
+def autoscaler_status(settings: Settings, app: AppTarget) -> AutoscalerStatus | None:
+    """The app's HorizontalPodAutoscaler, None when it has none."""
+    if not app.autoscaled:
+        return None
+    try:
+        scaler = k8s.AutoscalingV2Api(api_client(settings)).read_namespaced_horizontal_pod_autoscaler(app.slug, app.namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise HTTPException(502, f"Kubernetes answered {exc.status} {exc.reason}") from exc
+    state = scaler.status or k8s.V2HorizontalPodAutoscalerStatus(desired_replicas=0)
+    spec = scaler.spec
+    assert spec is not None, "an autoscaler always has a spec"
+    cpu = next(
+        (m.resource.current.average_utilization for m in (state.current_metrics or []) if m.type == "Resource" and m.resource is not None and m.resource.name == "cpu"),
+        None,
+    )
+    return AutoscalerStatus(
+        min_replicas=spec.min_replicas or 1,
+        max_replicas=spec.max_replicas,
+        current_replicas=state.current_replicas or 0,
+        desired_replicas=state.desired_replicas or 0,
+        current_cpu_percent=cpu,
+    )
 
 
 def _pod_detail(pod: Pod) -> PodDetail:

@@ -46,8 +46,8 @@ def revert(session: Session, caller: Caller, settings: Settings, app_id: str, de
     target = load_deployment(session, app, deployment_id)
     if target.status not in ONCE_RAN or not target.image_ref:
         raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
-    restored = Workload.of(target.workload)
-    if restored.resources != Workload.of(app.workload).resources:
+    restored, now = Workload.of(target.workload), Workload.of(app.workload)
+    if (restored.resources, restored.autoscaling) != (now.resources, now.autoscaling):
         check_project_limits(session, settings, app.project_id, app.id, app.replicas, restored)
     app.env, app.port, app.workload = dict(target.env), target.port, target.workload
     return release(session, caller, app, Release.of_deployment(OperationKind.ROLLBACK, image_of(target), target, rollback_of=target.id))

@@ -85,7 +85,8 @@ def namespace_policies(spec: ReleaseSpec) -> list[dict[str, Any]]:
 
 def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
     """Namespace, the project's LimitRange and ResourceQuota, Secret,
-    Deployment, Service and Ingress, in apply order."""
+    Deployment, its HorizontalPodAutoscaler (with autoscaling on), Service
+    and Ingress, in apply order."""
     meta = {"name": spec.slug, "namespace": spec.namespace, "labels": labels(spec)}
     pod_annotations = {
         ANNOTATION_DEPLOYMENT: spec.deployment_id,
@@ -167,4 +168,25 @@ def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
             ]
         },
     }
-    return [namespace, *namespace_policies(spec), secret, deployment, service, ingress]
+    scaler = [autoscaler(spec)] if spec.autoscaling is not None else []
+    return [namespace, *namespace_policies(spec), secret, deployment, *scaler, service, ingress]
+
+
+def autoscaler(spec: ReleaseSpec) -> dict[str, Any]:
+    """The app's HorizontalPodAutoscaler (named like its Deployment)."""
+    scaling = spec.autoscaling
+    assert scaling is not None, "only a release with autoscaling has one"
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": spec.slug, "namespace": spec.namespace, "labels": labels(spec)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.slug},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_percent}}}
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_delay_seconds}},
+        },
+    }

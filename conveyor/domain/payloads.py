@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from conveyor.domain.vocabulary import BuildStatus, DeploymentStatus, OperationKind
-from conveyor.domain.workload import Probe, ProjectLimits, Resources
+from conveyor.domain.workload import Autoscaling, Probe, ProjectLimits, Resources
 
 
 class Operation(BaseModel):
@@ -56,6 +56,8 @@ class ReleaseSpec(BaseModel):
     liveness: Probe | None = None
     startup: Probe | None = None
     resources: Resources | None = None
+    # A HorizontalPodAutoscaler; `replicas` is then the count the activity found live (or the starting count).
+    autoscaling: Autoscaling | None = None
     # The project's LimitRange and ResourceQuota, applied with its namespace.
     limits: ProjectLimits | None = None
 

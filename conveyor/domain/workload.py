@@ -1,4 +1,5 @@
-"""What an app's pods are asked to be (pure): health checks and resources.
+"""What an app's pods are asked to be (pure): health checks, resources and
+autoscaling, and the project limits they must fit.
 
 The same models are the API's input (validated before anything is written:
 a 422 names the field and never echoes its value), the app's row (JSON),
@@ -159,6 +160,30 @@ class Resources(BaseModel):
         return rendered
 
 
+class Autoscaling(BaseModel):
+    """A HorizontalPodAutoscaler (autoscaling/v2) for the app's pods, on the
+    CPU they use against what they request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(ge=1, le=100_000)
+    max_replicas: int = Field(ge=1, le=100_000)
+    target_cpu_percent: int = Field(default=70, ge=1, le=1000, description="average CPU use, in percent of the CPU request")
+    scale_down_delay_seconds: int = Field(
+        default=300, ge=0, le=3600, description="how long a lower recommendation must hold before pods are removed"
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("`max_replicas` must be at least `min_replicas`")
+        return self
+
+    def starting(self, replicas: int) -> int:
+        """The count a new Deployment starts at: `replicas`, within the bounds."""
+        return min(max(replicas, self.min_replicas), self.max_replicas)
+
+
 class Workload(BaseModel):
     """An app's health checks and resources, as its row and each deployment's
     snapshot hold them (JSON, only what is set)."""
@@ -169,8 +194,9 @@ class Workload(BaseModel):
     liveness: Probe | None = None
     startup: Probe | None = None
     resources: Resources | None = None
+    autoscaling: Autoscaling | None = None
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("healthcheck", "liveness", "startup", "resources")
+    FIELDS: ClassVar[tuple[str, ...]] = ("healthcheck", "liveness", "startup", "resources", "autoscaling")
 
     @classmethod
     def of(cls, stored: dict[str, Any] | None) -> Workload:
@@ -179,6 +205,13 @@ class Workload(BaseModel):
     def stored(self) -> dict[str, Any] | None:
         """What the row holds: None when nothing is set."""
         return self.model_dump(exclude_none=True, mode="json") or None
+
+    def demand(self, replicas: int) -> Demand:
+        """What the app may ask of its project: its replicas, or with
+        autoscaling on, as many as the autoscaler may make."""
+        if self.autoscaling is not None:
+            return Demand(replicas=self.autoscaling.max_replicas, resources=self.resources, field="autoscaling.max_replicas")
+        return Demand(replicas=replicas, resources=self.resources)
 
 
 class ProjectLimits(BaseModel):
@@ -229,6 +262,13 @@ def pod_requests(resources: Resources | None, defaults: Resources) -> tuple[Deci
     return cpu, memory
 
 
+def cpu_request(workload: Workload, limits: ProjectLimits) -> str | None:
+    """The CPU a pod of this app requests (what autoscaling measures use
+    against), from its own resources or the project's defaults."""
+    mine = workload.resources or Resources()
+    return mine.cpu or mine.cpu_limit or limits.default_cpu or limits.default_cpu_limit
+
+
 def format_cores(value: Decimal) -> str:
     return f"{value.normalize():f}" if value >= 1 else f"{(value * 1000).normalize():f}m"
 
@@ -250,10 +290,12 @@ def surge(replicas: int) -> int:
 
 
 class Demand(BaseModel):
-    """What one app asks of its project: replicas of pods with these resources."""
+    """What one app asks of its project: replicas of pods with these resources
+    (`field`: where the replica count was asked for)."""
 
     replicas: int
     resources: Resources | None = None
+    field: str = "replicas"
 
 
 def over_quota(limits: ProjectLimits, changed: Demand, others: list[Demand]) -> tuple[str, str] | None:
@@ -262,11 +304,11 @@ def over_quota(limits: ProjectLimits, changed: Demand, others: list[Demand]) -> 
     changed app's rollout surge: (field, message), or None when it fits.
     Messages name the limit and the totals, never a value the caller gave."""
     if changed.replicas > limits.max_replicas_per_app:
-        return "replicas", f"more than the {limits.max_replicas_per_app} replicas one app of this project may have"
+        return changed.field, f"more than the {limits.max_replicas_per_app} replicas one app of this project may have"
     defaults = limits.defaults()
     pods = changed.replicas + surge(changed.replicas) + sum(d.replicas for d in others)
     if limits.quota_pods is not None and pods > limits.quota_pods:
-        return "replicas", f"the project's apps would need {pods} pods during this rollout, over its quota of {limits.quota_pods}"
+        return changed.field, f"the project's apps would need {pods} pods during this rollout, over its quota of {limits.quota_pods}"
     cpu = memory = Decimal(0)
     for demand, count in [(changed, changed.replicas + surge(changed.replicas))] + [(d, d.replicas) for d in others]:
         pod_cpu, pod_memory = pod_requests(demand.resources, defaults)

@@ -13,6 +13,7 @@ from conveyor.clients.db.models import Project
 from conveyor.clients.db.queries import create_project, set_project_limits
 from conveyor.clients.db.session import read_scope, session_scope
 from tests.support.api_client import Api
+from tests.support.waiting import eventually
 
 HEALTHCHECK = {"type": "http", "path": "/healthz", "port": 8080, "period_seconds": 3, "failure_threshold": 2}
 LIVENESS = {"type": "tcp", "initial_delay_seconds": 5}
@@ -103,3 +104,57 @@ def test_a_project_quota_is_in_its_namespace_and_refuses_what_would_exceed_it(pl
     with read_scope(settings.effective_database_url) as session:
         assert session.get(Project, f"proj_{name}").limits["quota_pods"] == 6
     api.call("DELETE", f"/apps/{app['id']}", 202)
+
+
+def annotate_usage(kube_api, namespace: str, slug: str, cpu: str | None) -> int:
+    """Set (or, with None, remove) KWOK's simulated CPU use of each of the app's pods; how many."""
+    core = client.CoreV1Api(kube_api)
+    pods = core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={slug}").items
+    for pod in pods:
+        core.patch_namespaced_pod(pod.metadata.name, namespace, {"metadata": {"annotations": {"kwok.x-k8s.io/usage-cpu": cpu}}})
+    return len(pods)
+
+
+def test_autoscaling_scales_on_simulated_cpu_and_a_release_keeps_its_count(api, kube_api, settings):
+    scaling = {"min_replicas": 2, "max_replicas": 4, "target_cpu_percent": 50, "scale_down_delay_seconds": 0}
+    app = api.create_app(replicas=1, resources={"cpu": "100m"}, autoscaling=scaling)
+    [first] = api.deployments(app["id"])
+    api.wait_active(app["id"], first["id"])
+    namespace = default_namespace(settings)
+    apps = client.AppsV1Api(kube_api)
+    # A new Deployment starts within the bounds: 2, not the 1 asked for.
+    assert apps.read_namespaced_deployment(app["slug"], namespace).spec.replicas == 2
+    scaler = client.AutoscalingV2Api(kube_api).read_namespaced_horizontal_pod_autoscaler(app["slug"], namespace)
+    assert (scaler.spec.min_replicas, scaler.spec.max_replicas) == (2, 4)
+    assert scaler.spec.metrics[0].resource.target.average_utilization == 50
+
+    # A release applies the count the autoscaler keeps, not the app's `replicas`.
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"env": {"RELEASE": "2"}})
+    second = api.deployments(app["id"])[0]
+    api.wait_active(app["id"], second["id"])
+    assert apps.read_namespaced_deployment(app["slug"], namespace).spec.replicas == 2
+
+    # Busy pods (300m used of 100m asked): the real controller scales up to the bound...
+    eventually(lambda: annotate_usage(kube_api, namespace, app["slug"], "300m") and api.status(app["id"])["autoscaler"]["desired_replicas"] == 4, 240, interval=5, what="the autoscaler to ask for 4 pods")
+    eventually(lambda: apps.read_namespaced_deployment(app["slug"], namespace).spec.replicas == 4, 60, what="the Deployment to scale to 4")
+    status = api.status(app["id"])["autoscaler"]
+    assert (status["min_replicas"], status["max_replicas"]) == (2, 4) and status["current_cpu_percent"] is not None
+    # ... and back down when they are idle again.
+    eventually(lambda: annotate_usage(kube_api, namespace, app["slug"], None) >= 0 and apps.read_namespaced_deployment(app["slug"], namespace).spec.replicas == 2, 240, interval=5, what="the Deployment to scale back to 2")
+
+    # Autoscaling off: the autoscaler goes, and the app's replicas hold again.
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"autoscaling": None})
+    third = api.deployments(app["id"])[0]
+    api.wait_active(app["id"], third["id"])
+    missing = eventually(lambda: _gone(kube_api, namespace, app["slug"]), 30, what="the autoscaler to be deleted")
+    assert missing
+    assert apps.read_namespaced_deployment(app["slug"], namespace).spec.replicas == 1
+    api.call("DELETE", f"/apps/{app['id']}", 202)
+
+
+def _gone(kube_api, namespace: str, name: str) -> bool:
+    try:
+        client.AutoscalingV2Api(kube_api).read_namespaced_horizontal_pod_autoscaler(name, namespace)
+    except client.ApiException as exc:
+        return exc.status == 404
+    return False

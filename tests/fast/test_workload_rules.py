@@ -109,3 +109,33 @@ def test_apps_of_other_projects_do_not_count_against_a_quota(local, project):
     other = new_project(local.settings, local.app)
     other.admin.create_app(replicas=5)
     assert project.admin.create_app(replicas=2)["replicas"] == 2
+
+
+AUTOSCALING = {"min_replicas": 2, "max_replicas": 6, "target_cpu_percent": 60}
+
+
+def test_autoscaling_needs_a_cpu_request_and_sane_bounds(local, project):
+    before = rows(local.settings)
+    no_cpu = project.admin.call("POST", "/apps", json={**GOOD, "name": "scaled", "autoscaling": AUTOSCALING})
+    assert named(no_cpu, ["body", "autoscaling"]) and "CPU request" in no_cpu.text, no_cpu.text
+    upside_down = project.admin.call("POST", "/apps", json={**GOOD, "name": "scaled", "autoscaling": {"min_replicas": 5, "max_replicas": 2}, "resources": {"cpu": "100m"}})
+    assert named(upside_down, ["body", "autoscaling"]), upside_down.text
+    too_many = project.admin.call("POST", "/apps", json={**GOOD, "name": "scaled", "autoscaling": {"min_replicas": 1, "max_replicas": 500}, "resources": {"cpu": "100m"}})
+    assert named(too_many, ["body", "autoscaling", "max_replicas"]), too_many.text
+    assert rows(local.settings) == before
+    # The project's default CPU request is enough.
+    limit(local, project, default_cpu="100m")
+    assert project.admin.create_app(autoscaling=AUTOSCALING)["autoscaling"]["max_replicas"] == 6
+
+
+def test_with_autoscaling_on_a_replicas_patch_is_the_starting_count_and_no_scale(local, project):
+    app = project.admin.create_app(autoscaling=AUTOSCALING, resources={"cpu": "100m"})
+    patched = project.deployer.call("PATCH", f"/apps/{app['id']}", json={"replicas": 4})
+    assert patched.status_code == 200 and patched.json()["replicas"] == 4, patched.text
+    assert len(project.admin.call("GET", f"/apps/{app['id']}/deployments", 200).json()) == 1
+    audit = project.admin.call("GET", f"/apps/{app['id']}/audit", 200).json()
+    assert "starting count" in audit[0]["details"]
+    # Changing the bounds is a release.
+    bounds = project.admin.call("PATCH", f"/apps/{app['id']}", 202, json={"autoscaling": {**AUTOSCALING, "max_replicas": 8}})
+    assert bounds.json()["autoscaling"]["max_replicas"] == 8
+    assert project.admin.call("GET", f"/apps/{app['id']}/deployments", 200).json()[0]["autoscaling"]["max_replicas"] == 8

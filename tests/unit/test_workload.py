@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from conveyor.domain import manifests
 from conveyor.domain.payloads import ReleaseSpec
-from conveyor.domain.workload import Demand, Probe, ProjectLimits, Resources, Workload, over_quota, parse_quantity
+from conveyor.domain.workload import Autoscaling, Demand, Probe, ProjectLimits, Resources, Workload, over_quota, parse_quantity
 
 
 def spec(**fields) -> ReleaseSpec:
@@ -149,3 +149,30 @@ def test_the_quota_check_names_the_limit_it_breaks_and_counts_the_rollout_surge(
     # No request: the default request counts (4 × 100m fits); a limit alone counts as the request.
     assert over_quota(limits, Demand(replicas=3), []) is None
     assert over_quota(limits, Demand(replicas=3, resources=Resources(memory_limit="512Mi")), [])[0] == "resources.memory"
+
+
+def test_autoscaling_renders_a_horizontal_pod_autoscaler_for_the_deployment():
+    release = spec(autoscaling=Autoscaling(min_replicas=2, max_replicas=10, target_cpu_percent=70, scale_down_delay_seconds=30))
+    objects = manifests.render(release, b"k")
+    [scaler] = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    assert scaler["apiVersion"] == "autoscaling/v2" and scaler["metadata"]["name"] == "web"
+    assert scaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    assert (scaler["spec"]["minReplicas"], scaler["spec"]["maxReplicas"]) == (2, 10)
+    assert scaler["spec"]["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+    assert scaler["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    assert [o["kind"] for o in manifests.render(spec(), b"k")].count("HorizontalPodAutoscaler") == 0
+
+
+def test_autoscaling_bounds_and_its_starting_count():
+    with pytest.raises(ValidationError, match="max_replicas"):
+        Autoscaling(min_replicas=5, max_replicas=2)
+    scaling = Autoscaling(min_replicas=2, max_replicas=10)
+    assert (scaling.starting(1), scaling.starting(4), scaling.starting(50)) == (2, 4, 10)
+
+
+def test_with_autoscaling_the_quota_counts_the_most_pods_it_may_make():
+    limits = ProjectLimits(quota_pods=10)
+    scaled = Workload(autoscaling=Autoscaling(min_replicas=1, max_replicas=9))
+    field, message = over_quota(limits, scaled.demand(1), [])
+    assert field == "autoscaling.max_replicas" and "quota of 10" in message
+    assert over_quota(limits, Workload(autoscaling=Autoscaling(min_replicas=1, max_replicas=8)).demand(1), []) is None
