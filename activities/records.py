@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 
 from conveyor.clients.db.models import App, Build, Deployment, Project
-from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id
+from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, release_spec
 from conveyor.clients.db.session import session_scope
 from conveyor.domain.errors import DeploymentGone
 from conveyor.domain.ids import new_id, utcnow
@@ -23,7 +23,6 @@ from conveyor.domain.payloads import (
     DeploymentPlan,
     FinishDeploymentInput,
     RecordImageInput,
-    ReleaseSpec,
     RemoveAppInput,
     ScaleRecordInput,
 )
@@ -37,7 +36,6 @@ from conveyor.domain.vocabulary import (
     DeploymentStatus,
     OperationKind,
 )
-from conveyor.domain.workload import Workload
 from conveyor.settings import Settings
 
 # Read with the row's operation (a str): a StrEnum key matches its plain string.
@@ -47,33 +45,6 @@ VERBS: dict[str, str] = {
     OperationKind.RESTART: "Restarted all pods of {image}",
     OperationKind.ROLLBACK: "Rolled back to deployment {rollback_of} (image {image})",
 }
-
-
-def release_spec(app: App, project: Project, dep: Deployment, settings: Settings, replicas: int) -> ReleaseSpec:
-    """What the deployment renders: its own snapshot (image, env, port,
-    health checks, resources), the app's size and the project's limits now."""
-    workload = Workload.of(dep.workload)
-    return ReleaseSpec(
-        app_id=app.id,
-        project_id=app.project_id,
-        deployment_id=dep.id,
-        name=app.name,
-        slug=app.slug,
-        namespace=project.namespace,
-        image_ref=dep.image_ref or "",
-        port=dep.port,
-        replicas=replicas,
-        env=dict(dep.env or {}),
-        progress_deadline_seconds=app.progress_deadline_seconds,
-        base_domain=settings.base_domain,
-        restarted_at=dep.restarted_at,
-        healthcheck=workload.healthcheck,
-        liveness=workload.liveness,
-        startup=workload.startup,
-        resources=workload.resources,
-        autoscaling=workload.autoscaling,
-        limits=settings.project_limits(project.limits),
-    )
 
 
 def operation_key() -> str:

@@ -262,6 +262,8 @@ class AppStatusPublic(BaseModel):
     ready_replicas: int
     pods: list[PodStatus]
     autoscaler: AutoscalerStatus | None = Field(default=None, description="with autoscaling on")
+    drift: bool = Field(default=False, description="the live Deployment differs from its active release (changed by hand); the next release puts it back")
+    drift_fields: list[str] = Field(default_factory=list, description="what differs: replicas, image, ports, env, readinessProbe, livenessProbe, startupProbe, resources, containers")
 
 
 class PodDetail(PodStatus):

@@ -26,10 +26,12 @@ from api.deps import Caller
 from api.schemas import AppMetrics, AppStatusPublic, AutoscalerStatus, EventPublic, Measure, PodDetail, PodMetrics, PodStatus
 from api.services.apps import load_app
 from conveyor.clients.db.models import Project
+from conveyor.clients.db.queries import active_deployment, in_flight, release_spec
 from conveyor.clients.db.session import read_scope
 from conveyor.clients.kubernetes import api_client
 from conveyor.domain import manifests
 from conveyor.domain.ids import iso, utcnow
+from conveyor.domain.payloads import ReleaseSpec
 from conveyor.domain.workload import Workload
 from conveyor.settings import Settings
 
@@ -44,20 +46,30 @@ class AppTarget:
     namespace: str
     # The app asks for autoscaling: its HorizontalPodAutoscaler is read too.
     autoscaled: bool = False
+    # What the active release renders, when nothing is on its way to replace
+    # it: the live Deployment is compared with it (drift).
+    release: ReleaseSpec | None = None
 
 
-def locate(session: Session, caller: Caller, app_id: str) -> AppTarget:
+def locate(session: Session, caller: Caller, app_id: str, settings: Settings | None = None) -> AppTarget:
     """The caller's app (404 otherwise) and its project's namespace."""
     app = load_app(session, caller, app_id)
     project = session.get(Project, app.project_id)
     assert project is not None, "an app belongs to a project"
-    return AppTarget(app.slug, project.namespace, autoscaled=Workload.of(app.workload).autoscaling is not None)
+    current = active_deployment(session, app.id)
+    settled = current is not None and not in_flight(session, app.id)
+    return AppTarget(
+        app.slug,
+        project.namespace,
+        autoscaled=Workload.of(app.workload).autoscaling is not None,
+        release=release_spec(app, project, current, settings, app.replicas) if settled and current is not None and settings is not None else None,
+    )
 
 
 def target(settings: Settings, caller: Caller, app_id: str) -> AppTarget:
     """`locate`, in a read session of its own, closed when it returns."""
     with read_scope(settings.effective_database_url) as session:
-        return locate(session, caller, app_id)
+        return locate(session, caller, app_id, settings)
 
 
 def pod_objects(settings: Settings, app: AppTarget) -> list[Pod]:
@@ -76,10 +88,14 @@ def status(settings: Settings, caller: Caller, app_id: str) -> AppStatusPublic:
     """Desired and ready replicas of the app's Deployment (0 and 0 before it
     exists), and its pods that are not being deleted."""
     app = target(settings, caller, app_id)
+    drifted: list[str] = []
     try:
-        obj = k8s.AppsV1Api(api_client(settings)).read_namespaced_deployment(app.slug, app.namespace)
+        kube = api_client(settings)
+        obj = k8s.AppsV1Api(kube).read_namespaced_deployment(app.slug, app.namespace)
         desired = obj.spec.replicas or 0
         ready = (obj.status.ready_replicas if obj.status is not None else None) or 0
+        if app.release is not None:
+            drifted = manifests.drift(app.release, kube.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
     except ApiException as exc:
         if exc.status != 404:
             raise HTTPException(502, f"Kubernetes answered {exc.status} {exc.reason}") from exc
@@ -89,7 +105,14 @@ def status(settings: Settings, caller: Caller, app_id: str) -> AppStatusPublic:
         for p in pod_objects(settings, app)
         if not p["metadata"].get("deletionTimestamp")
     ]
-    return AppStatusPublic(desired_replicas=desired, ready_replicas=ready, pods=pods, autoscaler=autoscaler_status(settings, app))
+    return AppStatusPublic(
+        desired_replicas=desired,
+        ready_replicas=ready,
+        pods=pods,
+        autoscaler=autoscaler_status(settings, app),
+        drift=bool(drifted),
+        drift_fields=drifted,
+    )
 
 
 def autoscaler_status(settings: Settings, app: AppTarget) -> AutoscalerStatus | None:

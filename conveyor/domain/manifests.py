@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from conveyor.domain.payloads import ReleaseSpec
-from conveyor.domain.workload import limit_range, readiness, resource_quota
+from conveyor.domain.workload import limit_range, parse_quantity, readiness, resource_quota
 
 MANAGED_BY = "conveyor"
 LABEL_APP = "app.kubernetes.io/name"
@@ -190,3 +190,56 @@ def autoscaler(spec: ReleaseSpec) -> dict[str, Any]:
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_delay_seconds}},
         },
     }
+
+
+def _within(rendered: Any, live: Any) -> bool:
+    """Whether everything `rendered` says holds in `live` (which the API
+    server has filled with defaults: a probe's scheme, successThreshold)."""
+    if isinstance(rendered, dict):
+        return isinstance(live, dict) and all(_within(value, live.get(key)) for key, value in rendered.items())
+    if isinstance(rendered, list):
+        return isinstance(live, list) and len(rendered) == len(live) and all(_within(r, v) for r, v in zip(rendered, live, strict=True))
+    return bool(rendered == live)
+
+
+def drift(spec: ReleaseSpec, live: dict[str, Any]) -> list[str]:
+    """The fields of the app's live Deployment that differ from what its
+    release renders (changed by hand: `kubectl scale`, `kubectl edit`), by
+    name; the next release puts them back. The replica count is the
+    autoscaler's to change while autoscaling is on."""
+    [deployment] = [o for o in render(spec, b"") if o["kind"] == "Deployment"]
+    want = deployment["spec"]["template"]["spec"]["containers"][0]
+    have_spec = live.get("spec") or {}
+    containers = ((have_spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    have = next((c for c in containers if c.get("name") == CONTAINER), containers[0])
+    found = []
+    if spec.autoscaling is None and have_spec.get("replicas") != spec.replicas:
+        found.append("replicas")
+    if len(containers) != 1:
+        found.append("containers")
+    if have.get("image") != want["image"]:
+        found.append("image")
+    if not _within(want["ports"], have.get("ports")):
+        found.append("ports")
+    if have.get("env") or not _within(want["envFrom"], have.get("envFrom")):
+        found.append("env")
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        if (probe in want) != (probe in have) or (probe in want and not _within(want[probe], have[probe])):
+            found.append(probe)
+    if not _same_resources(want["resources"], have.get("resources") or {}):
+        found.append("resources")
+    return found
+
+
+def _same_resources(rendered: dict[str, Any], live: dict[str, Any]) -> bool:
+    """Equal as quantities: the API server writes `0.5` back as `500m`."""
+    for part in ("requests", "limits"):
+        want, have = rendered.get(part) or {}, live.get(part) or {}
+        if set(want) != set(have):
+            return False
+        try:
+            if any(parse_quantity(str(want[k])) != parse_quantity(str(have[k])) for k in want):
+                return False
+        except ValueError:
+            return False
+    return True

@@ -158,3 +158,25 @@ def _gone(kube_api, namespace: str, name: str) -> bool:
     except client.ApiException as exc:
         return exc.status == 404
     return False
+
+
+def test_drift_made_by_hand_is_shown_and_undone_by_the_next_release(api, kube_api, settings):
+    app = api.create_app(replicas=2, resources={"cpu": "100m"})
+    [first] = api.deployments(app["id"])
+    api.wait_active(app["id"], first["id"])
+    assert (api.status(app["id"])["drift"], api.status(app["id"])["drift_fields"]) == (False, [])
+    namespace = default_namespace(settings)
+    apps = client.AppsV1Api(kube_api)
+    # As `kubectl scale --replicas=3` and `kubectl set resources` would.
+    apps.patch_namespaced_deployment_scale(app["slug"], namespace, {"spec": {"replicas": 3}})
+    apps.patch_namespaced_deployment(
+        app["slug"], namespace, {"spec": {"template": {"spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": "900m"}}}]}}}}
+    )
+    status = eventually(lambda: (s := api.status(app["id"]))["drift"] and s, 30, what="drift to show")
+    assert status["drift_fields"] == ["replicas", "resources"]
+    restart = api.call("POST", f"/apps/{app['id']}/restart", 202).json()
+    api.wait_active(app["id"], restart["id"])
+    live = apps.read_namespaced_deployment(app["slug"], namespace)
+    assert live.spec.replicas == 2 and live.spec.template.spec.containers[0].resources.requests == {"cpu": "100m"}
+    assert api.status(app["id"])["drift"] is False
+    api.call("DELETE", f"/apps/{app['id']}", 202)

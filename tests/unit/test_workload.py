@@ -176,3 +176,44 @@ def test_with_autoscaling_the_quota_counts_the_most_pods_it_may_make():
     field, message = over_quota(limits, scaled.demand(1), [])
     assert field == "autoscaling.max_replicas" and "quota of 10" in message
     assert over_quota(limits, Workload(autoscaling=Autoscaling(min_replicas=1, max_replicas=8)).demand(1), []) is None
+
+
+def live_copy(release: ReleaseSpec) -> dict:
+    """The Deployment as the API server gives it back: defaults filled in,
+    quantities canonical."""
+    import copy
+
+    [deployment] = [o for o in manifests.render(release, b"key") if o["kind"] == "Deployment"]
+    live = copy.deepcopy(deployment)
+    c = live["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        if probe in c:
+            c[probe].setdefault("successThreshold", 1)
+            c[probe].setdefault("timeoutSeconds", 1)
+            if "httpGet" in c[probe]:
+                c[probe]["httpGet"]["scheme"] = "HTTP"
+    c["terminationMessagePath"] = "/dev/termination-log"
+    c["resources"] = {"requests": {"cpu": "500m"}} if release.resources else {}
+    return live
+
+
+def test_drift_names_what_was_changed_by_hand_and_ignores_server_defaults():
+    release = spec(healthcheck=Probe(type="http", path="/up"), resources=Resources(cpu="0.5"))
+    live = live_copy(release)
+    assert manifests.drift(release, live) == []
+    live["spec"]["replicas"] = 7  # kubectl scale
+    c = live["spec"]["template"]["spec"]["containers"][0]
+    c["image"] = "other/web:hand-made"  # kubectl set image
+    c["env"] = [{"name": "DEBUG", "value": "1"}]  # kubectl set env
+    c["readinessProbe"]["httpGet"]["path"] = "/elsewhere"  # kubectl edit
+    c["resources"] = {"requests": {"cpu": "2"}}
+    assert manifests.drift(release, live) == ["replicas", "image", "env", "readinessProbe", "resources"]
+
+
+def test_with_autoscaling_the_replica_count_is_not_drift():
+    release = spec(autoscaling=Autoscaling(min_replicas=1, max_replicas=5))
+    live = live_copy(release)
+    live["spec"]["replicas"] = 4
+    assert manifests.drift(release, live) == []
+    live["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {"tcpSocket": {"port": 8080}}
+    assert manifests.drift(release, live) == ["livenessProbe"]

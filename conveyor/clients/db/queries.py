@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session
 from conveyor.clients.db.models import App, AuditEntry, Deployment, Handoff, Project
 from conveyor.clients.db.session import read_scope
 from conveyor.domain.ids import utcnow
+from conveyor.domain.payloads import ReleaseSpec
 from conveyor.domain.vocabulary import IN_FLIGHT, DeploymentStatus
-from conveyor.domain.workload import ProjectLimits
+from conveyor.domain.workload import ProjectLimits, Workload
+from conveyor.settings import Settings
 
 DEFAULT_PROJECT = "proj_default"
 
@@ -133,3 +135,30 @@ def handoff_backlog(settings) -> int:
     """Operations committed but not yet accepted by Temporal."""
     with read_scope(settings.effective_database_url) as session:
         return session.scalar(select(func.count()).select_from(Handoff)) or 0
+
+
+def release_spec(app: App, project: Project, dep: Deployment, settings: Settings, replicas: int) -> ReleaseSpec:
+    """What the deployment renders: its own snapshot (image, env, port,
+    health checks, resources), the app's size and the project's limits now."""
+    workload = Workload.of(dep.workload)
+    return ReleaseSpec(
+        app_id=app.id,
+        project_id=app.project_id,
+        deployment_id=dep.id,
+        name=app.name,
+        slug=app.slug,
+        namespace=project.namespace,
+        image_ref=dep.image_ref or "",
+        port=dep.port,
+        replicas=replicas,
+        env=dict(dep.env or {}),
+        progress_deadline_seconds=app.progress_deadline_seconds,
+        base_domain=settings.base_domain,
+        restarted_at=dep.restarted_at,
+        healthcheck=workload.healthcheck,
+        liveness=workload.liveness,
+        startup=workload.startup,
+        resources=workload.resources,
+        autoscaling=workload.autoscaling,
+        limits=settings.project_limits(project.limits),
+    )
