@@ -240,21 +240,6 @@ def rollback_target(api: Api, app_id: str, deployment: str | None) -> str:
     return str(earlier[0]["id"])
 
 
-@apps.command("rollback")
-@click.argument("app")
-@click.argument("deployment", required=False)
-@detach_option("the rollback")
-@timeout_option(FOLLOW_TIMEOUT, "the rollback")
-@global_options()
-@pass_invocation
-def rollback(inv: Invocation, app: str, deployment: str | None, detach: bool, timeout: float) -> None:
-    """Roll back to DEPLOYMENT (dep_… or v3; default: the one before the active one), followed."""
-    api = inv.api()
-    app_id = api.app_id(app)
-    target = rollback_target(api, app_id, deployment)
-    release(inv, app, app_id, api.post(f"/apps/{app_id}/deployments/{target}/revert"), detach, timeout)
-
-
 @apps.command("scale")
 @click.argument("app")
 @click.argument("replicas", type=click.IntRange(min=0))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from conveyor.cli import output
-from conveyor.cli.apps import FOLLOW_TIMEOUT, release, rollback_target
+from conveyor.cli.apps import FOLLOW_TIMEOUT, apps, release, rollback_target
 from conveyor.cli.client import Json
 from conveyor.cli.invocation import Invocation, global_options, pass_invocation
 from conveyor.cli.waiting import detach_option, follow_deployment, timeout_option
@@ -123,8 +123,13 @@ def retry(inv: Invocation, app: str, deployment: str, detach: bool, timeout: flo
 @global_options()
 @pass_invocation
 def rollback(inv: Invocation, app: str, deployment: str | None, detach: bool, timeout: float) -> None:
-    """Go back to DEPLOYMENT's image, env and port (default: the one before the active one), followed."""
+    """Roll back to DEPLOYMENT (dep_… or v3; default: the one before the active
+    one): its image, env, port, health checks and resources, followed."""
     api = inv.api()
     app_id = api.app_id(app)
     target = rollback_target(api, app_id, deployment)
     release(inv, app, app_id, api.post(f"/apps/{app_id}/deployments/{target}/revert"), detach, timeout)
+
+
+# `conveyor apps rollback` is the same command.
+apps.add_command(rollback)

@@ -16,10 +16,9 @@ from kubernetes import client as k8s
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
-from api.main import ROUTERS
 from conveyor.clients.db.models import App
 from conveyor.clients.db.session import session_scope
-from tests.support.api_client import DEMO_IMAGE, HOSTILE_IMAGES, VALID_BODIES, Api, app_routes, assert_422_naming
+from tests.support.api_client import DEMO_IMAGE, HOSTILE_IMAGES, VALID_BODIES, Api, app_routes, app_routes_with_a_body, assert_422_naming
 from tests.support.git_https import GitHttpsServer
 from tests.support.waiting import eventually
 
@@ -73,13 +72,7 @@ def test_a_token_of_another_project_gets_404_on_every_route_of_an_app(api, setti
     project_b, b = new_project(settings)
     routes = app_routes()
     assert len(routes) >= 20, routes
-    with_body = {
-        (method, "/api/v1" + route.path)
-        for router in ROUTERS
-        for route in router.routes
-        if "{app_id}" in route.path and route.dependant.body_params
-        for method in route.methods
-    }
+    with_body = app_routes_with_a_body()
     assert with_body <= set(VALID_BODIES), f"give these routes a valid body in VALID_BODIES: {with_body - set(VALID_BODIES)}"
 
     for method, template in routes:

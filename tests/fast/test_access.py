@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from api.deps import get_temporal
 from api.main import ROUTERS
 from conveyor.domain.vocabulary import DeploymentStatus
-from tests.support.api_client import VALID_BODIES, app_routes
+from tests.support.api_client import VALID_BODIES, app_routes, app_routes_with_a_body
 from tests.support.in_process import finish, new_project, revoke, rows
 
 # The browser sign-in pages take their token in the form (tests/fast/test_codec_session.py).
@@ -158,13 +158,7 @@ def test_a_token_of_another_project_gets_404_on_every_route_of_an_app(local, pro
     other = new_project(local.settings, local.app)
     routes = app_routes(local.app)
     assert len(routes) >= 20, routes
-    with_body = {
-        (method, "/api/v1" + route.path)
-        for router in ROUTERS
-        for route in router.routes
-        if "{app_id}" in route.path and route.dependant.body_params
-        for method in route.methods
-    }
+    with_body = app_routes_with_a_body()
     assert with_body <= set(VALID_BODIES), f"give these routes a valid body in VALID_BODIES: {with_body - set(VALID_BODIES)}"
     asking_temporal = {(m, t) for m, t in routes if needs_temporal(m, t)}
     assert asking_temporal == {

@@ -154,6 +154,19 @@ def assert_422_naming(response: httpx.Response, field: str, refused: str | None 
 # --- every route of an app ---------------------------------------------------
 
 
+def app_routes_with_a_body() -> set[tuple[str, str]]:
+    """(method, path) of every route about one app that takes a request body."""
+    from api.main import ROUTERS
+
+    return {
+        (method, "/api/v1" + route.path)
+        for router in ROUTERS
+        for route in router.routes
+        if "{app_id}" in route.path and route.dependant.body_params
+        for method in route.methods
+    }
+
+
 def app_routes(app: FastAPI | None = None) -> list[tuple[str, str]]:
     """(method, path) of every route about one app, read from the routers the API mounts."""
     from api.main import ROUTERS, create_app
