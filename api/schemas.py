@@ -230,7 +230,9 @@ class DeploymentPublic(WorkloadFields):
     retry_of: str | None = Field(default=None, description="The failed or cancelled deployment this one retries")
     build_id: str | None = Field(default=None, description="bld_…: the build that made the image (git and upload apps)")
     source_commit: str | None = Field(default=None, description="The git commit deployed (git apps)")
-    reason: str | None = Field(description="Why it failed or was cancelled")
+    reason: str | None = Field(
+        description="Why it failed or was cancelled; while it runs or waits, what holds it up (`retrying: …`, `queued behind dep_… (…)`)"
+    )
     workflow_id: str = Field(description="Temporal workflow id, searchable in the Web UI")
     created_by: str
     created_at: str

@@ -20,8 +20,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, NamedTuple
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.sse import ServerSentEvent
@@ -29,8 +30,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Caller, Viewer, read_off_loop
-from conveyor.clients.db.models import Deployment
-from conveyor.domain.vocabulary import TERMINAL
+from conveyor.clients.db.models import App, Deployment
+from conveyor.clients.db.queries import in_flight
+from conveyor.domain import errors, images
+from conveyor.domain.ids import iso
+from conveyor.domain.vocabulary import TERMINAL, DeploymentStatus
 from conveyor.settings import Settings
 from workflows.deploy import DeployWorkflow
 
@@ -140,13 +144,74 @@ class Snapshot:
         return self.status is None or (self.status in TERMINAL and self.final)
 
 
-def _status_now(session, deployment_id: str) -> tuple[str, str | None] | None:
+@dataclass(frozen=True)
+class Ahead:
+    """The deployment a queued one waits behind."""
+
+    id: str
+    status: str
+    workflow_id: str
+
+
+class RowNow(NamedTuple):
+    """A deployment's row as a poll reads it."""
+
+    status: str
+    reason: str | None
+    # Queued: the deployment of its app it waits behind.
+    ahead: Ahead | None = None
+    # The host the user gave for its source (registry or git server), for a retry's reason.
+    host: str | None = None
+
+
+def _status_now(session, deployment_id: str) -> RowNow | None:
     row = session.get(Deployment, deployment_id)
-    return (row.status, row.reason) if row is not None else None
+    if row is None:
+        return None
+    ahead = None
+    if row.status == DeploymentStatus.QUEUED:
+        first = next((d for d in in_flight(session, row.app_id) if d.number < row.number), None)
+        ahead = Ahead(first.id, first.status, first.workflow_id) if first is not None else None
+    app = session.get(App, row.app_id)
+    return RowNow(row.status, row.reason, ahead, source_host(row.image, app.repo_url if app is not None else None))
 
 
-# Reads (status, reason) of a deployment, or None when it is gone.
-StatusReader = Callable[[str], Awaitable[tuple[str, str | None] | None]]
+def source_host(image: str | None, repo_url: str | None) -> str | None:
+    """The registry of an image, else the git server of a repository: the host the user gave."""
+    if image:
+        try:
+            registry = images.parse(image).registry
+        except ValueError:
+            return None
+        return "docker.io" if registry == images.DOCKER_HUB else registry
+    return urlsplit(repo_url).hostname if repo_url else None
+
+
+# Reads a deployment's row, or None when it is gone ((status, reason) is enough).
+StatusReader = Callable[[str], Awaitable[tuple[str, str | None] | RowNow | None]]
+
+
+async def retry_in_progress(temporal: Client, workflow_id: str, host: str | None) -> str | None:
+    """What a workflow's activity is retrying, for the person waiting
+    (`retrying: registry … unreachable (attempt 5, next in 20s, gives up at …)`);
+    None when nothing is being retried, or Temporal cannot say."""
+    try:
+        described = await temporal.get_workflow_handle(workflow_id).describe(rpc_timeout=QUERY_TIMEOUT)
+    except Exception:  # noqa: BLE001 - not started, or Temporal away: nothing to say
+        return None
+    for pending in described.raw_description.pending_activities:
+        if pending.attempt < 2 or not pending.HasField("last_failure"):
+            continue
+        failure = pending.last_failure
+        while failure.HasField("cause") and not failure.HasField("application_failure_info"):
+            failure = failure.cause
+        kind = failure.application_failure_info.type if failure.HasField("application_failure_info") else None
+        next_in = None
+        if pending.HasField("next_attempt_schedule_time"):
+            next_in = (pending.next_attempt_schedule_time.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()
+        gives_up = iso(pending.expiration_time.ToDatetime(UTC)) if pending.HasField("expiration_time") else None
+        return errors.retrying(kind, host, pending.attempt, next_in, gives_up)
+    return None
 
 
 def _put_latest(inbox: asyncio.Queue[Snapshot], snapshot: Snapshot) -> None:
@@ -196,14 +261,28 @@ class ProgressHub:
         are then all there), or once `FINAL_WAIT_SECONDS` have passed since the
         row ended: a workflow that no worker runs cannot close."""
         self.polls += 1
-        now = await self._status_of(dep.id)
-        if now is None:
+        read = await self._status_of(dep.id)
+        if read is None:
             return Snapshot(None, None, final=True)
-        status, reason = now
-        if status not in TERMINAL:
-            return Snapshot(status, reason, await workflow_progress(temporal, dep))
-        closed = await workflow_closed(temporal, dep) or waited >= FINAL_WAIT_SECONDS
-        return Snapshot(status, reason, await workflow_progress(temporal, dep), final=closed)
+        now = RowNow(*read)
+        if now.status in TERMINAL:
+            closed = await workflow_closed(temporal, dep) or waited >= FINAL_WAIT_SECONDS
+            return Snapshot(now.status, now.reason, await workflow_progress(temporal, dep), final=closed)
+        if now.ahead is not None:
+            # What it waits for, and why that one is not done.
+            behind = now.ahead.status
+            if (retry := await retry_in_progress(temporal, now.ahead.workflow_id, None)) is not None:
+                behind = f"{behind}, {retry}"
+            return Snapshot(now.status, f"queued behind {now.ahead.id} ({behind})")
+        steps = await workflow_progress(temporal, dep)
+        retry = await retry_in_progress(temporal, dep.workflow_id, now.host) if now.status != DeploymentStatus.QUEUED else None
+        if retry is None:
+            return Snapshot(now.status, now.reason, steps)
+        # The step that waits on the retried activity says so, until it passes.
+        running = [i for i, step in enumerate(steps) if step.get("state") == "running"]
+        if running:
+            steps = [dict(step, detail=retry) if i == running[-1] else step for i, step in enumerate(steps)]
+        return Snapshot(now.status, retry, steps)
 
     async def _poll(self, temporal: Client, dep: Deployment) -> None:
         loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
 from api.services import deployments as services
 from api.services.apps import load_app
-from api.streams import ProgressHubDep, StreamSlot, progress_events, workflow_progress
+from api.streams import ProgressHubDep, StreamSlot, progress_events
 from api.unit_of_work import MutationDep
 from conveyor.clients.db.models import Deployment
 from conveyor.domain.vocabulary import NOT_STARTED, TERMINAL
@@ -40,10 +40,15 @@ def list_deployments(
 
 @router.get("/{deployment_id}", response_model=DeploymentPublic, summary="One deployment with its progress")
 async def get_deployment(
-    app_id: str, deployment_id: str, settings: SettingsDep, caller: Viewer, temporal: TemporalDep
+    app_id: str, deployment_id: str, settings: SettingsDep, caller: Viewer, temporal: TemporalDep, hub: ProgressHubDep
 ) -> DeploymentPublic:
     dep = await read_off_loop(settings, services.load_both, caller, app_id, deployment_id)
-    return deployment_public(dep, await workflow_progress(temporal, dep))
+    # As a progress stream sees it: while it waits or retries, `reason` says on what.
+    now = await hub.snapshot(temporal, dep)
+    shown = deployment_public(dep, now.steps)
+    if now.status is not None and now.status not in TERMINAL:
+        shown.reason = now.reason
+    return shown
 
 
 async def _streamed_deployment(

@@ -174,3 +174,27 @@ def is_kind(err: BaseException, *kinds: type[ConveyorError]) -> bool:
     """Whether `err` (an ActivityError, say) is a failure of one of `kinds`."""
     found = kind_of(err)
     return found is not None and any(found == kind.kind for kind in kinds)
+
+
+# What a transient failure that is being retried is about, for the person
+# waiting: its kind and the host they gave, never an internal address.
+_RETRIED: dict[str, str] = {
+    RegistryUnreachable.kind: "registry {host} unreachable",
+    BuildInterrupted.kind: "registry {host} unreachable during the build",
+    SourceUnreachable.kind: "git server {host} unreachable",
+    KubernetesUnreachable.kind: "the Kubernetes API unreachable",
+    KubernetesUnavailable.kind: "the Kubernetes API unavailable",
+    KubernetesForbidden.kind: "a Kubernetes permission of the worker missing (see the Temporal Web UI)",
+}
+
+
+def retrying(kind: str | None, host: str | None, attempt: int, next_in_seconds: float | None, gives_up_at: str | None) -> str:
+    """`retrying: registry myregistry.com unreachable (attempt 5, next in 20s, gives up at 18:25:00Z)`."""
+    words = _RETRIED.get(kind or "", "a transient failure")
+    what = words.format(host=host or "of the image") if "{host}" in words else words
+    when = [f"attempt {attempt}"]
+    if next_in_seconds is not None:
+        when.append(f"next in {max(0, round(next_in_seconds))}s")
+    if gives_up_at:
+        when.append(f"gives up at {gives_up_at}")
+    return f"retrying: {what} ({', '.join(when)})"

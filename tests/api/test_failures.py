@@ -127,3 +127,26 @@ def test_record_scale_twice_writes_one_audit_entry(api, settings, deployed_app):
     assert [(r.details, r.operation_key) for r in rows] == [("Scaled from 2 to 3 replicas", env.info.workflow_id)]
     entries = [e for e in api.call("GET", f"/apps/{app['id']}/audit", 200).json() if e["action"] == "scale"]
     assert len(entries) == 1, entries
+
+
+def test_a_retrying_deploy_says_why_and_the_one_queued_behind_names_it(api, settings, platform):
+    Platform(settings).stop(["registry"])
+    try:
+        app = api.create_app()
+        dep = api.deployments(app["id"])[0]
+        shown = eventually(
+            lambda: (d := api.deployment(app["id"], dep["id"]))["reason"] and d["reason"].startswith("retrying: ") and d,
+            30,
+            what="the deployment to say it is retrying",
+        )
+        assert shown["status"] in ("pending", "deploying") and shown["reason"].startswith(f"retrying: registry {api.registry} unreachable (attempt ")
+        assert "gives up at" in shown["reason"] and "Traceback" not in shown["reason"]
+        queued = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
+        behind = api.deployment(app["id"], queued["id"])
+        assert behind["status"] == "queued" and behind["reason"].startswith(f"queued behind {dep['id']} ("), behind
+    finally:
+        Platform(settings).up()
+    done = api.wait_active(app["id"], dep["id"], timeout=120)
+    assert done["reason"] is None
+    assert api.wait_active(app["id"], queued["id"], timeout=120)["reason"] is None
+    api.call("DELETE", f"/apps/{app['id']}", 202)

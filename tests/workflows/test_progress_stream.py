@@ -18,10 +18,11 @@ from types import SimpleNamespace
 
 from api import streams
 from api.streams import ProgressHub, Snapshot, progress_events
-from conveyor.domain.payloads import DeploymentPlan, FinishDeploymentInput
+from conveyor.domain import errors
+from conveyor.domain.payloads import DeploymentPlan, FinishDeploymentInput, ResolvedImage
 from conveyor.settings import Settings
 from tests.support.workflow_runs import deployment, new_app, outcome, running_worker, start_deploy
-from tests.workflows.fakes import Block, Fakes
+from tests.workflows.fakes import Block, Fakes, digest_of
 
 STEPS = ["resolve", "apply", "rollout", "finalize"]
 
@@ -193,3 +194,46 @@ async def test_a_deleted_deployment_ends_the_stream(client):
     hub = ProgressHub(Settings(), status_of=rows, poll_seconds=0.05)
     events = await asyncio.wait_for(read_stream(hub, client, plan), 10)
     assert events == [("end", {"id": plan.deployment_id, "status": "deleted", "reason": "the deployment or its app was deleted"})]
+
+
+# --- what a deployment waits for -----------------------------------------------------------
+
+
+async def test_a_retried_step_says_why_until_it_passes_and_a_queued_one_names_it(client, task_queue):
+    fakes = Fakes(client)
+    plan = deployment(new_app(fakes), image="registry.test:5000/web:2")
+    internal = "connect to 10.1.2.3:5000 refused (urllib3 pool)"
+    gate = asyncio.Event()
+
+    async def unreachable_until_gate(request):
+        if not gate.is_set():
+            raise errors.RegistryUnreachable(internal)
+        digest = digest_of(request.image)
+        return ResolvedImage(image=request.image, digest=digest, reference=f"{request.image}@{digest}")
+
+    fakes.script("resolve_image_digest", *([unreachable_until_gate] * 50))
+    rows = Rows()
+    queued_id = f"dep_{uuid.uuid4().hex[:10]}"
+    rows.rows[plan.deployment_id] = streams.RowNow("deploying", None, host="registry.test:5000")
+    rows.rows[queued_id] = streams.RowNow("queued", None, ahead=streams.Ahead(plan.deployment_id, "deploying", f"deploy-{plan.deployment_id}"))
+    hub = ProgressHub(Settings(), status_of=rows)
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+
+        async def reason() -> str | None:
+            return (await hub.snapshot(client, followed(plan))).reason
+
+        # The first attempt has failed: from then on until it passes, the reason says so.
+        await fakes.wait_for(lambda: any(c.outcome == "failed" for c in fakes.named("resolve_image_digest")), 10)
+        retrying = await reason()
+        assert retrying is not None and retrying.startswith("retrying: registry registry.test:5000 unreachable (attempt "), retrying
+        assert "next in" in retrying and "gives up at" in retrying and "10.1.2.3" not in retrying and "urllib3" not in retrying
+        now = await hub.snapshot(client, followed(plan))
+        assert next(s for s in now.steps if s["name"] == "resolve")["detail"].startswith("retrying: registry registry.test:5000 unreachable")
+        # The one queued behind it names it, and why it is not done.
+        behind = await hub.snapshot(client, SimpleNamespace(id=queued_id, workflow_id=f"deploy-{queued_id}", status="queued"))
+        assert behind.reason.startswith(f"queued behind {plan.deployment_id} (deploying, retrying: registry "), behind.reason
+        gate.set()
+        assert await outcome(handle) == "active"
+        rows.rows[plan.deployment_id] = streams.RowNow("deploying", None, host="registry.test:5000")
+    assert "retrying" not in str([s["detail"] for s in (await hub.snapshot(client, followed(plan))).steps])
