@@ -11,7 +11,7 @@ from temporalio import activity
 
 from conveyor.clients.db.models import App, Build, Deployment, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, release_spec
-from conveyor.clients.db.session import session_scope
+from conveyor.clients.db.session import read_scope, session_scope
 from conveyor.domain.errors import DeploymentGone
 from conveyor.domain.ids import new_id, utcnow
 from conveyor.domain.payloads import (
@@ -244,6 +244,14 @@ class RecordActivities:
                 replicas=app.replicas,
                 delete_timeout_seconds=self.settings.delete_timeout_seconds,
             )
+
+    @activity.defn(name="app_being_deleted")
+    def app_being_deleted(self, request: AppTargetInput) -> bool:
+        """Whether a DELETE of the app was asked for (or it is gone): then a
+        release it cancelled has nothing left to restore."""
+        with read_scope(self.url) as session:
+            app = session.get(App, request.app_id)
+            return app is None or app.status in (AppStatus.DELETING, AppStatus.DELETE_FAILED)
 
     @activity.defn(name="record_scale")
     def record_scale(self, request: ScaleRecordInput) -> None:

@@ -86,6 +86,7 @@ def activities(settings: Settings, report_progress: ProgressReporter | None = No
         records.record_image_digest,
         records.finish_deployment,
         records.load_app_target,
+        records.app_being_deleted,
         records.record_scale,
         records.remove_app,
         records.record_delete_failed,

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from conveyor.domain import errors
     from conveyor.domain.payloads import (
         ApplyInput,
+        AppTargetInput,
         BeginDeploymentInput,
         BuildInput,
         BuiltImage,
@@ -192,11 +193,26 @@ class DeployWorkflow:
                 # for good. A step adds no command: histories replay unchanged.
                 self._step("finalize", "done", f"{status} (too late to cancel)")
                 return status
-            # Cancelled from the API or the Temporal UI: put the previous release back.
             self._mark_running_failed("cancelled")
+            if workflow.patched("no-restore-for-a-deleted-app") and await self._app_being_deleted(plan):
+                # Cancelled by the app's DELETE: there is nothing left to serve.
+                reason = "cancelled: the app is being deleted, so nothing was restored"
+                await self._finish(plan, DeploymentStatus.CANCELLED, reason, op.user)
+                raise asyncio.CancelledError(reason) from err
+            # Cancelled from the API or the Temporal UI: put the previous release back.
             reason = await self._restore(plan, "cancelled by an operator")
             await self._finish(plan, DeploymentStatus.CANCELLED, reason, op.user)
             raise asyncio.CancelledError(reason) from err
+
+    async def _app_being_deleted(self, plan: DeploymentPlan) -> bool:
+        return bool(
+            await workflow.execute_activity_method(
+                RecordActivities.app_being_deleted,
+                AppTargetInput(app_id=plan.app_id),
+                summary=f"is {plan.app_id} being deleted?",
+                **self._cleanup(DB),
+            )
+        )
 
     def _mark_running_failed(self, detail: str) -> None:
         running = [step["name"] for step in self._steps if step["state"] == "running"]

@@ -4,6 +4,7 @@ the order they were requested. Each runs as a child workflow with its own id
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -52,13 +53,27 @@ class AppLaneWorkflow:
     def __init__(self) -> None:
         self._queue: list[Operation] = []
         self._current: Operation | None = None
+        # The task that runs the current operation's child workflow, and
+        # whether a delete cancelled it.
+        self._running: asyncio.Task[Any] | None = None
+        self._superseded = False
 
     @workflow.signal
     def enqueue(self, op: Operation) -> None:
-        if all(q.workflow_id != op.workflow_id for q in self._queue) and (
-            self._current is None or self._current.workflow_id != op.workflow_id
+        if any(q.workflow_id == op.workflow_id for q in self._queue) or (
+            self._current is not None and self._current.workflow_id == op.workflow_id
         ):
-            self._queue.append(op)
+            return
+        if op.kind == OperationKind.DELETE and workflow.patched("delete-supersedes"):
+            # A delete supersedes what the app still had to do: the operations
+            # waiting (their deployments were cancelled with the DELETE), and
+            # the one running, cancelled through its workflow. A release
+            # cancelled so restores nothing; the delete then runs at once.
+            self._queue = [q for q in self._queue if q.kind == OperationKind.DELETE]
+            if self._current is not None and self._current.kind != OperationKind.DELETE and self._running is not None:
+                self._superseded = True
+                self._running.cancel()
+        self._queue.append(op)
 
     @workflow.query
     def queued(self) -> list[str]:
@@ -85,8 +100,10 @@ class AppLaneWorkflow:
             self._current = op
             # The child belongs to the trace of the request that asked for it.
             token = otel_context.attach(propagate.extract(op.trace_context)) if op.trace_context else None
-            try:
-                await workflow.execute_child_workflow(
+            # A task, so that a delete can cancel it; the await ends once the
+            # cancelled child has recorded its outcome (WAIT_CANCELLATION_COMPLETED).
+            self._running = asyncio.create_task(
+                workflow.execute_child_workflow(
                     WORKFLOWS[op.kind],
                     op,
                     id=op.workflow_id,
@@ -94,12 +111,20 @@ class AppLaneWorkflow:
                     static_summary=op.summary,
                     parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 )
+            )
+            try:
+                await self._running
             except ChildWorkflowError as err:
                 # The child recorded its own outcome (failed or cancelled).
                 workflow.logger.info("operation %s ended: %s", op.workflow_id, err)
+            except asyncio.CancelledError:
+                if not self._superseded:
+                    raise
+                workflow.logger.info("operation %s cancelled by the app's delete", op.workflow_id)
             finally:
                 if token is not None:
                     otel_context.detach(token)
+                self._running, self._superseded = None, False
             self._current = None
             if op.kind == OperationKind.DELETE and not self._queue:
                 # The app is gone (or its delete failed and waits for another

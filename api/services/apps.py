@@ -8,10 +8,11 @@ what a release deploys, by api/services/releases.py."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import HTTPException
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select
+from sqlalchemy import update as update_rows
 from sqlalchemy.orm import Session
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -34,12 +35,12 @@ from api.services.releases import (
 from api.templates import catalogue
 from api.unit_of_work import Answer
 from conveyor.builds import sources
-from conveyor.clients.db.models import App, Handoff, Project
-from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id
+from conveyor.clients.db.models import App, Deployment, Handoff, Project
+from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, in_flight
 from conveyor.domain.ids import iso, new_id, utcnow
 from conveyor.domain.payloads import Operation
 from conveyor.domain.planning import AppFacts, ImageSource, plan_update
-from conveyor.domain.vocabulary import AppStatus, OperationKind
+from conveyor.domain.vocabulary import NOT_STARTED, AppStatus, DeploymentStatus, OperationKind
 from conveyor.domain.workload import Workload, cpu_request, over_quota
 from conveyor.settings import Settings
 
@@ -268,7 +269,8 @@ def delete(session: Session, caller: Caller, app_id: str, ended_attempt: int | N
         app.delete_attempts = (app.delete_attempts or 0) + 1
         again = f" (attempt {app.delete_attempts})" if app.delete_attempts > 1 else ""
         app.status, app.status_reason = AppStatus.DELETING, None
-        add_audit(session, app, "delete_requested", caller.name, f"Requested deletion of {app.name}{again}")
+        superseded = supersede_for_delete(session, app, caller)
+        add_audit(session, app, "delete_requested", caller.name, f"Requested deletion of {app.name}{again}{superseded}")
         operations.append(
             Operation(
                 kind=OperationKind.DELETE,
@@ -281,6 +283,30 @@ def delete(session: Session, caller: Caller, app_id: str, ended_attempt: int | N
         )
     session.flush()
     return Answer(202, app_public(app), operations)
+
+
+def supersede_for_delete(session: Session, app: App, caller: Caller) -> str:
+    """A delete supersedes what the app still had to do: its deployments not
+    started yet are cancelled here, and the lane cancels the one running when
+    the delete reaches it (restoring nothing). What the audit entry adds."""
+    waiting, running = [], []
+    for dep in in_flight(session, app.id):
+        # Only if it has not started meanwhile (its workflow claims it the same way).
+        claim = (
+            update_rows(Deployment)
+            .where(Deployment.id == dep.id, Deployment.status.in_(NOT_STARTED))
+            .values(status=DeploymentStatus.CANCELLED, reason=f"cancelled before it started: {caller.name} deleted the app", finished_at=utcnow())
+        )
+        if cast(CursorResult[Any], session.execute(claim)).rowcount:
+            waiting.append(f"v{dep.number} ({dep.id})")
+        else:
+            running.append(f"v{dep.number} ({dep.id}, {dep.status})")
+    said = []
+    if running:
+        said.append(f"cancelling {', '.join(running)}")
+    if waiting:
+        said.append(f"cancelled {', '.join(waiting)}")
+    return f"; {'; '.join(said)}" if said else ""
 
 
 def deploy(session: Session, caller: Caller, app_id: str) -> Answer[DeploymentPublic]:

@@ -203,3 +203,25 @@ def test_cli_deploys_follows_and_rolls_back(api, settings, make_token):
     gone = conveyor_cli(settings, token, "apps", "delete", app)
     assert gone.returncode == 0 and "deleted" in gone.stdout
     assert conveyor_cli(settings, token, "apps", "get", app).returncode == 2
+
+
+def test_a_delete_supersedes_a_stuck_rollout_and_the_app_is_gone_in_seconds(api, kube_api, settings, deployed_app):
+    from kubernetes import client
+    from sqlalchemy import select
+
+    from conveyor.clients.db.models import AuditEntry
+    from conveyor.clients.db.session import read_scope
+
+    app, first = deployed_app
+    stuck = start_never_ready_deploy(api, app)  # its progress deadline is 300 s away
+    queued = api.call("POST", f"/apps/{app['id']}/deploy", 202).json()
+    api.call("DELETE", f"/apps/{app['id']}", 202)
+    eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 30, what="the app to be gone")
+    namespace = namespace_for(settings, "proj_default")
+    assert not [d for d in client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items if d.metadata.name == app["slug"]]
+    assert not client.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={app['slug']}").items
+    with read_scope(settings.effective_database_url) as session:
+        entries = session.scalars(select(AuditEntry).where(AuditEntry.app_id == app["id"])).all()
+    [requested] = [e for e in entries if e.action == "delete_requested"]
+    assert f"cancelling v{stuck['number']} ({stuck['id']}" in requested.details and f"cancelled v{queued['number']} ({queued['id']})" in requested.details
+    assert first["id"] not in requested.details

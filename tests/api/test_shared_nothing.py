@@ -144,7 +144,7 @@ def test_upload_on_one_api_builds_on_any_worker_and_streams_live_from_the_other_
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     with read_scope(settings.effective_database_url) as session:
         build = session.get(Build, dep["build_id"])
-    assert build.upload_path is None and build.source_ref == f"conveyor/builds/sources/proj-default@{digest}"
+    assert build.upload_path is None and build.source_ref == f"conveyor/sources/proj-default@{digest}"
     base = oci_registry.base_url(settings)
     manifest = httpx.get(
         f"{base}/v2/conveyor/sources/proj-default/manifests/upload-{digest.removeprefix('sha256:')}",

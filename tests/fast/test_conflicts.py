@@ -146,3 +146,17 @@ def test_restart_needs_an_active_deployment_and_revert_one_that_ran(local, proje
     retry = project.admin.call("POST", f"/apps/{app['id']}/deployments/{first['id']}/retry")
     assert retry.status_code == 409 and "failed or cancelled" in retry.text, retry.text
     assert rows(local.settings) == before
+
+
+def test_a_delete_cancels_the_deployments_that_wait_and_says_so_in_the_audit(local, project):
+    app = project.admin.create_app()
+    # No worker here: the first deployment waits (pending), the next behind it (queued).
+    second = project.admin.call("POST", f"/apps/{app['id']}/deploy", 202).json()
+    assert second["status"] == "queued"
+    project.admin.call("DELETE", f"/apps/{app['id']}", 202)
+    deployments = project.admin.call("GET", f"/apps/{app['id']}/deployments", 200).json()
+    assert {d["status"] for d in deployments} == {"cancelled"}
+    assert all("deleted the app" in d["reason"] and d["finished_at"] for d in deployments)
+    [entry] = [e for e in project.admin.call("GET", f"/apps/{app['id']}/audit", 200).json() if e["action"] == "delete_requested"]
+    assert all(f"({d['id']})" in entry["details"] for d in deployments), entry
+    assert entry["details"].count("cancelled v") == 1

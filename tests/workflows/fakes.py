@@ -103,6 +103,8 @@ class Fakes:
         self.events: list[tuple[str, str, str]] = []
         self.plans: dict[str, DeploymentPlan] = {}
         self.targets: dict[str, AppTarget] = {}
+        # Apps whose DELETE was asked for (app_being_deleted).
+        self.deleting: set[str] = set()
         self._script: dict[str, list[Step]] = {}
         self._changed = asyncio.Condition()
 
@@ -179,6 +181,7 @@ class Fakes:
             self.record_image_digest,
             self.finish_deployment,
             self.load_app_target,
+            self.app_being_deleted,
             self.record_scale,
             self.remove_app,
             self.record_delete_failed,
@@ -210,6 +213,10 @@ class Fakes:
     @activity.defn(name="load_app_target")
     async def load_app_target(self, request: AppTargetInput) -> AppTarget | None:
         return await self._run("load_app_target", request, lambda: self.targets.get(request.app_id))
+
+    @activity.defn(name="app_being_deleted")
+    async def app_being_deleted(self, request: AppTargetInput) -> bool:
+        return await self._run("app_being_deleted", request, lambda: request.app_id in self.deleting)
 
     @activity.defn(name="record_scale")
     async def record_scale(self, request: ScaleRecordInput) -> None:

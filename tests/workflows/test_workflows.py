@@ -91,13 +91,16 @@ async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_du
     async with running_worker(client, task_queue, fakes):
         await signal_lane(client, settings, deploy)
         await fakes.started("begin_deployment")
-        for op in (scale, update, deploy, scale, delete, update):  # the running one and a queued one again
+        for op in (scale, update, deploy, scale, update):  # the running one and a queued one again
             await signal_lane(client, settings, op)
         lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
         assert await lane.query(AppLaneWorkflow.current) == deploy.workflow_id
-        assert await lane.query(AppLaneWorkflow.queued) == [scale.workflow_id, update.workflow_id, delete.workflow_id]
+        assert await lane.query(AppLaneWorkflow.queued) == [scale.workflow_id, update.workflow_id]
         hold.release()
-        await asyncio.wait_for(lane.result(), 10)  # a delete ends the lane
+        await fakes.wait_for(lambda: any(c.outcome == "returned" for c in fakes.named("finish_deployment", update.workflow_id)))
+        # With nothing left to do, a delete runs and ends the lane.
+        await signal_lane(client, settings, delete)
+        await asyncio.wait_for(lane.result(), 10)
 
     assert runs_in_turn(fakes) == [deploy.workflow_id, scale.workflow_id, update.workflow_id, delete.workflow_id]
     assert fakes.names(deploy.workflow_id) == RELEASED
@@ -105,6 +108,51 @@ async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_du
     assert fakes.names(update.workflow_id) == fakes.names(deploy.workflow_id)
     assert fakes.names(delete.workflow_id) == ["load_app_target", "delete_app_resources", "remove_app"]
     assert finished(fakes, update.workflow_id) == [("active", None)]
+
+
+async def test_a_delete_supersedes_the_running_release_and_what_waits_and_nothing_is_restored(client, task_queue):
+    fakes = Fakes()
+    app_id = new_app(fakes)
+    settings = Settings(temporal_task_queue=task_queue)
+    running, waiting = deployment(app_id), deployment(app_id)
+    fakes.plans.update({running.deployment_id: running, waiting.deployment_id: waiting})
+    deploy, update = operation(running), operation(waiting).model_copy(update={"kind": "update"})
+    scale, delete = app_operation("scale", app_id), app_operation("delete", app_id)
+    # The running release is stuck in its rollout (a never-ready image, a registry away).
+    fakes.script("wait_for_rollout", Block())
+    async with running_worker(client, task_queue, fakes):
+        for op in (deploy, update, scale):
+            await signal_lane(client, settings, op)
+        await fakes.started("wait_for_rollout")
+        # As the API marks the app with its DELETE.
+        fakes.deleting.add(app_id)
+        await signal_lane(client, settings, delete)
+        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
+        await asyncio.wait_for(lane.result(), 10)
+
+    assert runs_in_turn(fakes) == [deploy.workflow_id, delete.workflow_id]
+    assert fakes.named("wait_for_rollout")[0].outcome == "cancelled"
+    # Cancelled with no restore: nothing re-applied, recorded as cancelled by the delete.
+    assert fakes.names(deploy.workflow_id)[-2:] == ["app_being_deleted", "finish_deployment"]
+    assert fakes.names(deploy.workflow_id).count("apply_manifests") == 1
+    [(status, reason)] = finished(fakes, deploy.workflow_id)
+    assert status == "cancelled" and "being deleted" in reason
+    assert fakes.names(update.workflow_id) == [] and fakes.names(scale.workflow_id) == []
+    assert fakes.names(delete.workflow_id) == ["load_app_target", "delete_app_resources", "remove_app"]
+
+
+async def test_a_cancel_by_an_operator_still_restores(client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    fakes.script("wait_for_rollout", Block())
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        await fakes.started("wait_for_rollout")
+        await handle.cancel()
+        assert await outcome(handle) == "cancelled"
+    assert fakes.names(handle.id).count("apply_manifests") == 2, "the previous release was applied again"
+    [(status, reason)] = finished(fakes, handle.id)
+    assert status == "cancelled" and f"the previous deployment {PREVIOUS} keeps serving" in reason
 
 
 async def test_lane_continues_as_new_and_carries_its_queue_over(client, task_queue, monkeypatch):
@@ -133,8 +181,10 @@ async def test_lane_continues_as_new_and_carries_its_queue_over(client, task_que
         hold.release()
         # Signalled while the lane hands its queue from run to run.
         await fakes.started("begin_deployment", 2)
-        await signal_lane(client, settings, delete)
         await signal_lane(client, settings, ops[1])  # a duplicate of the running one
+        await fakes.wait_for(lambda: any(c.outcome == "returned" for c in fakes.named("finish_deployment", ops[-1].workflow_id)))
+        # A delete (which supersedes what waits) once every release has run.
+        await signal_lane(client, settings, delete)
         await asyncio.wait_for(client.get_workflow_handle(lane_id(app_id)).result(), 10)
 
         runs, run_id = 0, first_run
@@ -152,6 +202,8 @@ async def test_lane_continues_as_new_and_carries_its_queue_over(client, task_que
 
 # --- a release, cancelled at each step ------------------------------------------------
 
+# A cancelled release first asks whether its app is being deleted (then it restores nothing).
+ASKED = "app_being_deleted"
 RESTORED = ["apply_manifests", "wait_for_rollout"]
 CANCELLED = ("cancelled", f"cancelled by an operator; {KEPT}")
 
@@ -161,21 +213,21 @@ CANCELLED = ("cancelled", f"cancelled by an operator; {KEPT}")
     [
         pytest.param(
             "resolve_image_digest",
-            ["begin_deployment", "resolve_image_digest", "finish_deployment"],
+            ["begin_deployment", "resolve_image_digest", ASKED, "finish_deployment"],
             [CANCELLED],
             "cancelled",
             id="resolve",
         ),
         pytest.param(
             "apply_manifests",
-            ["begin_deployment", "resolve_image_digest", "apply_manifests", *RESTORED, "finish_deployment"],
+            ["begin_deployment", "resolve_image_digest", "apply_manifests", ASKED, *RESTORED, "finish_deployment"],
             [CANCELLED],
             "cancelled",
             id="apply",
         ),
         pytest.param(
             "wait_for_rollout",
-            ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", *RESTORED, "finish_deployment"],
+            ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", ASKED, *RESTORED, "finish_deployment"],
             [CANCELLED],
             "cancelled",
             id="rollout",
