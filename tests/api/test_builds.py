@@ -319,3 +319,15 @@ def test_template_creates_and_deploys_an_app(api, settings):
     api.wait_ready(app["id"], 1)
     unknown = api.call("POST", "/apps", json={"name": "nope", "template_id": "no-such"})
     assert unknown.status_code == 422 and "template_id" in unknown.text
+
+
+def test_a_delete_during_a_build_stops_it_and_the_app_is_gone_in_seconds(api, settings):
+    app = upload_app(api)
+    source = {"Dockerfile": f"FROM {settings.build_base_image}\nRUN echo sleeping-now && sleep 300\n"}
+    dep = upload(api, app["id"], tarball(source)).json()
+    log_path = f"/apps/{app['id']}/build-log"
+    eventually(lambda: "sleeping-now" in api.call("GET", log_path, 200, params={"build_id": dep["build_id"]}).text, 120)
+    api.call("DELETE", f"/apps/{app['id']}", 202)
+    eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 30, what="the app to be gone")
+    eventually(lambda: sandbox_processes(dep["build_id"]) == [], 30, what="the build's processes to end")
+    eventually(lambda: not list((settings.home / "workspaces").glob(f"{dep['build_id']}-*")), 30, what="the workspace to go")

@@ -225,3 +225,29 @@ def test_a_delete_supersedes_a_stuck_rollout_and_the_app_is_gone_in_seconds(api,
     [requested] = [e for e in entries if e.action == "delete_requested"]
     assert f"cancelling v{stuck['number']} ({stuck['id']}" in requested.details and f"cancelled v{queued['number']} ({queued['id']})" in requested.details
     assert first["id"] not in requested.details
+
+
+def test_a_delete_survives_a_kill_of_the_worker_between_its_cancel_and_its_cleanup(api, kube_api, settings, platform, deployed_app):
+    import signal
+
+    from kubernetes import client
+
+    from conveyor.stack.platform import Platform
+    from conveyor.stack.processes import ProcessTable
+
+    app, _first = deployed_app
+    stuck = start_never_ready_deploy(api, app)
+    api.call("DELETE", f"/apps/{app['id']}", 202)
+    # The lane has cancelled the stuck release (it records its end), and the delete has not finished yet.
+    def cancelled_or_gone() -> bool:
+        answer = api.call("GET", f"/apps/{app['id']}/deployments/{stuck['id']}")
+        return answer.status_code == 404 or answer.json()["status"] == "cancelled"
+
+    eventually(cancelled_or_gone, 30, what="the stuck release to be cancelled")
+    worker = ProcessTable(settings.home / "run", settings.home / "logs").get("worker")
+    assert worker is not None
+    os.killpg(worker.pid, signal.SIGKILL)
+    Platform(settings).up()
+    eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 90, what="the app to be gone after the worker came back")
+    namespace = namespace_for(settings, "proj_default")
+    assert not client.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={app['slug']}").items
