@@ -150,3 +150,24 @@ def test_a_retrying_deploy_says_why_and_the_one_queued_behind_names_it(api, sett
     assert done["reason"] is None
     assert api.wait_active(app["id"], queued["id"], timeout=120)["reason"] is None
     api.call("DELETE", f"/apps/{app['id']}", 202)
+
+
+def test_a_delete_of_an_app_whose_deploy_is_retrying_is_gone_in_seconds(api, kube_api, settings, platform):
+    from kubernetes import client
+
+    from conveyor.clients.kubernetes import namespace_for
+
+    Platform(settings).stop(["registry"])
+    try:
+        app = api.create_app()
+        dep = api.deployments(app["id"])[0]
+        eventually(lambda: (api.deployment(app["id"], dep["id"])["reason"] or "").startswith("retrying: "), 30, what="the deploy to be retrying")
+        api.call("DELETE", f"/apps/{app['id']}", 202)
+        eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 30, what="the app to be gone")
+    finally:
+        Platform(settings).up()
+    namespace = namespace_for(settings, "proj_default")
+    assert not [d for d in client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items if d.metadata.name == app["slug"]]
+    with read_scope(settings.effective_database_url) as session:
+        [entry] = session.scalars(select(AuditEntry).where(AuditEntry.app_id == app["id"], AuditEntry.action == "delete_requested")).all()
+    assert f"cancelling v1 ({dep['id']}" in entry.details
