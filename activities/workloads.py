@@ -174,10 +174,6 @@ class KubeActivities:
         dynamic = self.dynamic
         applied = []
         spec = request.spec
-        if spec.autoscaling is not None:
-            # The autoscaler owns the live count: apply what it set (or the
-            # starting count of a new Deployment), so a release never resets it.
-            spec = spec.model_copy(update={"replicas": spec.autoscaling.starting(self._live_replicas(spec.namespace, spec.slug) or spec.replicas)})
         objects = manifests.render(spec, self.env_checksum_key)
         # Right after the Namespace: the worker's own rights in it come from these.
         bindings = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
@@ -191,6 +187,19 @@ class KubeActivities:
         for obj in objects:
             resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             name = obj["metadata"]["name"]
+            # Just before the Deployment, once the RoleBindings that allow it are in.
+            if obj["kind"] == "Deployment" and spec.autoscaling is not None:
+                # The autoscaler owns the live count: apply what it set (or the
+                # starting count of a new Deployment), read as late as can be.
+                live = self._live_replicas(spec.namespace, spec.slug)
+                obj["spec"]["replicas"] = spec.autoscaling.starting(live if live is not None else spec.replicas)
+            elif obj["kind"] == "Deployment":
+                # No autoscaling: one left from before goes first, so it cannot
+                # scale the Deployment this release applies.
+                self._delete_if_there(
+                    lambda: client.AutoscalingV2Api(self.api).delete_namespaced_horizontal_pod_autoscaler(spec.slug, spec.namespace),
+                    f"deleting HorizontalPodAutoscaler {spec.slug}",
+                )
             for attempt in itertools.count():
                 try:
                     resource.server_side_apply(
@@ -207,12 +216,13 @@ class KubeActivities:
                         continue
                     raise api_error(exc, f"applying {obj['kind']} {name}") from None
             applied.append(f"{obj['kind']}/{name}")
-        if spec.autoscaling is None:
-            # A release without autoscaling has no autoscaler: one left from before goes.
-            self._delete_if_there(
-                lambda: client.AutoscalingV2Api(self.api).delete_namespaced_horizontal_pod_autoscaler(spec.slug, spec.namespace),
-                f"deleting HorizontalPodAutoscaler {spec.slug}",
-            )
+        # A project default or quota cleared since: its object goes too.
+        core = client.CoreV1Api(self.api)
+        rendered = {(o["kind"], o["metadata"]["name"]) for o in objects}
+        if spec.limits is not None and ("LimitRange", manifests.LIMIT_RANGE) not in rendered:
+            self._delete_if_there(lambda: core.delete_namespaced_limit_range(manifests.LIMIT_RANGE, spec.namespace), "deleting the LimitRange")
+        if spec.limits is not None and ("ResourceQuota", manifests.RESOURCE_QUOTA) not in rendered:
+            self._delete_if_there(lambda: core.delete_namespaced_resource_quota(manifests.RESOURCE_QUOTA, spec.namespace), "deleting the ResourceQuota")
         return applied
 
     def _live_replicas(self, namespace: str, name: str) -> int | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.sse import ServerSentEvent
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -160,8 +162,9 @@ class RowNow(NamedTuple):
     reason: str | None
     # Queued: the deployment of its app it waits behind.
     ahead: Ahead | None = None
-    # The host the user gave for its source (registry or git server), for a retry's reason.
-    host: str | None = None
+    # The hosts the user gave (an image app's registry, a git app's server), for a retry's reason.
+    image_host: str | None = None
+    source_host: str | None = None
 
 
 def _status_now(session, deployment_id: str) -> RowNow | None:
@@ -173,25 +176,25 @@ def _status_now(session, deployment_id: str) -> RowNow | None:
         first = next((d for d in in_flight(session, row.app_id) if d.number < row.number), None)
         ahead = Ahead(first.id, first.status, first.workflow_id) if first is not None else None
     app = session.get(App, row.app_id)
-    return RowNow(row.status, row.reason, ahead, source_host(row.image, app.repo_url if app is not None else None))
+    if app is None:
+        return RowNow(row.status, row.reason, ahead)
+    return RowNow(row.status, row.reason, ahead, registry_host(app.image_url) if app.source_type == "image" else None, urlsplit(app.repo_url or "").hostname)
 
 
-def source_host(image: str | None, repo_url: str | None) -> str | None:
-    """The registry of an image, else the git server of a repository: the host the user gave."""
-    if image:
-        try:
-            registry = images.parse(image).registry
-        except ValueError:
-            return None
-        return "docker.io" if registry == images.DOCKER_HUB else registry
-    return urlsplit(repo_url).hostname if repo_url else None
+def registry_host(image: str | None) -> str | None:
+    """The registry of an image app's `image_url`: the host the user gave."""
+    try:
+        registry = images.parse(image or "").registry
+    except ValueError:
+        return None
+    return "docker.io" if registry == images.DOCKER_HUB else registry
 
 
 # Reads a deployment's row, or None when it is gone ((status, reason) is enough).
 StatusReader = Callable[[str], Awaitable[tuple[str, str | None] | RowNow | None]]
 
 
-async def retry_in_progress(temporal: Client, workflow_id: str, host: str | None) -> str | None:
+async def retry_in_progress(temporal: Client, workflow_id: str, image_host: str | None = None, source_host: str | None = None) -> str | None:
     """What a workflow's activity is retrying, for the person waiting
     (`retrying: registry … unreachable (attempt 5, next in 20s, gives up at …)`);
     None when nothing is being retried, or Temporal cannot say."""
@@ -200,7 +203,9 @@ async def retry_in_progress(temporal: Client, workflow_id: str, host: str | None
     except Exception:  # noqa: BLE001 - not started, or Temporal away: nothing to say
         return None
     for pending in described.raw_description.pending_activities:
-        if pending.attempt < 2 or not pending.HasField("last_failure"):
+        # Waiting for its next attempt: an attempt that runs again (a rollout
+        # wait after a worker restart, say) shows its own progress instead.
+        if pending.attempt < 2 or not pending.HasField("last_failure") or pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
             continue
         failure = pending.last_failure
         while failure.HasField("cause") and not failure.HasField("application_failure_info"):
@@ -210,7 +215,7 @@ async def retry_in_progress(temporal: Client, workflow_id: str, host: str | None
         if pending.HasField("next_attempt_schedule_time"):
             next_in = (pending.next_attempt_schedule_time.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()
         gives_up = iso(pending.expiration_time.ToDatetime(UTC)) if pending.HasField("expiration_time") else None
-        return errors.retrying(kind, host, pending.attempt, next_in, gives_up)
+        return errors.retrying(kind, image_host, source_host, pending.attempt, next_in, gives_up)
     return None
 
 
@@ -271,17 +276,19 @@ class ProgressHub:
         if now.ahead is not None:
             # What it waits for, and why that one is not done.
             behind = now.ahead.status
-            if (retry := await retry_in_progress(temporal, now.ahead.workflow_id, None)) is not None:
+            if (retry := await retry_in_progress(temporal, now.ahead.workflow_id, now.image_host, now.source_host)) is not None:
                 behind = f"{behind}, {retry}"
             return Snapshot(now.status, f"queued behind {now.ahead.id} ({behind})")
         steps = await workflow_progress(temporal, dep)
-        retry = await retry_in_progress(temporal, dep.workflow_id, now.host) if now.status != DeploymentStatus.QUEUED else None
+        retry = await retry_in_progress(temporal, dep.workflow_id, now.image_host, now.source_host) if now.status != DeploymentStatus.QUEUED else None
         if retry is None:
             return Snapshot(now.status, now.reason, steps)
-        # The step that waits on the retried activity says so, until it passes.
+        # The step that waits on the retried activity says so, until it passes
+        # (without the countdown, so the stream sends it once an attempt).
         running = [i for i, step in enumerate(steps) if step.get("state") == "running"]
         if running:
-            steps = [dict(step, detail=retry) if i == running[-1] else step for i, step in enumerate(steps)]
+            detail = re.sub(r", next in \d+s", "", retry)
+            steps = [dict(step, detail=detail) if i == running[-1] else step for i, step in enumerate(steps)]
         return Snapshot(now.status, retry, steps)
 
     async def _poll(self, temporal: Client, dep: Deployment) -> None:

@@ -138,4 +138,4 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
     description="A new deployment with the same snapshot (image, env, port) as the failed or cancelled one.",
 )
 async def retry(app_id: str, deployment_id: str, m: MutationDep, caller: Deployer) -> Any:
-    return await m.run(caller, services.retry, app_id, deployment_id)
+    return await m.run(caller, services.retry, m.settings, app_id, deployment_id)

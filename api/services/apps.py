@@ -41,7 +41,7 @@ from conveyor.domain.ids import iso, new_id, utcnow
 from conveyor.domain.payloads import Operation
 from conveyor.domain.planning import AppFacts, ImageSource, plan_update
 from conveyor.domain.vocabulary import NOT_STARTED, AppStatus, DeploymentStatus, OperationKind
-from conveyor.domain.workload import Workload, cpu_request, over_quota
+from conveyor.domain.workload import Demand, Workload, above_default_limits, cpu_request, over_quota
 from conveyor.settings import Settings
 
 
@@ -70,13 +70,8 @@ def mutable(app: App) -> None:
         )
 
 
-def check_replicas(settings: Settings, replicas: int | None) -> None:
-    if replicas is not None and replicas > settings.max_replicas:
-        raise unprocessable("replicas", f"must be at most {settings.max_replicas} (CONVEYOR_MAX_REPLICAS)")
-
-
 def check_project_limits(
-    session: Session, settings: Settings, project_id: str, app_id: str | None, replicas: int, workload: Workload
+    session: Session, settings: Settings, project_id: str, app_id: str | None, replicas: int, workload: Workload, before: Demand | None = None
 ) -> None:
     """Refuse, with a 422 naming the limit, replicas or resources that the
     project's ceilings and quota would not hold beside its other apps (with
@@ -89,7 +84,7 @@ def check_project_limits(
     if app_id is not None:
         others = others.where(App.id != app_id)
     demands = [Workload.of(row.workload).demand(row.replicas) for row in session.execute(others)]
-    problem = over_quota(limits, workload.demand(replicas), demands)
+    problem = above_default_limits(limits, workload.resources) or over_quota(limits, workload.demand(replicas), demands, before)
     if problem is not None:
         raise unprocessable(*problem)
     if workload.autoscaling is not None and cpu_request(workload, limits) is None:
@@ -111,7 +106,6 @@ def workload_of(body: AppCreate) -> Workload:
 
 def with_template(settings: Settings, body: AppCreate) -> AppCreate:
     """The request with its template's values filled in; fields given explicitly win."""
-    check_replicas(settings, body.replicas)
     check_repo_url(settings, body.repo_url)
     if body.template_id is None:
         return body
@@ -127,7 +121,6 @@ def with_template(settings: Settings, body: AppCreate) -> AppCreate:
             "env": {**template.env, **body.env},
         }
     )
-    check_replicas(settings, body.replicas)
     return body
 
 
@@ -190,7 +183,7 @@ def update(session: Session, caller: Caller, settings: Settings, app_id: str, gi
     workload = Workload.of(plan.changes["workload"]) if "workload" in plan.changes else facts.workload
     replicas = plan.scale[1] if plan.scale is not None else app.replicas
     if plan.scale is not None or (workload.resources, workload.autoscaling) != (facts.workload.resources, facts.workload.autoscaling):
-        check_project_limits(session, settings, app.project_id, app.id, replicas, workload)
+        check_project_limits(session, settings, app.project_id, app.id, replicas, workload, facts.workload.demand(app.replicas))
     # Each patch is checked on its own; the merged env must hold the limits too.
     if (problem := env_problem(plan.changes["env"])) is not None:
         raise unprocessable("env", problem)

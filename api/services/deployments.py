@@ -48,7 +48,7 @@ def revert(session: Session, caller: Caller, settings: Settings, app_id: str, de
         raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
     restored, now = Workload.of(target.workload), Workload.of(app.workload)
     if (restored.resources, restored.autoscaling) != (now.resources, now.autoscaling):
-        check_project_limits(session, settings, app.project_id, app.id, app.replicas, restored)
+        check_project_limits(session, settings, app.project_id, app.id, app.replicas, restored, now.demand(app.replicas))
     app.env, app.port, app.workload = dict(target.env), target.port, target.workload
     return release(session, caller, app, Release.of_deployment(OperationKind.ROLLBACK, image_of(target), target, rollback_of=target.id))
 
@@ -77,13 +77,16 @@ def cancel(session: Session, caller: Caller, app_id: str, deployment_id: str, wo
     return Answer(202, deployment_public(dep))
 
 
-def retry(session: Session, caller: Caller, app_id: str, deployment_id: str) -> Answer[DeploymentPublic]:
+def retry(session: Session, caller: Caller, settings: Settings, app_id: str, deployment_id: str) -> Answer[DeploymentPublic]:
     """A new deployment with the same snapshot as a failed or cancelled one."""
     app = load_app(session, caller, app_id, lock=True)
     mutable(app)
     dep = load_deployment(session, app, deployment_id)
     if dep.status not in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
         raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
+    again, now = Workload.of(dep.workload), Workload.of(app.workload)
+    if (again.resources, again.autoscaling) != (now.resources, now.autoscaling):
+        check_project_limits(session, settings, app.project_id, app.id, app.replicas, again, now.demand(app.replicas))
     if dep.image_ref or app.source_type == "image":
         source = image_of(dep)
     else:

@@ -179,19 +179,25 @@ def is_kind(err: BaseException, *kinds: type[ConveyorError]) -> bool:
 # What a transient failure that is being retried is about, for the person
 # waiting: its kind and the host they gave, never an internal address.
 _RETRIED: dict[str, str] = {
-    RegistryUnreachable.kind: "registry {host} unreachable",
-    BuildInterrupted.kind: "registry {host} unreachable during the build",
-    SourceUnreachable.kind: "git server {host} unreachable",
+    RegistryUnreachable.kind: "registry {image_host} unreachable",
+    BuildInterrupted.kind: "the platform's registry unreachable during the build",
+    SourceUnreachable.kind: "git server {source_host} unreachable",
     KubernetesUnreachable.kind: "the Kubernetes API unreachable",
     KubernetesUnavailable.kind: "the Kubernetes API unavailable",
     KubernetesForbidden.kind: "a Kubernetes permission of the worker missing (see the Temporal Web UI)",
 }
 
 
-def retrying(kind: str | None, host: str | None, attempt: int, next_in_seconds: float | None, gives_up_at: str | None) -> str:
-    """`retrying: registry myregistry.com unreachable (attempt 5, next in 20s, gives up at 18:25:00Z)`."""
+def retrying(
+    kind: str | None, image_host: str | None, source_host: str | None, attempt: int, next_in_seconds: float | None, gives_up_at: str | None
+) -> str:
+    """`retrying: registry myregistry.com unreachable (attempt 5, next in 20s, gives up at 18:25:00Z)`.
+    `image_host`: the registry of an image app's `image_url` (else the
+    platform's own registry is meant); `source_host`: its git server."""
     words = _RETRIED.get(kind or "", "a transient failure")
-    what = words.format(host=host or "of the image") if "{host}" in words else words
+    if "{image_host}" in words and not image_host:
+        words = "the platform's registry unreachable"
+    what = words.format(image_host=image_host, source_host=source_host or "of the app")
     when = [f"attempt {attempt}"]
     if next_in_seconds is not None:
         when.append(f"next in {max(0, round(next_in_seconds))}s")

@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 from conveyor.domain.payloads import ReleaseSpec
+from conveyor.domain.workload import LIMIT_RANGE as LIMIT_RANGE
+from conveyor.domain.workload import RESOURCE_QUOTA as RESOURCE_QUOTA
 from conveyor.domain.workload import limit_range, parse_quantity, readiness, resource_quota
 
 MANAGED_BY = "conveyor"

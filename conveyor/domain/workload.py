@@ -55,7 +55,22 @@ def _quantity(text: str) -> str:
     return text
 
 
+def _cores(text: str) -> str:
+    if parse_quantity(text) % Decimal("0.001"):
+        raise ValueError("must be a whole number of millicores (at least 1m)")
+    return text
+
+
+def _bytes(text: str) -> str:
+    if parse_quantity(text) % 1:
+        raise ValueError("must be a whole number of bytes, such as 256Mi (m means thousandths)")
+    return text
+
+
 Quantity = Annotated[str, AfterValidator(_quantity)]
+# CPU in whole millicores, memory in whole bytes: what Kubernetes keeps as given.
+Cores = Annotated[str, AfterValidator(_quantity), AfterValidator(_cores)]
+Bytes = Annotated[str, AfterValidator(_quantity), AfterValidator(_bytes)]
 
 
 def _one_line(text: str) -> str:
@@ -135,10 +150,10 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cpu: Quantity | None = Field(default=None, description="CPU request, e.g. 250m")
-    memory: Quantity | None = Field(default=None, description="memory request, e.g. 256Mi")
-    cpu_limit: Quantity | None = Field(default=None, description="CPU limit, e.g. 1")
-    memory_limit: Quantity | None = Field(default=None, description="memory limit, e.g. 512Mi")
+    cpu: Cores | None = Field(default=None, description="CPU request, e.g. 250m")
+    memory: Bytes | None = Field(default=None, description="memory request, e.g. 256Mi")
+    cpu_limit: Cores | None = Field(default=None, description="CPU limit, e.g. 1")
+    memory_limit: Bytes | None = Field(default=None, description="memory limit, e.g. 512Mi")
 
     @model_validator(mode="after")
     def _limits_cover_requests(self) -> Resources:
@@ -221,13 +236,13 @@ class ProjectLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    default_cpu: Quantity | None = None
-    default_memory: Quantity | None = None
-    default_cpu_limit: Quantity | None = None
-    default_memory_limit: Quantity | None = None
+    default_cpu: Cores | None = None
+    default_memory: Bytes | None = None
+    default_cpu_limit: Cores | None = None
+    default_memory_limit: Bytes | None = None
     quota_pods: int | None = Field(default=None, ge=0, le=1_000_000)
-    quota_cpu: Quantity | None = None
-    quota_memory: Quantity | None = None
+    quota_cpu: Cores | None = None
+    quota_memory: Bytes | None = None
     max_replicas_per_app: int = Field(default=50, ge=0, le=10_000)
 
     @model_validator(mode="after")
@@ -298,13 +313,46 @@ class Demand(BaseModel):
     field: str = "replicas"
 
 
-def over_quota(limits: ProjectLimits, changed: Demand, others: list[Demand]) -> tuple[str, str] | None:
+def grows(limits: ProjectLimits, changed: Demand, before: Demand) -> bool:
+    """Whether `changed` asks the project for more than `before` did: more
+    pods, or more CPU or memory in all."""
+    defaults = limits.defaults()
+    (new_cpu, new_memory), (old_cpu, old_memory) = pod_requests(changed.resources, defaults), pod_requests(before.resources, defaults)
+    return (
+        changed.replicas > before.replicas
+        or new_cpu * changed.replicas > old_cpu * before.replicas
+        or new_memory * changed.replicas > old_memory * before.replicas
+    )
+
+
+def above_default_limits(limits: ProjectLimits, resources: Resources | None) -> tuple[str, str] | None:
+    """A request above the limit the namespace's LimitRange would give a
+    container that sets none: Kubernetes would refuse every pod."""
+    mine = resources or Resources()
+    for request, own_limit, default, what in (
+        ("cpu", mine.cpu_limit, limits.default_cpu_limit, "CPU"),
+        ("memory", mine.memory_limit, limits.default_memory_limit, "memory"),
+    ):
+        asked = getattr(mine, request)
+        if asked is not None and own_limit is None and default is not None and parse_quantity(asked) > parse_quantity(default):
+            return f"resources.{request}", f"more than the project's default {what} limit of {default}: set resources.{request}_limit too"
+    return None
+
+
+def over_quota(limits: ProjectLimits, changed: Demand, others: list[Demand], before: Demand | None = None) -> tuple[str, str] | None:
     """The first limit that `changed` (one app's new replicas and resources)
     breaks, with every other app of the project as it is and room for the
-    changed app's rollout surge: (field, message), or None when it fits.
+    changed app's rollout surge: (field, message), or None when it fits. A
+    change that asks for no more than the app had (`before`) is never
+    refused: a project over a quota lowered since can still shrink.
     Messages name the limit and the totals, never a value the caller gave."""
+    if before is not None and not grows(limits, changed, before):
+        return None
     if changed.replicas > limits.max_replicas_per_app:
-        return changed.field, f"more than the {limits.max_replicas_per_app} replicas one app of this project may have"
+        return changed.field, (
+            f"more than the {limits.max_replicas_per_app} replicas one app of this project may have "
+            "(its max_replicas_per_app, else CONVEYOR_MAX_REPLICAS)"
+        )
     defaults = limits.defaults()
     pods = changed.replicas + surge(changed.replicas) + sum(d.replicas for d in others)
     if limits.quota_pods is not None and pods > limits.quota_pods:
@@ -319,6 +367,11 @@ def over_quota(limits: ProjectLimits, changed: Demand, others: list[Demand]) -> 
     if limits.quota_memory is not None and memory > parse_quantity(limits.quota_memory):
         return "resources.memory", f"the project's apps would request {format_bytes(memory)} of memory during this rollout, over its quota of {limits.quota_memory}"
     return None
+
+
+# The names of a project's LimitRange and ResourceQuota in its namespace.
+LIMIT_RANGE = "conveyor-defaults"
+RESOURCE_QUOTA = "conveyor-quota"
 
 
 def limit_range(limits: ProjectLimits, namespace: str, labels: dict[str, str]) -> dict[str, Any] | None:
@@ -336,7 +389,7 @@ def limit_range(limits: ProjectLimits, namespace: str, labels: dict[str, str]) -
     return {
         "apiVersion": "v1",
         "kind": "LimitRange",
-        "metadata": {"name": "conveyor-defaults", "namespace": namespace, "labels": labels},
+        "metadata": {"name": LIMIT_RANGE, "namespace": namespace, "labels": labels},
         "spec": {"limits": [item]},
     }
 
@@ -353,6 +406,6 @@ def resource_quota(limits: ProjectLimits, namespace: str, labels: dict[str, str]
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
-        "metadata": {"name": "conveyor-quota", "namespace": namespace, "labels": labels},
+        "metadata": {"name": RESOURCE_QUOTA, "namespace": namespace, "labels": labels},
         "spec": {"hard": hard},
     }

@@ -155,9 +155,13 @@ def test_worker_token_deploys_into_a_new_app_namespace_and_is_refused_in_kube_sy
     )
     with api_and_worker(settings, env, tmp_path) as base_url:
         api = Api(base_url, token, settings.registry)
-        app = api.create_app(replicas=2)
+        # With resources and autoscaling, so the worker's rights in a new
+        # namespace cover the autoscaler and the API's cover reading it.
+        scaling = {"min_replicas": 2, "max_replicas": 3}
+        app = api.create_app(replicas=2, resources={"cpu": "100m"}, autoscaling=scaling)
         first = api.deployments(app["id"])[-1]
         api.wait_active(app["id"], first["id"], timeout=120)
+        assert api.status(app["id"])["autoscaler"]["max_replicas"] == 3
     namespace = settings.project_namespace(project)
     deployment = client.AppsV1Api(kube_api).read_namespaced_deployment(app.get("slug", app["name"]), namespace)
     assert deployment.status.ready_replicas == 2

@@ -139,3 +139,17 @@ def test_with_autoscaling_on_a_replicas_patch_is_the_starting_count_and_no_scale
     bounds = project.admin.call("PATCH", f"/apps/{app['id']}", 202, json={"autoscaling": {**AUTOSCALING, "max_replicas": 8}})
     assert bounds.json()["autoscaling"]["max_replicas"] == 8
     assert project.admin.call("GET", f"/apps/{app['id']}/deployments", 200).json()[0]["autoscaling"]["max_replicas"] == 8
+
+
+def test_a_project_over_a_lowered_quota_can_still_shrink_but_not_grow(local, project):
+    app = project.admin.create_app(replicas=8)
+    limit(local, project, quota_pods=4)
+    assert named(project.admin.call("PATCH", f"/apps/{app['id']}", json={"replicas": 9}), ["body", "replicas"])
+    assert project.admin.call("PATCH", f"/apps/{app['id']}", json={"replicas": 3}).status_code == 202
+
+
+def test_a_request_above_the_projects_default_limit_is_refused(local, project):
+    limit(local, project, default_cpu_limit="500m")
+    refused = project.admin.call("POST", "/apps", json={**GOOD, "name": "greedy", "resources": {"cpu": "2"}})
+    assert named(refused, ["body", "resources", "cpu"]) and "cpu_limit" in refused.text, refused.text
+    assert project.admin.create_app(resources={"cpu": "2", "cpu_limit": "2"})["resources"]["cpu"] == "2"

@@ -217,3 +217,30 @@ def test_with_autoscaling_the_replica_count_is_not_drift():
     assert manifests.drift(release, live) == []
     live["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {"tcpSocket": {"port": 8080}}
     assert manifests.drift(release, live) == ["livenessProbe"]
+
+
+def test_a_change_that_asks_no_more_passes_even_over_a_quota_lowered_since():
+    limits = ProjectLimits(default_cpu="100m", default_memory="64Mi", quota_pods=10, quota_cpu="1", quota_memory="1Gi")
+    # 16 pods run where the quota now says 10: shrinking is let through, growing is not.
+    assert over_quota(limits, Demand(replicas=4), [Demand(replicas=8)], before=Demand(replicas=8)) is None
+    assert over_quota(limits, Demand(replicas=9), [Demand(replicas=8)], before=Demand(replicas=8))[0] == "replicas"
+    # Fewer pods but more CPU in all is more.
+    grown = over_quota(limits, Demand(replicas=2, resources=Resources(cpu="900m")), [], before=Demand(replicas=3))
+    assert grown is not None and grown[0] == "resources.cpu"
+
+
+def test_a_request_above_the_projects_default_limit_needs_a_limit_of_its_own():
+    from conveyor.domain.workload import above_default_limits
+
+    limits = ProjectLimits(default_cpu_limit="500m", default_memory_limit="512Mi")
+    assert above_default_limits(limits, Resources(cpu="2"))[0] == "resources.cpu"
+    assert above_default_limits(limits, Resources(memory="1Gi"))[0] == "resources.memory"
+    assert above_default_limits(limits, Resources(cpu="2", cpu_limit="2")) is None
+    assert above_default_limits(limits, Resources(cpu="250m")) is None
+
+
+@pytest.mark.parametrize(("field", "value"), [("memory", "256m"), ("memory_limit", "1.5"), ("cpu", "0.1m"), ("cpu_limit", "1e-4")])
+def test_memory_is_whole_bytes_and_cpu_whole_millicores(field, value):
+    with pytest.raises(ValidationError, match=field):
+        Resources(**{field: value})
+    assert Resources(memory="1.5Gi", cpu="0.5").memory == "1.5Gi"

@@ -214,8 +214,8 @@ async def test_a_retried_step_says_why_until_it_passes_and_a_queued_one_names_it
     fakes.script("resolve_image_digest", *([unreachable_until_gate] * 50))
     rows = Rows()
     queued_id = f"dep_{uuid.uuid4().hex[:10]}"
-    rows.rows[plan.deployment_id] = streams.RowNow("deploying", None, host="registry.test:5000")
-    rows.rows[queued_id] = streams.RowNow("queued", None, ahead=streams.Ahead(plan.deployment_id, "deploying", f"deploy-{plan.deployment_id}"))
+    rows.rows[plan.deployment_id] = streams.RowNow("deploying", None, image_host="registry.test:5000")
+    rows.rows[queued_id] = streams.RowNow("queued", None, ahead=streams.Ahead(plan.deployment_id, "deploying", f"deploy-{plan.deployment_id}"), image_host="registry.test:5000")
     hub = ProgressHub(Settings(), status_of=rows)
     async with running_worker(client, task_queue, fakes):
         handle = await start_deploy(client, task_queue, fakes, plan)
@@ -235,5 +235,5 @@ async def test_a_retried_step_says_why_until_it_passes_and_a_queued_one_names_it
         assert behind.reason.startswith(f"queued behind {plan.deployment_id} (deploying, retrying: registry "), behind.reason
         gate.set()
         assert await outcome(handle) == "active"
-        rows.rows[plan.deployment_id] = streams.RowNow("deploying", None, host="registry.test:5000")
+        rows.rows[plan.deployment_id] = streams.RowNow("deploying", None, image_host="registry.test:5000")
     assert "retrying" not in str([s["detail"] for s in (await hub.snapshot(client, followed(plan))).steps])
