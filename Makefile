@@ -33,7 +33,7 @@ test: lint binaries
 FAST_TESTS = tests/unit tests/workflows tests/fast $(wildcard tests/cli)
 
 test-fast: lint
-	$(UV) run pytest -ra $(FAST_TESTS)
+	$(UV) run pytest -ra -n 4 $(FAST_TESTS)
 
 # The Conveyor image (conveyor/conveyor) on a Debian base made by debootstrap,
 # pushed to the local registry and smoke-tested; not part of `make test` (README).

@@ -98,6 +98,7 @@ async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_du
         assert await lane.query(AppLaneWorkflow.queued) == [scale.workflow_id, update.workflow_id]
         hold.release()
         await fakes.wait_for(lambda: any(c.outcome == "returned" for c in fakes.named("finish_deployment", update.workflow_id)))
+        await asyncio.wait_for(client.get_workflow_handle(update.workflow_id).result(), 10)
         # With nothing left to do, a delete runs and ends the lane.
         await signal_lane(client, settings, delete)
         await asyncio.wait_for(lane.result(), 10)
@@ -182,8 +183,9 @@ async def test_lane_continues_as_new_and_carries_its_queue_over(client, task_que
         # Signalled while the lane hands its queue from run to run.
         await fakes.started("begin_deployment", 2)
         await signal_lane(client, settings, ops[1])  # a duplicate of the running one
+        # A delete (which supersedes what waits and runs) once every release has ended.
         await fakes.wait_for(lambda: any(c.outcome == "returned" for c in fakes.named("finish_deployment", ops[-1].workflow_id)))
-        # A delete (which supersedes what waits) once every release has run.
+        await asyncio.wait_for(client.get_workflow_handle(ops[-1].workflow_id).result(), 10)
         await signal_lane(client, settings, delete)
         await asyncio.wait_for(client.get_workflow_handle(lane_id(app_id)).result(), 10)
 
