@@ -283,19 +283,29 @@ def sandbox_processes(build_id: str) -> list[str]:
     return found
 
 
-def test_cancelling_a_sandboxed_build_stops_every_process_of_it(api, settings):
+def start_a_long_build(api, settings) -> tuple[dict, dict, str]:
+    """An upload app whose build runs a 300 s step, once that step runs: the app, its deployment, its build log's path."""
     app = upload_app(api)
     source = {"Dockerfile": f"FROM {settings.build_base_image}\nRUN echo sleeping-now && sleep 300\n"}
     dep = upload(api, app["id"], tarball(source)).json()
     log_path = f"/apps/{app['id']}/build-log"
     eventually(lambda: "sleeping-now" in api.call("GET", log_path, 200, params={"build_id": dep["build_id"]}).text, 120)
+    return app, dep, log_path
+
+
+def the_build_is_cleaned_up(settings, build_id: str) -> None:
+    # The activity cleans up as it learns of the cancel, which may come after the workflow has ended.
+    eventually(lambda: sandbox_processes(build_id) == [], 30, what="the build's processes to end")
+    eventually(lambda: not list((settings.home / "workspaces").glob(f"{build_id}-*")), 30, what="the workspace to go")
+
+
+def test_cancelling_a_sandboxed_build_stops_every_process_of_it(api, settings):
+    app, dep, log_path = start_a_long_build(api, settings)
     assert sandbox_processes(dep["build_id"]), "the build runs in sandbox processes"
     api.call("POST", f"/apps/{app['id']}/deployments/{dep['id']}/cancel", 202)
     dep = api.wait_finished(app["id"], dep["id"], timeout=60)
     assert dep["status"] == "cancelled"
-    # The activity cleans up as it learns of the cancel, which may come after the workflow has ended.
-    eventually(lambda: sandbox_processes(dep["build_id"]) == [], 30, what="the build's processes to end")
-    eventually(lambda: not list((settings.home / "workspaces").glob(f"{dep['build_id']}-*")), 30, what="the workspace to go")
+    the_build_is_cleaned_up(settings, dep["build_id"])
     eventually(lambda: "build cancelled" in api.call("GET", log_path, 200, params={"build_id": dep["build_id"]}).text, 30)
 
 
@@ -322,12 +332,7 @@ def test_template_creates_and_deploys_an_app(api, settings):
 
 
 def test_a_delete_during_a_build_stops_it_and_the_app_is_gone_in_seconds(api, settings):
-    app = upload_app(api)
-    source = {"Dockerfile": f"FROM {settings.build_base_image}\nRUN echo sleeping-now && sleep 300\n"}
-    dep = upload(api, app["id"], tarball(source)).json()
-    log_path = f"/apps/{app['id']}/build-log"
-    eventually(lambda: "sleeping-now" in api.call("GET", log_path, 200, params={"build_id": dep["build_id"]}).text, 120)
+    app, dep, _log = start_a_long_build(api, settings)
     api.call("DELETE", f"/apps/{app['id']}", 202)
     eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 30, what="the app to be gone")
-    eventually(lambda: sandbox_processes(dep["build_id"]) == [], 30, what="the build's processes to end")
-    eventually(lambda: not list((settings.home / "workspaces").glob(f"{dep['build_id']}-*")), 30, what="the workspace to go")
+    the_build_is_cleaned_up(settings, dep["build_id"])
