@@ -91,6 +91,15 @@ def check_project_limits(
         raise unprocessable("autoscaling", "needs a CPU request to scale on: set resources.cpu (or the project's default_cpu)")
 
 
+def check_change_fits(session: Session, settings: Settings, app: App, replicas: int, workload: Workload) -> None:
+    """`check_project_limits` for a change of an existing app to `replicas`
+    and `workload`, when it changes what the app asks of its project (its
+    count, resources or autoscaling); a change that asks no more passes."""
+    now = Workload.of(app.workload)
+    if replicas != app.replicas or (workload.resources, workload.autoscaling) != (now.resources, now.autoscaling):
+        check_project_limits(session, settings, app.project_id, app.id, replicas, workload, now.demand(app.replicas))
+
+
 def check_repo_url(settings: Settings, url: str | None) -> None:
     if url is None:
         return
@@ -182,8 +191,7 @@ def update(session: Session, caller: Caller, settings: Settings, app_id: str, gi
     plan = plan_update(facts, given)
     workload = Workload.of(plan.changes["workload"]) if "workload" in plan.changes else facts.workload
     replicas = plan.scale[1] if plan.scale is not None else app.replicas
-    if plan.scale is not None or (workload.resources, workload.autoscaling) != (facts.workload.resources, facts.workload.autoscaling):
-        check_project_limits(session, settings, app.project_id, app.id, replicas, workload, facts.workload.demand(app.replicas))
+    check_change_fits(session, settings, app, replicas, workload)
     # Each patch is checked on its own; the merged env must hold the limits too.
     if (problem := env_problem(plan.changes["env"])) is not None:
         raise unprocessable("env", problem)

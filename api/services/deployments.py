@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.deps import Caller
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
-from api.services.apps import check_project_limits, load_app, mutable
+from api.services.apps import check_change_fits, load_app, mutable
 from api.services.releases import Release, ReleaseSource, image_of, release, source_release
 from api.unit_of_work import Answer
 from conveyor.clients.db.models import App, Deployment
@@ -46,9 +46,7 @@ def revert(session: Session, caller: Caller, settings: Settings, app_id: str, de
     target = load_deployment(session, app, deployment_id)
     if target.status not in ONCE_RAN or not target.image_ref:
         raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
-    restored, now = Workload.of(target.workload), Workload.of(app.workload)
-    if (restored.resources, restored.autoscaling) != (now.resources, now.autoscaling):
-        check_project_limits(session, settings, app.project_id, app.id, app.replicas, restored, now.demand(app.replicas))
+    check_change_fits(session, settings, app, app.replicas, Workload.of(target.workload))
     app.env, app.port, app.workload = dict(target.env), target.port, target.workload
     return release(session, caller, app, Release.of_deployment(OperationKind.ROLLBACK, image_of(target), target, rollback_of=target.id))
 
@@ -84,9 +82,7 @@ def retry(session: Session, caller: Caller, settings: Settings, app_id: str, dep
     dep = load_deployment(session, app, deployment_id)
     if dep.status not in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
         raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
-    again, now = Workload.of(dep.workload), Workload.of(app.workload)
-    if (again.resources, again.autoscaling) != (now.resources, now.autoscaling):
-        check_project_limits(session, settings, app.project_id, app.id, app.replicas, again, now.demand(app.replicas))
+    check_change_fits(session, settings, app, app.replicas, Workload.of(dep.workload))
     if dep.image_ref or app.source_type == "image":
         source = image_of(dep)
     else:
