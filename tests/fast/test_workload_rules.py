@@ -153,3 +153,20 @@ def test_a_request_above_the_projects_default_limit_is_refused(local, project):
     refused = project.admin.call("POST", "/apps", json={**GOOD, "name": "greedy", "resources": {"cpu": "2"}})
     assert named(refused, ["body", "resources", "cpu"]) and "cpu_limit" in refused.text, refused.text
     assert project.admin.create_app(resources={"cpu": "2", "cpu_limit": "2"})["resources"]["cpu"] == "2"
+
+
+def test_a_crowd_of_creates_cannot_overfill_a_quota_together(local, project):
+    """Each create fits alone; together only as many as the quota holds get
+    in (the project's row is locked while each one is checked)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Each app of 1 replica needs 2 pods while it rolls out and 1 after: 5 fit in 6.
+    limit(local, project, quota_pods=6)
+
+    def create(i: int) -> int:
+        return project.admin.call("POST", "/apps", json={**GOOD, "name": f"crowd-{i}", "replicas": 1}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(create, range(8)))
+    assert codes == [201] * 5 + [422] * 3, codes
+    assert len(project.admin.call("GET", "/apps", 200).json()) == 5
