@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -92,7 +92,8 @@ class Browser:
         """Press the page's button and wait for the answer (a click returns before the post is sent)."""
         self.driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
         try:
-            return bool(WebDriverWait(self.driver, 15).until(until))
+            # The page is replaced while the answer loads: a read of the old one may fail; read again.
+            return bool(WebDriverWait(self.driver, 15, ignored_exceptions=(WebDriverException,)).until(until))
         except TimeoutException:
             return False
 
