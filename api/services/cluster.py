@@ -52,7 +52,8 @@ class AppTarget:
 
 
 def locate(session: Session, caller: Caller, app_id: str, settings: Settings | None = None) -> AppTarget:
-    """The caller's app (404 otherwise) and its project's namespace."""
+    """The caller's app (404 otherwise) and its project's namespace; with
+    `settings`, also what its active release renders (status compares it for drift)."""
     app = load_app(session, caller, app_id)
     project = session.get(Project, app.project_id)
     assert project is not None, "an app belongs to a project"
@@ -66,10 +67,11 @@ def locate(session: Session, caller: Caller, app_id: str, settings: Settings | N
     )
 
 
-def target(settings: Settings, caller: Caller, app_id: str) -> AppTarget:
-    """`locate`, in a read session of its own, closed when it returns."""
+def target(settings: Settings, caller: Caller, app_id: str, with_release: bool = False) -> AppTarget:
+    """`locate`, in a read session of its own, closed when it returns
+    (`with_release`: also what the active release renders, for drift)."""
     with read_scope(settings.effective_database_url) as session:
-        return locate(session, caller, app_id, settings)
+        return locate(session, caller, app_id, settings if with_release else None)
 
 
 def pod_objects(settings: Settings, app: AppTarget) -> list[Pod]:
@@ -87,7 +89,7 @@ def _ready(pod: Pod) -> bool:
 def status(settings: Settings, caller: Caller, app_id: str) -> AppStatusPublic:
     """Desired and ready replicas of the app's Deployment (0 and 0 before it
     exists), and its pods that are not being deleted."""
-    app = target(settings, caller, app_id)
+    app = target(settings, caller, app_id, with_release=True)
     drifted: list[str] = []
     try:
         kube = api_client(settings)
