@@ -44,6 +44,7 @@ from conveyor.domain.ids import utcnow
 from conveyor.domain.payloads import BuildInput, BuiltImage, FindBuildInput, RecordBuildInput, ResolveCommitInput
 from conveyor.domain.redact import mask_url_credentials
 from conveyor.domain.vocabulary import BUILD_FINISHED, TERMINAL, BuildStatus, DeploymentStatus, SourceType
+from conveyor.domain.workload import WEB, parse_procfile
 from conveyor.settings import Settings
 
 LOG_TAIL = 20
@@ -131,11 +132,11 @@ class BuilderActivities:
             ).first()
             if build is None or not build.image_ref or not build.image_digest:
                 return None
-            reference, digest = build.image_ref, build.image_digest
+            reference, digest, procfile = build.image_ref, build.image_digest, dict(build.procfile or {})
         ref = images.parse(reference)
         if manifest_digest(self.settings, ref.repository, digest) != digest:
             return None
-        return BuiltImage(image=reference.split("@", 1)[0], digest=digest, reference=reference)
+        return BuiltImage(image=reference.split("@", 1)[0], digest=digest, reference=reference, procfile=procfile)
 
     def _fetch(self, request: BuildInput, src: Path, log: Log) -> None:
         plan = request.plan
@@ -255,13 +256,16 @@ class BuilderActivities:
                 if dockerfile.is_symlink():
                     # It is read on the host (for its FROM lines), where a link could lead anywhere.
                     raise BuildFailed("the Dockerfile must be a regular file, not a symlink")
+                procfile = src / "Procfile"
+                # Bounded: a Procfile is a few lines, never a reason to read a huge file.
+                lines = procfile.read_bytes()[:65536].decode(errors="replace") if procfile.is_file() and not procfile.is_symlink() else ""
+                processes = parse_procfile(lines)
+                start = processes.pop(WEB, None)
+                if processes:
+                    log(f"==> Procfile processes besides web: {', '.join(sorted(processes))}")
                 if dockerfile.is_file():
                     log("==> building with the source's Dockerfile")
                 else:
-                    procfile = src / "Procfile"
-                    start = None
-                    if procfile.is_file() and not procfile.is_symlink():
-                        start = sources.procfile_web(procfile.read_text(errors="replace"))
                     dockerfile = workspace / "Dockerfile.conveyor"
                     dockerfile.write_text(default_dockerfile(self.settings.build_base_image, plan.build_command, start))
                     log(f"==> no Dockerfile: building on {self.settings.build_base_image} with the default recipe")
@@ -281,7 +285,7 @@ class BuilderActivities:
                 self._sandboxed(box, push + [image, f"docker://{image}"], f"pushing {image}", log, deadline + 300)
                 digest = _read_digest(digest_file)
                 log(f"==> pushed {image}@{digest}")
-                return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}")
+                return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}", procfile=processes)
             except (BuildFailed, BuildInterrupted) as exc:
                 log(f"==> build failed: {exc}")
                 # The same kind, with the log's last lines: what the deployment's reason shows.
@@ -315,6 +319,7 @@ class BuilderActivities:
             if request.image is not None:
                 build.image_ref = request.image.reference
                 build.image_digest = request.image.digest
+                build.procfile = dep.procfile = request.image.procfile or None
                 dep.image, dep.image_ref, dep.image_digest = request.image.image, request.image.reference, request.image.digest
                 dep.status = DeploymentStatus.DEPLOYING
             if request.status in BUILD_FINISHED:

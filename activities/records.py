@@ -36,6 +36,7 @@ from conveyor.domain.vocabulary import (
     DeploymentStatus,
     OperationKind,
 )
+from conveyor.domain.workload import Workload
 from conveyor.settings import Settings
 
 # Read with the row's operation (a str): a StrEnum key matches its plain string.
@@ -141,7 +142,7 @@ class RecordActivities:
         running = active_deployment(session, dep.app_id)
         if running is not None and running.id != dep.image_from and running.image_ref:
             dep.image, dep.image_ref, dep.image_digest = running.image, running.image_ref, running.image_digest
-            dep.source_commit, dep.image_from = running.source_commit, running.id
+            dep.source_commit, dep.image_from, dep.procfile = running.source_commit, running.id, running.procfile
 
     @staticmethod
     def _overtaken_by(session: Session, dep: Deployment) -> Deployment | None:
@@ -243,6 +244,7 @@ class RecordActivities:
                 progress_deadline_seconds=app.progress_deadline_seconds,
                 replicas=app.replicas,
                 delete_timeout_seconds=self.settings.delete_timeout_seconds,
+                processes={name: p.replicas for name, p in (Workload.of(app.workload).processes or {}).items()},
             )
 
     @activity.defn(name="app_being_deleted")
@@ -259,13 +261,14 @@ class RecordActivities:
             app = session.get(App, request.app_id)
             if app is None:
                 return
+            of = f" {request.process}" if request.process else ""
             if request.outcome == "done":
                 add_audit(
                     session,
                     app,
                     "scale",
                     request.user,
-                    f"Scaled from {request.previous_replicas} to {request.replicas} replicas",
+                    f"Scaled{of} from {request.previous_replicas} to {request.replicas} replicas",
                     operation_key=operation_key(),
                 )
             else:
@@ -274,7 +277,7 @@ class RecordActivities:
                     app,
                     "scale_failed",
                     request.user,
-                    f"Scaling to {request.replicas} replicas did not finish: {request.reason}",
+                    f"Scaling{of} to {request.replicas} replicas did not finish: {request.reason}",
                     operation_key=operation_key(),
                 )
 

@@ -29,6 +29,7 @@ from conveyor.clients.payload_codec import load_keyring
 from conveyor.domain import errors, manifests, rollout
 from conveyor.domain.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
 from conveyor.domain.vocabulary import TERMINAL
+from conveyor.domain.workload import WEB
 from conveyor.settings import Settings
 
 FIELD_MANAGER = "conveyor"
@@ -184,22 +185,20 @@ class KubeActivities:
         # transient like any other (KubernetesForbidden), and the activity's
         # retry policy tries again until the deployment's deadline.
         settle = bool(bindings) and activity.info().attempt == 1
+        views = {view.name: view for view in manifests.process_views(spec)}
         for obj in objects:
             resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             name = obj["metadata"]["name"]
-            # Just before the Deployment, once the RoleBindings that allow it are in.
-            if obj["kind"] == "Deployment" and spec.autoscaling is not None:
+            view = views.get(name)
+            if obj["kind"] == "Deployment" and view is not None and view.autoscaling is not None:
                 # The autoscaler owns the live count: apply what it set (or the
                 # starting count of a new Deployment), read as late as can be.
-                live = self._live_replicas(spec.namespace, spec.slug)
-                obj["spec"]["replicas"] = spec.autoscaling.starting(live if live is not None else spec.replicas)
+                live = self._live_replicas(spec.namespace, name)
+                obj["spec"]["replicas"] = view.autoscaling.starting(live if live is not None else view.replicas)
             elif obj["kind"] == "Deployment":
                 # No autoscaling: one left from before goes first, so it cannot
                 # scale the Deployment this release applies.
-                self._delete_if_there(
-                    lambda: client.AutoscalingV2Api(self.api).delete_namespaced_horizontal_pod_autoscaler(spec.slug, spec.namespace),
-                    f"deleting HorizontalPodAutoscaler {spec.slug}",
-                )
+                self._delete_scaler(spec.namespace, name)
             for attempt in itertools.count():
                 try:
                     resource.server_side_apply(
@@ -216,6 +215,9 @@ class KubeActivities:
                         continue
                     raise api_error(exc, f"applying {obj['kind']} {name}") from None
             applied.append(f"{obj['kind']}/{name}")
+        # A process the release no longer has: its autoscaler, then its Deployment.
+        for dropped in self._process_deployments(spec.namespace, spec.app_id) - set(views):
+            self._delete_process(spec.namespace, dropped)
         # A project default or quota cleared since: its object goes too.
         core = client.CoreV1Api(self.api)
         rendered = {(o["kind"], o["metadata"]["name"]) for o in objects}
@@ -224,6 +226,26 @@ class KubeActivities:
         if spec.limits is not None and ("ResourceQuota", manifests.RESOURCE_QUOTA) not in rendered:
             self._delete_if_there(lambda: core.delete_namespaced_resource_quota(manifests.RESOURCE_QUOTA, spec.namespace), "deleting the ResourceQuota")
         return applied
+
+    def _process_deployments(self, namespace: str, app_id: str) -> set[str]:
+        """The Deployments of the app's processes other than web, as the cluster has them."""
+        try:
+            found = client.AppsV1Api(self.api).list_namespaced_deployment(
+                namespace, label_selector=f"{manifests.LABEL_APP_ID}={app_id},{manifests.LABEL_PROCESS},{manifests.LABEL_PROCESS}!={WEB}"
+            )
+        except ApiException as exc:
+            raise api_error(exc, "listing the app's process Deployments") from None
+        return {item.metadata.name for item in found.items if item.metadata is not None and item.metadata.name}
+
+    def _delete_scaler(self, namespace: str, name: str) -> None:
+        self._delete_if_there(
+            lambda: client.AutoscalingV2Api(self.api).delete_namespaced_horizontal_pod_autoscaler(name, namespace),
+            f"deleting HorizontalPodAutoscaler {name}",
+        )
+
+    def _delete_process(self, namespace: str, name: str) -> None:
+        self._delete_scaler(namespace, name)
+        self._delete_if_there(lambda: client.AppsV1Api(self.api).delete_namespaced_deployment(name, namespace), f"deleting Deployment {name}")
 
     def _live_replicas(self, namespace: str, name: str) -> int | None:
         """The replica count of the Deployment as it runs, None when there is none."""
@@ -342,9 +364,10 @@ class KubeActivities:
             activity.heartbeat(give_up_at - request.deadline_seconds - 5, state.message, state.ready, state.desired)
             if request.report_progress and info.workflow_id and (state.ready, state.desired) != reported and not state.done:
                 reported = (state.ready, state.desired)
-                self._report(info.workflow_id, RolloutProgress(ready=state.ready, desired=state.desired, message=state.message))
-            if state.done:
+                self._report(info.workflow_id, RolloutProgress(ready=state.ready, desired=state.desired, message=state.message, name=request.name))
+            if state.done and ((last.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_PROCESS, WEB) == WEB:
                 self._drop_leftover_env_config_map(request, last)
+            if state.done:
                 return RolloutResult(ready_replicas=state.ready, desired_replicas=state.desired, message=state.message)
             if state.failed:
                 # Say why, when a pod shows it.
@@ -402,6 +425,13 @@ class KubeActivities:
             # Apps last deployed before env moved to a Secret still have this one.
             ("ConfigMap", core.delete_namespaced_config_map, core.read_namespaced_config_map, manifests.env_config_map_name(slug)),
         ]
+        if request.app_id is not None:
+            # Each process other than web: its autoscaler, then its Deployment.
+            for name in sorted(self._process_deployments(ns, request.app_id)):
+                targets[1:1] = [
+                    ("HorizontalPodAutoscaler", scalers.delete_namespaced_horizontal_pod_autoscaler, scalers.read_namespaced_horizontal_pod_autoscaler, name),
+                    ("Deployment", apps.delete_namespaced_deployment, apps.read_namespaced_deployment, name),
+                ]
         body = client.V1DeleteOptions(propagation_policy="Foreground")
         for kind, delete, _read, name in targets:
             try:
@@ -420,6 +450,8 @@ class KubeActivities:
                     if exc.status != 404:
                         raise api_error(exc, f"reading {kind} {name}") from None
             pods = core.list_namespaced_pod(ns, label_selector=f"{manifests.LABEL_APP}={slug}").items
+            if request.app_id is not None:
+                pods += core.list_namespaced_pod(ns, label_selector=f"{manifests.LABEL_APP_ID}={request.app_id},{manifests.LABEL_APP}!={slug}").items
             remaining += [f"Pod/{p.metadata.name}" for p in pods if p.metadata is not None]
             activity.heartbeat(remaining)
             if not remaining:

@@ -6,10 +6,11 @@ import functools
 import re
 from typing import Annotated, Literal
 
+from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from conveyor.domain import images
-from conveyor.domain.workload import Autoscaling, Probe, Resources
+from conveyor.domain.workload import MAX_PROCESSES, Autoscaling, Probe, Process, ProcessName, Resources
 
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -108,6 +109,12 @@ OneLine = Annotated[str, AfterValidator(_single_line)]
 Branch = Annotated[str, AfterValidator(_check_branch)]
 
 
+# `?process=`: which process's Deployment a read is about (web unless named).
+ProcessQuery = Annotated[
+    str | None, Query(max_length=30, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", description="The process (default web)")
+]
+
+
 class WorkloadFields(BaseModel):
     """Health checks, resources and autoscaling (conveyor/domain/workload.py). On a PATCH,
     each one given replaces the app's whole; null removes it."""
@@ -123,6 +130,11 @@ class WorkloadFields(BaseModel):
     autoscaling: Autoscaling | None = Field(
         default=None,
         description="A HorizontalPodAutoscaler on CPU use; `replicas` is then the starting count (needs a CPU request)",
+    )
+    processes: Annotated[dict[ProcessName, Process], Field(max_length=MAX_PROCESSES)] | None = Field(
+        default=None,
+        description="Processes besides web (the app's own fields), each its own Deployment <slug>-<name> without Service or Ingress; "
+        "git and upload apps also run every other line of their Procfile",
     )
 
 
@@ -180,6 +192,11 @@ class AppUpdate(WorkloadFields):
         default=None, description="Variables to set (null removes one); a new deployment follows"
     )
     progress_deadline_seconds: int | None = Field(default=None, ge=10, le=3600)
+    processes: Annotated[dict[ProcessName, Process | None], Field(max_length=MAX_PROCESSES)] | None = Field(  # type: ignore[assignment]
+        default=None,
+        description="Merged by name: null removes a process, {\"replicas\": n} alone scales it (not a release), "
+        "any other object replaces its definition (a release)",
+    )
 
 
 class AppPublic(WorkloadFields):

@@ -13,8 +13,9 @@ and last failure, and what an operator may pause, reset or update there
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -93,3 +94,34 @@ def cancelled(err: BaseException) -> bool:
     if isinstance(err, asyncio.CancelledError):
         return True
     return isinstance(getattr(err, "cause", None), CancelledError)
+
+
+T = TypeVar("T")
+
+
+async def all_of(tasks: Sequence[asyncio.Task[T]]) -> list[T]:
+    """The results of `tasks` (activities started together). The first of
+    them, in order, to fail cancels the others; once all have ended its error
+    is raised. A cancel of the workflow cancels each of them the same way.
+    One task is simply awaited, so that a single wait is what it always was."""
+    if len(tasks) == 1:
+        return [await tasks[0]]
+    try:
+        await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await _cancel_all(tasks)
+        raise
+    failed = next((t for t in tasks if t.done() and (t.cancelled() or t.exception() is not None)), None)
+    if failed is not None:
+        await _cancel_all(tasks)
+        if failed.cancelled():
+            raise asyncio.CancelledError()
+        raise failed.exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[T]]) -> None:
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    await workflow.wait(tasks)

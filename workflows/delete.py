@@ -27,7 +27,9 @@ class DeleteAppWorkflow:
         try:
             await workflow.execute_activity_method(
                 KubeActivities.delete_app_resources,
-                DeleteResourcesInput(namespace=target.namespace, slug=target.slug, timeout_seconds=target.delete_timeout_seconds),
+                DeleteResourcesInput(
+                    namespace=target.namespace, slug=target.slug, timeout_seconds=target.delete_timeout_seconds, app_id=target.app_id
+                ),
                 summary=f"delete {target.slug}'s Deployment, Service, Ingress, env Secret",
                 **long_wait(target.delete_timeout_seconds),
             )

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.digests import RegistryActivities
     from activities.records import RecordActivities
     from activities.workloads import KubeActivities
-    from conveyor.domain import errors
+    from conveyor.domain import errors, manifests
     from conveyor.domain.payloads import (
         ApplyInput,
         AppTargetInput,
@@ -43,12 +43,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from conveyor.domain.redact import mask_url_credentials
     from conveyor.domain.vocabulary import TERMINAL, BuildStatus, DeploymentStatus, SourceType
+    from conveyor.domain.workload import with_procfile
     from workflows.common import (
         CLEANUP_GRACE,
         DB,
         KUBE_WRITE,
         REGISTRY,
         ActivityOptions,
+        all_of,
         cancelled,
         failure_message,
         long_wait,
@@ -64,8 +66,10 @@ class DeployWorkflow:
         self._applied = False
         self._resolved: ResolvedImage | None = None
         self._deadline: datetime | None = None
-        # The step whose rollout is being waited for ("rollout" or "restore").
+        # The step whose rollout is being waited for ("rollout" or "restore"),
+        # and each process's ready count while it is.
         self._waiting_step: str | None = None
+        self._ready: dict[str, tuple[int, int]] = {}
 
     @workflow.query
     def progress(self) -> list[dict[str, str]]:
@@ -81,8 +85,14 @@ class DeployWorkflow:
     @workflow.signal
     def rollout_progress(self, update: RolloutProgress) -> None:
         if self._waiting_step is not None:
-            detail = f"{update.ready}/{update.desired} ready"
-            self._step(self._waiting_step, "running", detail)
+            self._ready[update.name] = (update.ready, update.desired)
+            self._step(self._waiting_step, "running", self._ready_detail())
+
+    def _ready_detail(self) -> str:
+        """`2/3 ready`, or per process: `web 2/2, worker 1/3 ready`."""
+        if len(self._ready) <= 1:
+            return "".join(f"{ready}/{desired} ready" for ready, desired in self._ready.values())
+        return ", ".join(f"{name} {ready}/{desired}" for name, (ready, desired) in self._ready.items()) + " ready"
 
     def _step(self, name: str, state: str, detail: str = "") -> None:
         now = workflow.now().isoformat().replace("+00:00", "Z")
@@ -95,13 +105,17 @@ class DeployWorkflow:
         self._steps.append({"name": name, "state": state, "detail": detail, "started_at": now, "updated_at": now})
 
     async def _rollout(self, spec: ReleaseSpec, stuck_seconds: int, deployment_id: str | None, step: str) -> RolloutResult:
+        """Wait for every process's Deployment to roll out (web alone: one
+        wait, as before processes); the first that fails stops the others."""
         self._waiting_step = step
-        try:
-            return await workflow.execute_activity_method(
+        views = manifests.process_views(spec)
+        self._ready = {view.name: (0, view.replicas) for view in views} if len(views) > 1 else {}
+        waits = [
+            workflow.start_activity_method(
                 KubeActivities.wait_for_rollout,
                 RolloutInput(
                     namespace=spec.namespace,
-                    name=spec.slug,
+                    name=view.name,
                     deployment_id=deployment_id,
                     deadline_seconds=spec.progress_deadline_seconds,
                     stuck_seconds=stuck_seconds,
@@ -110,11 +124,20 @@ class DeployWorkflow:
                     deadline_at=workflow.now() + timedelta(seconds=spec.progress_deadline_seconds + 5),
                     report_progress=True,
                 ),
-                summary=f"wait for {spec.slug} ×{spec.replicas} to roll out",
+                summary=f"wait for {view.name} ×{view.replicas} to roll out",
                 **long_wait(spec.progress_deadline_seconds),
             )
+            for view in views
+        ]
+        try:
+            results = await all_of(waits)
         finally:
             self._waiting_step = None
+        return RolloutResult(
+            ready_replicas=sum(r.ready_replicas for r in results),
+            desired_replicas=sum(r.desired_replicas for r in results),
+            message="; ".join(r.message for r in results),
+        )
 
     def _work(self, options: ActivityOptions) -> ActivityOptions:
         """Options of a step of the release: retried until the deployment's deadline."""
@@ -138,7 +161,9 @@ class DeployWorkflow:
         spec = plan.spec
         try:
             if plan.build is not None:
-                spec.image_ref = await self._image_from_source(op, plan)
+                image = await self._image_from_source(op, plan)
+                # The Procfile's other lines are processes of this release.
+                spec.image_ref, spec.processes = image.reference, with_procfile(spec.processes, image.procfile)
             elif not plan.image_ref:
                 self._step("resolve", "running", plan.image or "")
                 resolved: ResolvedImage = await workflow.execute_activity_method(
@@ -159,6 +184,10 @@ class DeployWorkflow:
                     )
                 spec.image_ref = resolved.reference
                 self._step("resolve", "done", resolved.reference)
+            if no_command := sorted(name for name, p in (spec.processes or {}).items() if p.command is None):
+                reason = f"process {', '.join(no_command)} has no command: give one in processes, or a line in the Procfile"
+                self._step("apply", "failed", reason)
+                return await self._finish(plan, DeploymentStatus.FAILED, await self._restore(plan, reason), op.user)
             self._step("apply", "running", spec.image_ref)
             self._applied = True
             await workflow.execute_activity_method(
@@ -167,7 +196,8 @@ class DeployWorkflow:
                 summary=f"apply {spec.slug} → {spec.image_ref}",
                 **self._work(KUBE_WRITE),
             )
-            self._step("apply", "done", "Namespace, Secret, Deployment, Service, Ingress")
+            deployments = ", ".join(view.name for view in manifests.process_views(spec))
+            self._step("apply", "done", f"Namespace, Secret, Deployment {deployments}, Service, Ingress")
             self._step("rollout", "running", f"0/{spec.replicas}")
             result = await self._rollout(spec, plan.stuck_seconds, plan.deployment_id, "rollout")
             self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")
@@ -219,7 +249,7 @@ class DeployWorkflow:
         if running:
             self._step(running[-1], "failed", detail)
 
-    async def _image_from_source(self, op: Operation, plan: DeploymentPlan) -> str:
+    async def _image_from_source(self, op: Operation, plan: DeploymentPlan) -> BuiltImage:
         """Resolve the commit, reuse the image built for it, or build one."""
         build = plan.build
         assert build is not None, "only a plan with a build comes here"
@@ -246,7 +276,7 @@ class DeployWorkflow:
                 self._step("build", "done", f"reused {reused.reference} built for {commit[:12]}")
                 record.status, record.image = BuildStatus.REUSED, reused
                 await workflow.execute_activity_method(BuilderActivities.record_build, record, summary="record reuse", **self._work(DB))
-                return reused.reference
+                return reused
         build.commit = commit
         self._step("build", "running", build.build_id)
         try:
@@ -269,7 +299,7 @@ class DeployWorkflow:
         self._step("build", "done", built.reference)
         record.status, record.image = BuildStatus.SUCCEEDED, built
         await workflow.execute_activity_method(BuilderActivities.record_build, record, summary="record build", **self._work(DB))
-        return built.reference
+        return built
 
     async def _restore(self, plan: DeploymentPlan, reason: str) -> str:
         if not self._applied:
@@ -289,12 +319,13 @@ class DeployWorkflow:
                 self._step("restore", "done", f"back on {plan.previous.deployment_id}")
                 return f"{reason}; the previous deployment {plan.previous.deployment_id} keeps serving"
             spec = plan.spec
-            await workflow.execute_activity_method(
-                KubeActivities.scale_deployment,
-                ScaleInput(namespace=spec.namespace, name=spec.slug, replicas=0, on_behalf_of=plan.deployment_id),
-                summary=f"scale {spec.slug} to 0",
-                **self._cleanup(KUBE_WRITE),
-            )
+            for view in manifests.process_views(spec):
+                await workflow.execute_activity_method(
+                    KubeActivities.scale_deployment,
+                    ScaleInput(namespace=spec.namespace, name=view.name, replicas=0, on_behalf_of=plan.deployment_id),
+                    summary=f"scale {view.name} to 0",
+                    **self._cleanup(KUBE_WRITE),
+                )
             self._step("restore", "done", "no earlier release; scaled to 0")
             return f"{reason}; there is no earlier deployment to restore, so the app was scaled to 0"
         except ActivityError as err:

@@ -9,12 +9,13 @@ from sqlalchemy import select
 
 from api.deps import Admin, Deployer, SessionDep, SettingsDep, TemporalConnectorDep, Viewer, read_off_loop
 from api.pagination import PageDep
-from api.schemas import AppCreate, AppPublic, AppStatusPublic, AppUpdate, DeploymentPublic, PodDetail
+from api.schemas import AppCreate, AppPublic, AppStatusPublic, AppUpdate, DeploymentPublic, PodDetail, ProcessQuery
 from api.serializers import app_public
 from api.services import apps as services
 from api.services import cluster
 from api.unit_of_work import MutationDep
 from conveyor.clients.db.models import App
+from conveyor.domain.planning import only_counts
 from conveyor.domain.vocabulary import AppStatus
 
 router = APIRouter(prefix="/apps", tags=["apps"])
@@ -69,8 +70,9 @@ def get_app(app_id: str, session: SessionDep, caller: Viewer) -> AppPublic:
 )
 async def update_app(app_id: str, body: AppUpdate, m: MutationDep, caller: Deployer) -> Any:
     given = body.model_dump(exclude_unset=True)
-    if set(given) - {"replicas"} and caller.role != "admin":
-        raise HTTPException(403, "changing anything but replicas needs the admin role; your token has deployer")
+    scales_only = not set(given) - {"replicas", "processes"} and only_counts(given.get("processes"))
+    if not scales_only and caller.role != "admin":
+        raise HTTPException(403, "changing anything but replica counts needs the admin role; your token has deployer")
     for field in ("port", "replicas"):
         if field in given and given[field] is None:
             raise services.unprocessable(field, "may not be null")
@@ -123,10 +125,10 @@ async def restart_app(app_id: str, m: MutationDep, caller: Deployer) -> Any:
 
 
 @router.get("/{app_id}/status", response_model=AppStatusPublic, summary="Runtime status: ready replicas and pod phases")
-def app_status(app_id: str, settings: SettingsDep, caller: Viewer) -> AppStatusPublic:
-    return cluster.status(settings, caller, app_id)
+def app_status(app_id: str, settings: SettingsDep, caller: Viewer, process: ProcessQuery = None) -> AppStatusPublic:
+    return cluster.status(settings, caller, app_id, process)
 
 
 @router.get("/{app_id}/pods", response_model=list[PodDetail], summary="List the app's pods")
-def app_pods(app_id: str, settings: SettingsDep, caller: Viewer) -> list[PodDetail]:
-    return cluster.pods(settings, caller, app_id)
+def app_pods(app_id: str, settings: SettingsDep, caller: Viewer, process: ProcessQuery = None) -> list[PodDetail]:
+    return cluster.pods(settings, caller, app_id, process)

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api.deps import SettingsDep, Viewer
 from api.pagination import PageDep
-from api.schemas import AppMetrics, EventPublic
+from api.schemas import AppMetrics, EventPublic, ProcessQuery
 from api.services import cluster
 from api.services.pod_logs import LogQuery, PodLogs, parse_since
 from api.streams import FollowSlot
@@ -37,8 +37,9 @@ async def logs(
     container: Annotated[str, Query(description="Container name")] = manifests.CONTAINER,
     previous: Annotated[bool, Query(description="The previous (crashed) container's logs")] = False,
     follow: FollowSlot = False,
+    process: ProcessQuery = None,
 ) -> Response:
-    query = LogQuery(container=container, pod=pod, tail=tail, since_seconds=parse_since(since), previous=previous)
+    query = LogQuery(container=container, pod=pod, tail=tail, since_seconds=parse_since(since), previous=previous, process=process)
     pod_logs = await PodLogs.open(settings, caller, app_id, query)
     if not follow:
         return PlainTextResponse(await pod_logs.text())
@@ -50,8 +51,8 @@ async def logs(
     response_model=list[EventPublic],
     summary="Kubernetes events of the app's Deployment, ReplicaSets and pods, newest first (paginated)",
 )
-def events(app_id: str, settings: SettingsDep, caller: Viewer, page: PageDep) -> list[EventPublic]:
-    everything = cluster.events(settings, caller, app_id)
+def events(app_id: str, settings: SettingsDep, caller: Viewer, page: PageDep, process: ProcessQuery = None) -> list[EventPublic]:
+    everything = cluster.events(settings, caller, app_id, process)
     start = page.after(int) or 0
     window = page.window(everything, start)
     offsets = {id(item): start + i + 1 for i, item in enumerate(window)}
@@ -64,5 +65,5 @@ def events(app_id: str, settings: SettingsDep, caller: Viewer, page: PageDep) ->
     summary="CPU, memory, disk and network per pod and in total",
     description="Figures the cluster cannot provide are reported as unavailable, with the reason; none are invented.",
 )
-def metrics(app_id: str, settings: SettingsDep, caller: Viewer) -> AppMetrics:
-    return cluster.metrics(settings, caller, app_id)
+def metrics(app_id: str, settings: SettingsDep, caller: Viewer, process: ProcessQuery = None) -> AppMetrics:
+    return cluster.metrics(settings, caller, app_id, process)

@@ -37,11 +37,12 @@ from api.unit_of_work import Answer
 from conveyor.builds import sources
 from conveyor.clients.db.models import App, Deployment, Handoff, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, in_flight
+from conveyor.domain import manifests
 from conveyor.domain.ids import iso, new_id, utcnow
 from conveyor.domain.payloads import Operation
 from conveyor.domain.planning import AppFacts, ImageSource, plan_update
 from conveyor.domain.vocabulary import NOT_STARTED, AppStatus, DeploymentStatus, OperationKind
-from conveyor.domain.workload import Demand, Workload, above_default_limits, cpu_request, over_quota
+from conveyor.domain.workload import WEB, Demand, Workload, above_default_limits, cpu_request, over_quota
 from conveyor.settings import Settings
 
 
@@ -71,7 +72,7 @@ def mutable(app: App) -> None:
 
 
 def check_project_limits(
-    session: Session, settings: Settings, project_id: str, app_id: str | None, replicas: int, workload: Workload, before: Demand | None = None
+    session: Session, settings: Settings, project_id: str, app_id: str | None, replicas: int, workload: Workload, before: list[Demand] | None = None
 ) -> None:
     """Refuse, with a 422 naming the limit, replicas or resources that the
     project's ceilings and quota would not hold beside its other apps (with
@@ -83,21 +84,47 @@ def check_project_limits(
     others = select(App.replicas, App.workload).where(App.project_id == project_id)
     if app_id is not None:
         others = others.where(App.id != app_id)
-    demands = [Workload.of(row.workload).demand(row.replicas) for row in session.execute(others)]
-    problem = above_default_limits(limits, workload.resources) or over_quota(limits, workload.demand(replicas), demands, before)
-    if problem is not None:
+    demands = [demand for row in session.execute(others) for demand in Workload.of(row.workload).demands(row.replicas)]
+    parts = [("", workload.resources, workload.autoscaling)]
+    parts += [(f"processes.{name}.", p.resources, p.autoscaling) for name, p in sorted((workload.processes or {}).items())]
+    for prefix, resources, _scaling in parts:
+        if (problem := above_default_limits(limits, resources, prefix)) is not None:
+            raise unprocessable(*problem)
+    if (problem := over_quota(limits, workload.demands(replicas), demands, before)) is not None:
         raise unprocessable(*problem)
-    if workload.autoscaling is not None and cpu_request(workload, limits) is None:
-        raise unprocessable("autoscaling", "needs a CPU request to scale on: set resources.cpu (or the project's default_cpu)")
+    for prefix, resources, scaling in parts:
+        if scaling is not None and cpu_request(resources, limits) is None:
+            raise unprocessable(
+                f"{prefix}autoscaling", f"needs a CPU request to scale on: set {prefix}resources.cpu (or the project's default_cpu)"
+            )
 
 
 def check_change_fits(session: Session, settings: Settings, app: App, replicas: int, workload: Workload) -> None:
     """`check_project_limits` for a change of an existing app to `replicas`
-    and `workload`, when it changes what the app asks of its project (its
-    count, resources or autoscaling); a change that asks no more passes."""
+    and `workload`, when it changes what the app asks of its project (any
+    process's count, resources or autoscaling); a change that asks no more passes."""
     now = Workload.of(app.workload)
-    if replicas != app.replicas or (workload.resources, workload.autoscaling) != (now.resources, now.autoscaling):
-        check_project_limits(session, settings, app.project_id, app.id, replicas, workload, now.demand(app.replicas))
+    if replicas != app.replicas or workload.demands(replicas) != now.demands(replicas):
+        check_project_limits(session, settings, app.project_id, app.id, replicas, workload, now.demands(app.replicas))
+
+
+def check_processes(session: Session, app: App, workload: Workload) -> None:
+    """An image app's processes need a command (a git or upload app's may
+    come from its Procfile), and no process's Deployment `<slug>-<process>`
+    may be another app's of the project (the other's name or process)."""
+    names = sorted(workload.processes or {})
+    if app.source_type == "image":
+        for name in names:
+            if (workload.processes or {})[name].command is None:
+                raise unprocessable(f"processes.{name}.command", "is required: an image app has no Procfile to take it from")
+    mine = {manifests.deployment_name(app.slug, name): name for name in names}
+    others = session.execute(select(App.id, App.slug, App.workload).where(App.project_id == app.project_id, App.id != app.id))
+    for other in others:
+        theirs = {other.slug} | {manifests.deployment_name(other.slug, n) for n in Workload.of(other.workload).processes or {}}
+        if app.slug in theirs:
+            raise HTTPException(409, f"another app of this project runs a Deployment named {app.slug}: choose another name")
+        if clash := sorted(set(mine) & theirs):
+            raise HTTPException(409, f"the Deployment of process {mine[clash[0]]}, {clash[0]}, would be another app's of this project: rename the process")
 
 
 def check_repo_url(settings: Settings, url: str | None) -> None:
@@ -160,6 +187,7 @@ def create(session: Session, caller: Caller, settings: Settings, body: AppCreate
         created_at=now,
         updated_at=now,
     )
+    check_processes(session, app, workload_of(body))
     session.add(app)
     session.flush()
     add_audit(session, app, "create", caller.name, f"Created app {app.name} ({app.source_type})")
@@ -192,6 +220,8 @@ def update(session: Session, caller: Caller, settings: Settings, app_id: str, gi
     workload = Workload.of(plan.changes["workload"]) if "workload" in plan.changes else facts.workload
     replicas = plan.scale[1] if plan.scale is not None else app.replicas
     check_change_fits(session, settings, app, replicas, workload)
+    if "processes" in given:
+        check_processes(session, app, workload)
     # Each patch is checked on its own; the merged env must hold the limits too.
     if (problem := env_problem(plan.changes["env"])) is not None:
         raise unprocessable("env", problem)
@@ -210,23 +240,26 @@ def update(session: Session, caller: Caller, settings: Settings, app_id: str, gi
         operations.append(deployment_operation(caller, app, dep))
     elif plan.release_from is not None or plan.recorded:
         add_audit(session, app, "update", caller.name, f"Changed {', '.join(plan.recorded)}")
-    if plan.scale is not None and not operations and workload.autoscaling is not None:
-        # The autoscaler owns the live count: replicas is only where a new Deployment starts.
-        add_audit(session, app, "update", caller.name, f"Changed the starting count to {plan.scale[1]} (autoscaling is on)")
-    elif plan.scale is not None and not operations:
-        previous, replicas = plan.scale
-        operations.append(
-            Operation(
-                kind=OperationKind.SCALE,
-                app_id=app.id,
-                project_id=app.project_id,
-                workflow_id=f"scale-{app.id}-{new_id('op')}",
-                summary=f"scale {app.name} {previous} → {replicas}",
-                replicas=replicas,
-                previous_replicas=previous,
-                user=caller.name,
+    if not operations:
+        counts = [(WEB, *plan.scale)] if plan.scale is not None else []
+        for process, previous, replicas in counts + list(plan.process_scales):
+            if workload.autoscaling_of(process) is not None:
+                # The autoscaler owns the live count: replicas is only where a new Deployment starts.
+                add_audit(session, app, "update", caller.name, f"Changed the starting count{'' if process == WEB else ' of ' + process} to {replicas} (autoscaling is on)")
+                continue
+            operations.append(
+                Operation(
+                    kind=OperationKind.SCALE,
+                    app_id=app.id,
+                    project_id=app.project_id,
+                    workflow_id=f"scale-{app.id}-{new_id('op')}",
+                    summary=f"scale {app.name}{'' if process == WEB else ' ' + process} {previous} → {replicas}",
+                    replicas=replicas,
+                    previous_replicas=previous,
+                    user=caller.name,
+                    process=None if process == WEB else process,
+                )
             )
-        )
     session.flush()
     return Answer(202 if operations else 200, app_public(app), operations)
 

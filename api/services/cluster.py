@@ -32,7 +32,7 @@ from conveyor.clients.kubernetes import api_client
 from conveyor.domain import manifests
 from conveyor.domain.ids import iso, utcnow
 from conveyor.domain.payloads import ReleaseSpec
-from conveyor.domain.workload import Workload
+from conveyor.domain.workload import WEB, Workload
 from conveyor.settings import Settings
 
 Pod = dict[str, Any]  # a pod as the Kubernetes API serialises it
@@ -40,44 +40,53 @@ Pod = dict[str, Any]  # a pod as the Kubernetes API serialises it
 
 @dataclass(frozen=True)
 class AppTarget:
-    """Where an app's objects live in the cluster."""
+    """Where one process of an app lives in the cluster: its Deployment
+    (web: the app's slug; another process: `<slug>-<process>`)."""
 
-    slug: str
+    deployment: str
     namespace: str
-    # The app asks for autoscaling: its HorizontalPodAutoscaler is read too.
+    # The process asks for autoscaling: its HorizontalPodAutoscaler is read too.
     autoscaled: bool = False
     # What the active release renders, when nothing is on its way to replace
     # it: the live Deployment is compared with it (drift).
     release: ReleaseSpec | None = None
+    process: str = WEB
 
 
-def locate(session: Session, caller: Caller, app_id: str, settings: Settings | None = None) -> AppTarget:
-    """The caller's app (404 otherwise) and its project's namespace; with
-    `settings`, also what its active release renders (status compares it for drift)."""
+def locate(session: Session, caller: Caller, app_id: str, settings: Settings | None = None, process: str | None = None) -> AppTarget:
+    """The caller's app (404 otherwise), its project's namespace and the
+    process asked for (web unless named; 404 for one the app does not have);
+    with `settings`, also what its active release renders (status compares it
+    for drift)."""
     app = load_app(session, caller, app_id)
     project = session.get(Project, app.project_id)
     assert project is not None, "an app belongs to a project"
     current = active_deployment(session, app.id)
+    workload = Workload.of(app.workload)
+    process = process or WEB
+    if process != WEB and process not in (workload.processes or {}) and process not in ((current.procfile or {}) if current else {}):
+        raise HTTPException(404, "the app has no process of that name")
     settled = current is not None and not in_flight(session, app.id)
     return AppTarget(
-        app.slug,
+        manifests.deployment_name(app.slug, process),
         project.namespace,
-        autoscaled=Workload.of(app.workload).autoscaling is not None,
+        autoscaled=workload.autoscaling_of(process) is not None,
         release=release_spec(app, project, current, settings, app.replicas) if settled and current is not None and settings is not None else None,
+        process=process,
     )
 
 
-def target(settings: Settings, caller: Caller, app_id: str, with_release: bool = False) -> AppTarget:
+def target(settings: Settings, caller: Caller, app_id: str, with_release: bool = False, process: str | None = None) -> AppTarget:
     """`locate`, in a read session of its own, closed when it returns
     (`with_release`: also what the active release renders, for drift)."""
     with read_scope(settings.effective_database_url) as session:
-        return locate(session, caller, app_id, settings if with_release else None)
+        return locate(session, caller, app_id, settings if with_release else None, process)
 
 
 def pod_objects(settings: Settings, app: AppTarget) -> list[Pod]:
     """The app's pods, by name."""
     kube = api_client(settings)
-    pods = k8s.CoreV1Api(kube).list_namespaced_pod(app.namespace, label_selector=f"{manifests.LABEL_APP}={app.slug}").items
+    pods = k8s.CoreV1Api(kube).list_namespaced_pod(app.namespace, label_selector=f"{manifests.LABEL_APP}={app.deployment}").items
     serialised: list[Pod] = [kube.sanitize_for_serialization(p) for p in pods]  # type: ignore[no-untyped-call]
     return sorted(serialised, key=lambda p: str(p["metadata"]["name"]))
 
@@ -86,18 +95,18 @@ def _ready(pod: Pod) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or [])
 
 
-def status(settings: Settings, caller: Caller, app_id: str) -> AppStatusPublic:
-    """Desired and ready replicas of the app's Deployment (0 and 0 before it
-    exists), and its pods that are not being deleted."""
-    app = target(settings, caller, app_id, with_release=True)
+def status(settings: Settings, caller: Caller, app_id: str, process: str | None = None) -> AppStatusPublic:
+    """Desired and ready replicas of the process's Deployment (0 and 0 before
+    it exists), and its pods that are not being deleted."""
+    app = target(settings, caller, app_id, with_release=True, process=process)
     drifted: list[str] = []
     try:
         kube = api_client(settings)
-        obj = k8s.AppsV1Api(kube).read_namespaced_deployment(app.slug, app.namespace)
+        obj = k8s.AppsV1Api(kube).read_namespaced_deployment(app.deployment, app.namespace)
         desired = obj.spec.replicas or 0
         ready = (obj.status.ready_replicas if obj.status is not None else None) or 0
-        if app.release is not None:
-            drifted = manifests.drift(app.release, kube.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+        if app.release is not None and manifests.process_view(app.release, app.process) is not None:
+            drifted = manifests.drift(app.release, kube.sanitize_for_serialization(obj), app.process)  # type: ignore[no-untyped-call]
     except ApiException as exc:
         if exc.status != 404:
             raise HTTPException(502, f"Kubernetes answered {exc.status} {exc.reason}") from exc
@@ -122,7 +131,7 @@ def autoscaler_status(settings: Settings, app: AppTarget) -> AutoscalerStatus | 
     if not app.autoscaled:
         return None
     try:
-        scaler = k8s.AutoscalingV2Api(api_client(settings)).read_namespaced_horizontal_pod_autoscaler(app.slug, app.namespace)
+        scaler = k8s.AutoscalingV2Api(api_client(settings)).read_namespaced_horizontal_pod_autoscaler(app.deployment, app.namespace)
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -165,9 +174,9 @@ def _pod_detail(pod: Pod) -> PodDetail:
     )
 
 
-def pods(settings: Settings, caller: Caller, app_id: str) -> list[PodDetail]:
-    """The app's pods: phase, readiness, restarts, node, image and why one is not ready."""
-    return [_pod_detail(pod) for pod in pod_objects(settings, target(settings, caller, app_id))]
+def pods(settings: Settings, caller: Caller, app_id: str, process: str | None = None) -> list[PodDetail]:
+    """The process's pods: phase, readiness, restarts, node, image and why one is not ready."""
+    return [_pod_detail(pod) for pod in pod_objects(settings, target(settings, caller, app_id, process=process))]
 
 
 def _objects_of(slug: str) -> dict[str, re.Pattern[str]]:
@@ -180,10 +189,10 @@ def _objects_of(slug: str) -> dict[str, re.Pattern[str]]:
     }
 
 
-def events(settings: Settings, caller: Caller, app_id: str) -> list[EventPublic]:
-    """The Kubernetes events of the app's Deployment, ReplicaSets and pods, newest first."""
-    app = target(settings, caller, app_id)
-    mine = _objects_of(app.slug)
+def events(settings: Settings, caller: Caller, app_id: str, process: str | None = None) -> list[EventPublic]:
+    """The Kubernetes events of the process's Deployment, ReplicaSets and pods, newest first."""
+    app = target(settings, caller, app_id, process=process)
+    mine = _objects_of(app.deployment)
     items = k8s.CoreV1Api(api_client(settings)).list_namespaced_event(app.namespace).items
     chosen: list[tuple[datetime, str, EventPublic]] = []
     for event in items:
@@ -232,7 +241,7 @@ def _usage(settings: Settings, app: AppTarget) -> _Usage:
     objects = k8s.CustomObjectsApi(api_client(settings))
     try:
         listed = objects.list_namespaced_custom_object(
-            "metrics.k8s.io", "v1beta1", app.namespace, "pods", label_selector=f"{manifests.LABEL_APP}={app.slug}"
+            "metrics.k8s.io", "v1beta1", app.namespace, "pods", label_selector=f"{manifests.LABEL_APP}={app.deployment}"
         )
         items: list[dict[str, Any]] = cast(dict[str, Any], listed)["items"]
     except ApiException as exc:
@@ -288,10 +297,10 @@ def _measure(unit: str, values: Sequence[float | None], error: str | None) -> Me
     return Measure(available=True, unit=unit, total=sum(known))
 
 
-def metrics(settings: Settings, caller: Caller, app_id: str) -> AppMetrics:
-    """CPU, memory, disk and network per pod and in total; a figure the
-    cluster cannot provide is unavailable, with the reason, never invented."""
-    app = target(settings, caller, app_id)
+def metrics(settings: Settings, caller: Caller, app_id: str, process: str | None = None) -> AppMetrics:
+    """CPU, memory, disk and network per pod of the process and in total; a
+    figure the cluster cannot provide is unavailable, with the reason, never invented."""
+    app = target(settings, caller, app_id, process=process)
     pods = pod_objects(settings, app)
     usage = _usage(settings, app)
     stats = _stats(settings, {p["spec"]["nodeName"] for p in pods if p.get("spec", {}).get("nodeName")})

@@ -18,6 +18,7 @@ from api.unit_of_work import Answer
 from conveyor.clients.db.models import App, Deployment
 from conveyor.clients.db.queries import add_audit
 from conveyor.domain.ids import utcnow
+from conveyor.domain.planning import keeping_counts
 from conveyor.domain.vocabulary import NOT_STARTED, ONCE_RAN, TERMINAL, DeploymentStatus, OperationKind
 from conveyor.domain.workload import Workload
 from conveyor.settings import Settings
@@ -46,8 +47,9 @@ def revert(session: Session, caller: Caller, settings: Settings, app_id: str, de
     target = load_deployment(session, app, deployment_id)
     if target.status not in ONCE_RAN or not target.image_ref:
         raise HTTPException(409, f"deployment {target.id} is {target.status}: only a deployment that once ran can be restored")
-    check_change_fits(session, settings, app, app.replicas, Workload.of(target.workload))
-    app.env, app.port, app.workload = dict(target.env), target.port, target.workload
+    restored = keeping_counts(Workload.of(target.workload), Workload.of(app.workload))
+    check_change_fits(session, settings, app, app.replicas, restored)
+    app.env, app.port, app.workload = dict(target.env), target.port, restored.stored()
     return release(session, caller, app, Release.of_deployment(OperationKind.ROLLBACK, image_of(target), target, rollback_of=target.id))
 
 

@@ -54,6 +54,7 @@ class LogQuery:
     tail: int | None = None
     since_seconds: int | None = None
     previous: bool = False
+    process: str | None = None
 
     def options(self) -> dict[str, Any]:
         """The keywords of the Kubernetes log read (the ones not asked for are left out)."""
@@ -92,7 +93,7 @@ class PodLogs:
     @classmethod
     async def open(cls, settings: Settings, caller: Caller, app_id: str, query: LogQuery) -> PodLogs:
         """The caller's app and its pods, found before anything is streamed (a 404 is an answer of its own)."""
-        app = await read_off_loop(settings, locate, caller, app_id)
+        app = await read_off_loop(settings, locate, caller, app_id, None, query.process)
         pods = await run_in_threadpool(_log_pods, settings, app, query.pod)
         return cls(settings, app, query, pods)
 

@@ -44,6 +44,8 @@ class ReleaseSource:
     image_ref: str | None = None
     image_digest: str | None = None
     source_commit: str | None = None
+    # The Procfile's processes other than web, of an image built from source.
+    procfile: Mapping[str, str] | None = None
     # The build that makes the image (upload apps).
     build_id: str | None = None
     # The deployment whose image this one runs, unless another is active by the time it starts.
@@ -110,7 +112,9 @@ def source_release(session: Session, app: App) -> ReleaseSource | None:
 
 def image_of(dep: Deployment) -> ReleaseSource:
     """The image a deployment ran, pinned by digest (and the commit it was built from)."""
-    return ReleaseSource(image=dep.image, image_ref=dep.image_ref, image_digest=dep.image_digest, source_commit=dep.source_commit)
+    return ReleaseSource(
+        image=dep.image, image_ref=dep.image_ref, image_digest=dep.image_digest, source_commit=dep.source_commit, procfile=dep.procfile
+    )
 
 
 def running_release(current: Deployment) -> ReleaseSource:
@@ -147,6 +151,7 @@ def new_deployment(session: Session, caller: Caller, app: App, release: Release)
         build_id=source.build_id,
         image_from=source.image_from,
         source_commit=source.source_commit,
+        procfile=dict(source.procfile) if source.procfile else None,
         workflow_id=f"{release.operation}-{dep_id}",
         created_by=caller.name,
         created_at=utcnow(),

@@ -539,11 +539,3 @@ def check_repo_url(url: str, allowed_schemes: list[str]) -> str:
         # The message names the rule, not the scheme given: a refused value is never echoed.
         raise UnsafeSource(f"repo_url must use one of the allowed schemes: {', '.join(allowed_schemes)}")
     return url
-
-
-def procfile_web(text: str) -> str | None:
-    for line in text.splitlines():
-        if line.strip().startswith("web:"):
-            command = line.split(":", 1)[1].strip()
-            return command or None
-    return None

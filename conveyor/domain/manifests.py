@@ -6,16 +6,18 @@ import base64
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from conveyor.domain.payloads import ReleaseSpec
 from conveyor.domain.workload import LIMIT_RANGE as LIMIT_RANGE
 from conveyor.domain.workload import RESOURCE_QUOTA as RESOURCE_QUOTA
-from conveyor.domain.workload import limit_range, parse_quantity, readiness, resource_quota
+from conveyor.domain.workload import WEB, Autoscaling, Probe, Resources, argv, limit_range, parse_quantity, readiness, resource_quota
 
 MANAGED_BY = "conveyor"
 LABEL_APP = "app.kubernetes.io/name"
 LABEL_APP_ID = "conveyor.dev/app-id"
+LABEL_PROCESS = "conveyor.dev/process"
 ANNOTATION_DEPLOYMENT = "conveyor.dev/deployment-id"
 ANNOTATION_RESTARTED = "kubectl.kubernetes.io/restartedAt"
 ANNOTATION_ENV_CHECKSUM = "conveyor.dev/env-checksum"
@@ -65,14 +67,72 @@ def role_bindings(bindings: list[tuple[str, str, str]], namespace: str) -> list[
     ]
 
 
-def probes(spec: ReleaseSpec) -> dict[str, Any]:
-    """The container's probes: readiness from `healthcheck` (else a TCP check
-    on the port), liveness and startup when asked for."""
-    rendered = {"readinessProbe": readiness(spec.healthcheck, spec.port)}
-    if spec.liveness is not None:
-        rendered["livenessProbe"] = spec.liveness.render(spec.port)
-    if spec.startup is not None:
-        rendered["startupProbe"] = spec.startup.render(spec.port)
+@dataclass(frozen=True)
+class ProcessView:
+    """One process of a release as its Deployment renders it: web (the app's
+    own fields and port) or another process (`<slug>-<process>`)."""
+
+    process: str
+    name: str
+    replicas: int
+    command: list[str] | None
+    port: int | None
+    resources: Resources | None
+    autoscaling: Autoscaling | None
+    healthcheck: Probe | None
+    liveness: Probe | None
+    startup: Probe | None
+
+
+def deployment_name(slug: str, process: str) -> str:
+    return slug if process == WEB else f"{slug}-{process}"
+
+
+def process_views(spec: ReleaseSpec) -> list[ProcessView]:
+    """Web first, then the other processes by name."""
+    web = ProcessView(WEB, spec.slug, spec.replicas, None, spec.port, spec.resources, spec.autoscaling, spec.healthcheck, spec.liveness, spec.startup)
+    others = [
+        ProcessView(
+            name,
+            deployment_name(spec.slug, name),
+            p.replicas,
+            argv(p.command) if p.command is not None else None,
+            None,
+            p.resources,
+            p.autoscaling,
+            p.healthcheck,
+            p.liveness,
+            p.startup,
+        )
+        for name, p in sorted((spec.processes or {}).items())
+    ]
+    return [web, *others]
+
+
+def process_view(spec: ReleaseSpec, process: str) -> ProcessView | None:
+    return next((view for view in process_views(spec) if view.process == process), None)
+
+
+def pod_labels(spec: ReleaseSpec, view: ProcessView) -> dict[str, str]:
+    return {**labels(spec), LABEL_APP: view.name, LABEL_PROCESS: view.process}
+
+
+def pod_selector(view: ProcessView) -> dict[str, str]:
+    """A Deployment's selector, which never changes: web's is the one it always had."""
+    return {LABEL_APP: view.name}
+
+
+def probes(view: ProcessView) -> dict[str, Any]:
+    """The container's probes: readiness from `healthcheck` (else, for web, a
+    TCP check on the port), liveness and startup when asked for."""
+    port = view.port or 0
+    rendered: dict[str, Any] = {}
+    if view.healthcheck is not None or view.port is not None:
+        rendered["readinessProbe"] = readiness(view.healthcheck, port)
+    if view.liveness is not None:
+        rendered["livenessProbe"] = view.liveness.render(port)
+    if view.startup is not None:
+        rendered["startupProbe"] = view.startup.render(port)
     return rendered
 
 
@@ -110,35 +170,7 @@ def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(spec.env.items())},
     }
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {**meta, "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_id}},
-        "spec": {
-            "replicas": spec.replicas,
-            "revisionHistoryLimit": 10,
-            "progressDeadlineSeconds": spec.progress_deadline_seconds,
-            "selector": {"matchLabels": selector(spec)},
-            # Never drop below the desired count while a new release comes up.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
-            "template": {
-                "metadata": {"labels": labels(spec), "annotations": pod_annotations},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": CONTAINER,
-                            "image": spec.image_ref,
-                            "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
-                            "envFrom": [{"secretRef": {"name": env_secret_name(spec.slug)}}],
-                            **probes(spec),
-                            "resources": spec.resources.render() if spec.resources else {},
-                        }
-                    ],
-                    "enableServiceLinks": False,
-                },
-            },
-        },
-    }
+    deployments = [deployment(spec, view, pod_annotations) for view in process_views(spec)]
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -170,20 +202,58 @@ def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
             ]
         },
     }
-    scaler = [autoscaler(spec)] if spec.autoscaling is not None else []
-    return [namespace, *namespace_policies(spec), secret, deployment, *scaler, service, ingress]
+    # Each process's Deployment, then its autoscaler (with autoscaling on).
+    workloads = [obj for view, d in zip(process_views(spec), deployments, strict=True) for obj in (d, *autoscalers(spec, view))]
+    return [namespace, *namespace_policies(spec), secret, *workloads, service, ingress]
 
 
-def autoscaler(spec: ReleaseSpec) -> dict[str, Any]:
-    """The app's HorizontalPodAutoscaler (named like its Deployment)."""
-    scaling = spec.autoscaling
-    assert scaling is not None, "only a release with autoscaling has one"
+def deployment(spec: ReleaseSpec, view: ProcessView, pod_annotations: dict[str, str]) -> dict[str, Any]:
+    """One process's Deployment: web serves the port (the Service's pods), the others run their command."""
+    container: dict[str, Any] = {"name": CONTAINER, "image": spec.image_ref}
+    if view.command is not None:
+        container["command"] = view.command
+    if view.port is not None:
+        container["ports"] = [{"name": "http", "containerPort": view.port, "protocol": "TCP"}]
+    container |= {
+        "envFrom": [{"secretRef": {"name": env_secret_name(spec.slug)}}],
+        **probes(view),
+        "resources": view.resources.render() if view.resources else {},
+    }
     return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": view.name,
+            "namespace": spec.namespace,
+            "labels": pod_labels(spec, view),
+            "annotations": {ANNOTATION_DEPLOYMENT: spec.deployment_id},
+        },
+        "spec": {
+            "replicas": view.replicas,
+            "revisionHistoryLimit": 10,
+            "progressDeadlineSeconds": spec.progress_deadline_seconds,
+            "selector": {"matchLabels": pod_selector(view)},
+            # Never drop below the desired count while a new release comes up.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+            "template": {
+                "metadata": {"labels": pod_labels(spec, view), "annotations": pod_annotations},
+                "spec": {"containers": [container], "enableServiceLinks": False},
+            },
+        },
+    }
+
+
+def autoscalers(spec: ReleaseSpec, view: ProcessView) -> list[dict[str, Any]]:
+    """The process's HorizontalPodAutoscaler (named like its Deployment), if it autoscales."""
+    scaling = view.autoscaling
+    if scaling is None:
+        return []
+    return [{
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": spec.slug, "namespace": spec.namespace, "labels": labels(spec)},
+        "metadata": {"name": view.name, "namespace": spec.namespace, "labels": {**labels(spec), LABEL_PROCESS: view.process}},
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.slug},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": view.name},
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": [
@@ -191,7 +261,7 @@ def autoscaler(spec: ReleaseSpec) -> dict[str, Any]:
             ],
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_delay_seconds}},
         },
-    }
+    }]
 
 
 def _within(rendered: Any, live: Any) -> bool:
@@ -204,24 +274,27 @@ def _within(rendered: Any, live: Any) -> bool:
     return bool(rendered == live)
 
 
-def drift(spec: ReleaseSpec, live: dict[str, Any]) -> list[str]:
-    """The fields of the app's live Deployment that differ from what its
+def drift(spec: ReleaseSpec, live: dict[str, Any], process: str = WEB) -> list[str]:
+    """The fields of a process's live Deployment that differ from what its
     release renders (changed by hand: `kubectl scale`, `kubectl edit`), by
     name; the next release puts them back. The replica count is the
     autoscaler's to change while autoscaling is on."""
-    [deployment] = [o for o in render(spec, b"") if o["kind"] == "Deployment"]
-    want = deployment["spec"]["template"]["spec"]["containers"][0]
+    view = process_view(spec, process)
+    assert view is not None, "only a process of the release has a Deployment"
+    want = deployment(spec, view, {})["spec"]["template"]["spec"]["containers"][0]
     have_spec = live.get("spec") or {}
     containers = ((have_spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
     have = next((c for c in containers if c.get("name") == CONTAINER), containers[0])
     found = []
-    if spec.autoscaling is None and have_spec.get("replicas") != spec.replicas:
+    if view.autoscaling is None and have_spec.get("replicas") != view.replicas:
         found.append("replicas")
     if len(containers) != 1:
         found.append("containers")
     if have.get("image") != want["image"]:
         found.append("image")
-    if not _within(want["ports"], have.get("ports")):
+    if want.get("command") != have.get("command"):
+        found.append("command")
+    if not _within(want.get("ports"), have.get("ports")):
         found.append("ports")
     if have.get("env") or not _within(want["envFrom"], have.get("envFrom")):
         found.append("env")

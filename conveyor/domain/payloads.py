@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from conveyor.domain.vocabulary import BuildStatus, DeploymentStatus, OperationKind
-from conveyor.domain.workload import Autoscaling, Probe, ProjectLimits, Resources
+from conveyor.domain.workload import Autoscaling, Probe, Process, ProjectLimits, Resources
 
 
 class Operation(BaseModel):
@@ -23,6 +23,8 @@ class Operation(BaseModel):
     replicas: int | None = None
     previous_replicas: int | None = None
     user: str = "system"
+    # A scale of a process other than web (None: web).
+    process: str | None = None
     # W3C trace context of the request that asked for it, so the operation's
     # workflow joins that request's trace even when the lane runs already.
     trace_context: dict[str, str] = Field(default_factory=dict)
@@ -60,6 +62,9 @@ class ReleaseSpec(BaseModel):
     autoscaling: Autoscaling | None = None
     # The project's LimitRange and ResourceQuota, applied with its namespace.
     limits: ProjectLimits | None = None
+    # Processes other than web, each its own Deployment, with their counts
+    # now (a Procfile's lines filled in once the image is known).
+    processes: dict[str, Process] | None = None
 
 
 class BeginDeploymentInput(BaseModel):
@@ -141,6 +146,8 @@ class RolloutProgress(BaseModel):
     ready: int
     desired: int
     message: str = ""
+    # The Deployment (one per process); "" from workers before processes.
+    name: str = ""
 
 
 class RolloutResult(BaseModel):
@@ -173,6 +180,7 @@ class ScaleRecordInput(BaseModel):
     user: str
     outcome: str  # done | failed
     reason: str | None = None
+    process: str | None = None
 
 
 class AppTargetInput(BaseModel):
@@ -190,12 +198,16 @@ class AppTarget(BaseModel):
     # order the lane received the requests in.
     replicas: int | None = None
     delete_timeout_seconds: int = 120
+    # Each other process's count now (the same rule).
+    processes: dict[str, int] = Field(default_factory=dict)
 
 
 class DeleteResourcesInput(BaseModel):
     namespace: str
     slug: str
     timeout_seconds: int = 120
+    # The app's processes other than web are found by it (None in histories from before them).
+    app_id: str | None = None
 
 
 class RemoveAppInput(BaseModel):
@@ -232,6 +244,8 @@ class BuiltImage(BaseModel):
     image: str
     digest: str
     reference: str
+    # The Procfile's processes other than web (name → command line).
+    procfile: dict[str, str] = Field(default_factory=dict)
 
 
 class RecordBuildInput(BaseModel):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from conveyor.domain.workload import Workload
+from conveyor.domain.workload import Process, Workload
 
 # Fields a PATCH may set on the app besides env.
 SETTABLE = ("image_url", "port", "repo_branch", "build_command", "progress_deadline_seconds", "replicas")
@@ -48,6 +48,8 @@ class UpdatePlan:
     # (from, to) when the replica count changes: a scale, unless a release
     # runs anyway (a release always runs at the app's current size).
     scale: tuple[int, int] | None = None
+    # (process, from, to) for each other process whose count changes: the same.
+    process_scales: tuple[tuple[str, int, int], ...] = ()
 
 
 def merge_env(current: Mapping[str, str], patch: Mapping[str, str | None]) -> dict[str, str]:
@@ -61,10 +63,49 @@ def merge_env(current: Mapping[str, str], patch: Mapping[str, str | None]) -> di
     return merged
 
 
+def only_counts(patch: Mapping[str, Any] | None) -> bool:
+    """Whether a PATCH of `processes` only sets replica counts (a scale)."""
+    return all(isinstance(given, Mapping) and set(given) == {"replicas"} for given in (patch or {}).values())
+
+
+def merge_processes(current: Mapping[str, Process] | None, patch: Mapping[str, Any]) -> dict[str, Process] | None:
+    """A PATCH of `processes` is merged by name: null removes a process, an
+    object of `replicas` alone scales it (a Procfile's process too), any other
+    object replaces its definition (keeping its count unless it gives one)."""
+    merged = dict(current or {})
+    for name, given in patch.items():
+        if given is None:
+            merged.pop(name, None)
+            continue
+        kept = merged.get(name)
+        if set(given) == {"replicas"}:
+            merged[name] = (kept or Process()).model_copy(update={"replicas": given["replicas"]})
+        else:
+            merged[name] = Process.model_validate({"replicas": kept.replicas if kept else 1} | dict(given))
+    return merged or None
+
+
+def definitions(workload: Workload) -> dict[str, Process]:
+    """Each process as a release renders it: without its count."""
+    return {name: p.definition() for name, p in (workload.processes or {}).items()}
+
+
+def keeping_counts(restored: Workload, current: Workload) -> Workload:
+    """A revert's or retry's workload: the other release's, at the app's
+    process counts now (as web keeps its `replicas`)."""
+    counts = {name: p.replicas for name, p in (current.processes or {}).items()}
+    processes = {name: p.model_copy(update={"replicas": counts.get(name, p.replicas)}) for name, p in (restored.processes or {}).items()}
+    return restored.model_copy(update={"processes": processes or None})
+
+
 def merge_workload(current: Workload, given: Mapping[str, Any]) -> Workload:
-    """A PATCH replaces each health check and `resources` it names whole; null removes one."""
-    named = {name: given[name] for name in Workload.FIELDS if name in given}
-    return Workload.model_validate(current.model_dump() | named)
+    """A PATCH replaces each health check and `resources` it names whole; null
+    removes one. `processes` is merged by name (`merge_processes`)."""
+    named = {name: given[name] for name in Workload.FIELDS if name in given and name != "processes"}
+    merged = current.model_dump() | named
+    if "processes" in given:
+        merged["processes"] = merge_processes(current.processes, given["processes"] or {})
+    return Workload.model_validate(merged)
 
 
 def plan_update(app: AppFacts, given: Mapping[str, Any]) -> UpdatePlan:
@@ -75,8 +116,14 @@ def plan_update(app: AppFacts, given: Mapping[str, Any]) -> UpdatePlan:
     changes: dict[str, Any] = {name: given[name] for name in SETTABLE if given.get(name) is not None}
     changes["env"] = env
     workload = merge_workload(app.workload, given)
-    workload_changed = [name for name in Workload.FIELDS if getattr(workload, name) != getattr(app.workload, name)]
-    if workload_changed:
+    workload_changed = [name for name in Workload.FIELDS if name != "processes" and getattr(workload, name) != getattr(app.workload, name)]
+    if definitions(workload) != definitions(app.workload):
+        workload_changed.append("processes")
+    before = {name: p.replicas for name, p in (app.workload.processes or {}).items()}
+    process_scales = tuple(
+        (name, before.get(name, 1), p.replicas) for name, p in sorted((workload.processes or {}).items()) if p.replicas != before.get(name, 1)
+    )
+    if workload != app.workload:
         changes["workload"] = workload.stored()
     image_changed = "image_url" in given and given["image_url"] != app.image_url
     port_changed = "port" in given and given["port"] != app.port
@@ -89,7 +136,9 @@ def plan_update(app: AppFacts, given: Mapping[str, Any]) -> UpdatePlan:
         parts += [f"{name}={given[name]}" for name in ("image_url", "port") if name in given]
         parts += workload_changed
         summary = "Changed " + ", ".join(parts)
-    recorded = tuple(sorted(set(given) - {"replicas"}))
+    recorded = tuple(sorted(set(given) - {"replicas"} - ({"processes"} if only_counts(given.get("processes")) else set())))
     replicas = given.get("replicas")
     scale = (app.replicas, replicas) if replicas is not None and replicas != app.replicas else None
-    return UpdatePlan(changes=changes, release_from=release_from, release_summary=summary, recorded=recorded, scale=scale)
+    return UpdatePlan(
+        changes=changes, release_from=release_from, release_summary=summary, recorded=recorded, scale=scale, process_scales=process_scales
+    )

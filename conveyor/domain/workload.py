@@ -199,6 +199,88 @@ class Autoscaling(BaseModel):
         return min(max(replicas, self.min_replicas), self.max_replicas)
 
 
+Command = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_one_line)] | Argv
+
+
+def argv(command: str | list[str]) -> list[str]:
+    """A command as the container runs it: a string through the shell (as a
+    Procfile line runs), a list as it is."""
+    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+
+
+WEB = "web"
+# A process's Deployment is `<slug>-<name>`: short DNS labels, never `web`
+# (the app's own fields are its web process).
+PROCESS_NAME = re.compile(r"[a-z]([-a-z0-9]{0,28}[a-z0-9])?")
+MAX_PROCESSES = 10
+
+
+def _process_name(name: str) -> str:
+    if not PROCESS_NAME.fullmatch(name):
+        raise ValueError("process names are DNS labels: lowercase letters, digits and dashes, starting with a letter, at most 30 characters")
+    if name == WEB:
+        raise ValueError("`web` is the app itself: set its replicas, resources and checks on the app")
+    return name
+
+
+ProcessName = Annotated[str, AfterValidator(_process_name)]
+
+
+class Process(BaseModel):
+    """A process other than web (a Procfile line, or declared here): its own
+    Deployment `<slug>-<name>`, with no Service or Ingress."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: Command | None = Field(
+        default=None, description="What the process runs (a string runs in a shell); git and upload apps may take it from the Procfile's line"
+    )
+    replicas: int = Field(default=1, ge=0, le=100_000, description="How many pods (a PATCH of it alone is a scale, not a release)")
+    resources: Resources | None = None
+    autoscaling: Autoscaling | None = None
+    healthcheck: Probe | None = None
+    liveness: Probe | None = None
+    startup: Probe | None = None
+
+    @model_validator(mode="after")
+    def _checks_name_their_port(self) -> Process:
+        for name in ("healthcheck", "liveness", "startup"):
+            probe: Probe | None = getattr(self, name)
+            if probe is not None and probe.type != "exec" and probe.port is None:
+                raise ValueError(f"`{name}` needs a `port`: only web has the app's port")
+        return self
+
+    def definition(self) -> Process:
+        """The process without its count: what a release of it renders."""
+        return self.model_copy(update={"replicas": 0})
+
+
+def parse_procfile(text: str) -> dict[str, str]:
+    """A Procfile's processes, name → command line, web among them. Lines
+    that are not `name: command` with a process name are left out; the first
+    line of a name counts."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        name, colon, command = line.partition(":")
+        name, command = name.strip(), command.strip()
+        if colon and command and PROCESS_NAME.fullmatch(name) and len(found) <= MAX_PROCESSES and len(command) <= 4096:
+            found.setdefault(name, command)
+    return found
+
+
+def with_procfile(processes: dict[str, Process] | None, procfile: dict[str, str] | None) -> dict[str, Process] | None:
+    """The processes a release of an image built from a Procfile runs: those
+    declared, each without a command taking its Procfile line, and every other
+    line of the Procfile as a process of one replica."""
+    merged = dict(processes or {})
+    for name, line in (procfile or {}).items():
+        if name not in merged:
+            merged[name] = Process(command=line)
+        elif merged[name].command is None:
+            merged[name] = merged[name].model_copy(update={"command": line})
+    return merged or None
+
+
 class Workload(BaseModel):
     """An app's health checks and resources, as its row and each deployment's
     snapshot hold them (JSON, only what is set)."""
@@ -210,8 +292,9 @@ class Workload(BaseModel):
     startup: Probe | None = None
     resources: Resources | None = None
     autoscaling: Autoscaling | None = None
+    processes: Annotated[dict[ProcessName, Process], Field(max_length=MAX_PROCESSES)] | None = None
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("healthcheck", "liveness", "startup", "resources", "autoscaling")
+    FIELDS: ClassVar[tuple[str, ...]] = ("healthcheck", "liveness", "startup", "resources", "autoscaling", "processes")
 
     @classmethod
     def of(cls, stored: dict[str, Any] | None) -> Workload:
@@ -221,12 +304,22 @@ class Workload(BaseModel):
         """What the row holds: None when nothing is set."""
         return self.model_dump(exclude_none=True, mode="json") or None
 
+    def autoscaling_of(self, process: str) -> Autoscaling | None:
+        """The autoscaling of web (the app's own) or of another process."""
+        if process == WEB:
+            return self.autoscaling
+        found = (self.processes or {}).get(process)
+        return found.autoscaling if found is not None else None
+
     def demand(self, replicas: int) -> Demand:
-        """What the app may ask of its project: its replicas, or with
+        """What the web process may ask of its project: its replicas, or with
         autoscaling on, as many as the autoscaler may make."""
-        if self.autoscaling is not None:
-            return Demand(replicas=self.autoscaling.max_replicas, resources=self.resources, field="autoscaling.max_replicas")
-        return Demand(replicas=replicas, resources=self.resources)
+        return Demand.of(replicas, self.resources, self.autoscaling)
+
+    def demands(self, replicas: int) -> list[Demand]:
+        """What every process of the app may ask of its project, web first."""
+        others = [Demand.of(p.replicas, p.resources, p.autoscaling, f"processes.{name}.") for name, p in sorted((self.processes or {}).items())]
+        return [self.demand(replicas), *others]
 
 
 class ProjectLimits(BaseModel):
@@ -277,10 +370,10 @@ def pod_requests(resources: Resources | None, defaults: Resources) -> tuple[Deci
     return cpu, memory
 
 
-def cpu_request(workload: Workload, limits: ProjectLimits) -> str | None:
-    """The CPU a pod of this app requests (what autoscaling measures use
-    against), from its own resources or the project's defaults."""
-    mine = workload.resources or Resources()
+def cpu_request(resources: Resources | None, limits: ProjectLimits) -> str | None:
+    """The CPU a pod requests (what autoscaling measures use against), from
+    its own resources or the project's defaults."""
+    mine = resources or Resources()
     return mine.cpu or mine.cpu_limit or limits.default_cpu or limits.default_cpu_limit
 
 
@@ -305,27 +398,40 @@ def surge(replicas: int) -> int:
 
 
 class Demand(BaseModel):
-    """What one app asks of its project: replicas of pods with these resources
-    (`field`: where the replica count was asked for)."""
+    """What one process asks of its project: replicas of pods with these
+    resources (`field`: where the replica count was asked for; `prefix`: where
+    the process's fields are, "" for web)."""
 
     replicas: int
     resources: Resources | None = None
     field: str = "replicas"
+    prefix: str = ""
+
+    @classmethod
+    def of(cls, replicas: int, resources: Resources | None, autoscaling: Autoscaling | None, prefix: str = "") -> Demand:
+        """Its replicas, or with autoscaling on, as many as the autoscaler may make."""
+        if autoscaling is not None:
+            return cls(replicas=autoscaling.max_replicas, resources=resources, field=f"{prefix}autoscaling.max_replicas", prefix=prefix)
+        return cls(replicas=replicas, resources=resources, field=f"{prefix}replicas", prefix=prefix)
 
 
-def grows(limits: ProjectLimits, changed: Demand, before: Demand) -> bool:
+def _totals(limits: ProjectLimits, demands: list[Demand]) -> tuple[int, Decimal, Decimal]:
+    defaults = limits.defaults()
+    pods, cpu, memory = 0, Decimal(0), Decimal(0)
+    for demand in demands:
+        pod_cpu, pod_memory = pod_requests(demand.resources, defaults)
+        pods, cpu, memory = pods + demand.replicas, cpu + pod_cpu * demand.replicas, memory + pod_memory * demand.replicas
+    return pods, cpu, memory
+
+
+def grows(limits: ProjectLimits, changed: list[Demand], before: list[Demand]) -> bool:
     """Whether `changed` asks the project for more than `before` did: more
     pods, or more CPU or memory in all."""
-    defaults = limits.defaults()
-    (new_cpu, new_memory), (old_cpu, old_memory) = pod_requests(changed.resources, defaults), pod_requests(before.resources, defaults)
-    return (
-        changed.replicas > before.replicas
-        or new_cpu * changed.replicas > old_cpu * before.replicas
-        or new_memory * changed.replicas > old_memory * before.replicas
-    )
+    (new_pods, new_cpu, new_memory), (old_pods, old_cpu, old_memory) = _totals(limits, changed), _totals(limits, before)
+    return new_pods > old_pods or new_cpu > old_cpu or new_memory > old_memory
 
 
-def above_default_limits(limits: ProjectLimits, resources: Resources | None) -> tuple[str, str] | None:
+def above_default_limits(limits: ProjectLimits, resources: Resources | None, prefix: str = "") -> tuple[str, str] | None:
     """A request above the limit the namespace's LimitRange would give a
     container that sets none: Kubernetes would refuse every pod."""
     mine = resources or Resources()
@@ -335,37 +441,38 @@ def above_default_limits(limits: ProjectLimits, resources: Resources | None) -> 
     ):
         asked = getattr(mine, request)
         if asked is not None and own_limit is None and default is not None and parse_quantity(asked) > parse_quantity(default):
-            return f"resources.{request}", f"more than the project's default {what} limit of {default}: set resources.{request}_limit too"
+            return f"{prefix}resources.{request}", f"more than the project's default {what} limit of {default}: set {prefix}resources.{request}_limit too"
     return None
 
 
-def over_quota(limits: ProjectLimits, changed: Demand, others: list[Demand], before: Demand | None = None) -> tuple[str, str] | None:
-    """The first limit that `changed` (one app's new replicas and resources)
-    breaks, with every other app of the project as it is and room for the
-    changed app's rollout surge: (field, message), or None when it fits. A
-    change that asks for no more than the app had (`before`) is never
-    refused: a project over a quota lowered since can still shrink.
-    Messages name the limit and the totals, never a value the caller gave."""
-    if before is not None and not grows(limits, changed, before):
+def over_quota(
+    limits: ProjectLimits, changed: Demand | list[Demand], others: list[Demand], before: Demand | list[Demand] | None = None
+) -> tuple[str, str] | None:
+    """The first limit that `changed` (one app's new replicas and resources,
+    of each of its processes) breaks, with every other app of the project as
+    it is and room for the changed processes' rollout surge: (field, message),
+    or None when it fits. A change that asks for no more than the app had
+    (`before`) is never refused: a project over a quota lowered since can
+    still shrink. Messages name the limit and the totals, never a value the
+    caller gave."""
+    mine = changed if isinstance(changed, list) else [changed]
+    if before is not None and not grows(limits, mine, before if isinstance(before, list) else [before]):
         return None
-    if changed.replicas > limits.max_replicas_per_app:
-        return changed.field, (
-            f"more than the {limits.max_replicas_per_app} replicas one app of this project may have "
-            "(its max_replicas_per_app, else CONVEYOR_MAX_REPLICAS)"
-        )
-    defaults = limits.defaults()
-    pods = changed.replicas + surge(changed.replicas) + sum(d.replicas for d in others)
+    for demand in mine:
+        if demand.replicas > limits.max_replicas_per_app:
+            return demand.field, (
+                f"more than the {limits.max_replicas_per_app} replicas one app of this project may have "
+                "(its max_replicas_per_app, else CONVEYOR_MAX_REPLICAS)"
+            )
+    surged = [d.model_copy(update={"replicas": d.replicas + surge(d.replicas)}) for d in mine]
+    pods, cpu, memory = _totals(limits, surged + others)
     if limits.quota_pods is not None and pods > limits.quota_pods:
-        return changed.field, f"the project's apps would need {pods} pods during this rollout, over its quota of {limits.quota_pods}"
-    cpu = memory = Decimal(0)
-    for demand, count in [(changed, changed.replicas + surge(changed.replicas))] + [(d, d.replicas) for d in others]:
-        pod_cpu, pod_memory = pod_requests(demand.resources, defaults)
-        cpu += pod_cpu * count
-        memory += pod_memory * count
+        return mine[0].field, f"the project's apps would need {pods} pods during this rollout, over its quota of {limits.quota_pods}"
+    asking = next((d.prefix for d in mine if d.resources is not None), "")
     if limits.quota_cpu is not None and cpu > parse_quantity(limits.quota_cpu):
-        return "resources.cpu", f"the project's apps would request {format_cores(cpu)} CPU during this rollout, over its quota of {limits.quota_cpu}"
+        return f"{asking}resources.cpu", f"the project's apps would request {format_cores(cpu)} CPU during this rollout, over its quota of {limits.quota_cpu}"
     if limits.quota_memory is not None and memory > parse_quantity(limits.quota_memory):
-        return "resources.memory", f"the project's apps would request {format_bytes(memory)} of memory during this rollout, over its quota of {limits.quota_memory}"
+        return f"{asking}resources.memory", f"the project's apps would request {format_bytes(memory)} of memory during this rollout, over its quota of {limits.quota_memory}"
     return None
 
 

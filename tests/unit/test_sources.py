@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.builds import sources
+from conveyor.domain.workload import parse_procfile
 from tests.support import hostile_archives as hostile
 
 LIMITS = sources.Limits(max_uncompressed_bytes=1024 * 1024, max_entries=50)
@@ -208,6 +209,8 @@ def test_repo_url_schemes(url, allowed, ok):
             sources.check_repo_url(url, allowed)
 
 
-def test_procfile_web_line():
-    assert sources.procfile_web("worker: x\nweb: httpd -f -p 8080\n") == "httpd -f -p 8080"
-    assert sources.procfile_web("worker: x\n") is None
+def test_procfile_lines():
+    assert parse_procfile("worker: x\nweb: httpd -f -p 8080\n") == {"worker": "x", "web": "httpd -f -p 8080"}
+    assert parse_procfile("worker: x\n").get("web") is None
+    # Not a process name, no command, a repeated name: left out (the first line counts).
+    assert parse_procfile("Bad_Name: x\nempty:\n# comment\nclock: a\nclock: b\n") == {"clock": "a"}

@@ -101,6 +101,8 @@ class Deployment(Base):
     replicas: Mapped[int | None] = mapped_column(Integer)
     # The app's health checks and resources as this release renders them.
     workload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The Procfile's processes other than web (name → command) of the image built from source.
+    procfile: Mapped[dict[str, str] | None] = mapped_column(JSON)
     source_commit: Mapped[str | None] = mapped_column(String(64))
     build_id: Mapped[str | None] = mapped_column(String(40))
     rollback_of: Mapped[str | None] = mapped_column(String(40))
@@ -164,6 +166,8 @@ class Build(Base):
     status: Mapped[str] = mapped_column(String(20))  # pending | building | succeeded | failed | reused
     image_ref: Mapped[str | None] = mapped_column(String(600))
     image_digest: Mapped[str | None] = mapped_column(String(80))
+    # The Procfile's processes other than web, as the build found them.
+    procfile: Mapped[dict[str, str] | None] = mapped_column(JSON)
     # Before 0005 the log was a file; its lines are now `build_log_chunks` rows.
     log_path: Mapped[str | None] = mapped_column(String(1024))
     reason: Mapped[str | None] = mapped_column(Text)
