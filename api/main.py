@@ -28,7 +28,7 @@ from conveyor.clients import telemetry
 from conveyor.clients.db.queries import ensure_default_project, handoff_backlog
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
 from conveyor.clients.payload_codec import EncryptionCodec, load_keyring
-from conveyor.domain.workload import Autoscaling, Probe, Resources
+from conveyor.domain.workload import PROCESS_NAME, Autoscaling, Probe, Process, Resources
 from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings, get_settings
 
@@ -48,10 +48,19 @@ NAMED_PARTS = {name: set(Probe.model_fields) for name in ("healthcheck", "livene
 def public_loc(loc: tuple) -> list:
     """Where a validation error is, down to the field, or to the part of a
     field whose parts the schema names; never deeper, where pydantic puts a
-    key the caller chose (an env key) or a union branch."""
-    if len(loc) > 2 and loc[1] in NAMED_PARTS and loc[2] in NAMED_PARTS[loc[1]]:
-        return list(loc[:3])
-    return list(loc[:2])
+    key the caller chose (an env key) or a union branch. A process is named
+    once its name is a valid one (`processes.worker.resources.cpu`)."""
+    if len(loc) > 2 and loc[1] == "processes" and loc[3:4] != ("[key]",) and PROCESS_NAME.fullmatch(str(loc[2])):
+        part = loc[3:] if loc[3:4] and loc[3] in Process.model_fields else ()
+        return [*loc[:3], *_named(part)]
+    return [loc[0], *_named(loc[1:])]
+
+
+def _named(loc: tuple) -> list:
+    """The field, and its part when the schema names its parts."""
+    if len(loc) > 1 and loc[0] in NAMED_PARTS and loc[1] in NAMED_PARTS[loc[0]]:
+        return list(loc[:2])
+    return list(loc[:1])
 
 
 def create_app(settings: Settings | None = None, tracer: TracerProvider | None = None) -> FastAPI:

@@ -456,8 +456,13 @@ def over_quota(
     still shrink. Messages name the limit and the totals, never a value the
     caller gave."""
     mine = changed if isinstance(changed, list) else [changed]
-    if before is not None and not grows(limits, mine, before if isinstance(before, list) else [before]):
+    earlier = before if isinstance(before, list) else [before] if before is not None else []
+    if before is not None and not grows(limits, mine, earlier):
         return None
+    # The process whose change asks for more is the one a refusal names.
+    was = {d.prefix: d for d in earlier}
+    named = next((d for d in mine if d.prefix in was and grows(limits, [d], [was[d.prefix]])), None)
+    named = named or next((d for d in mine if d.prefix not in was), mine[0])
     for demand in mine:
         if demand.replicas > limits.max_replicas_per_app:
             return demand.field, (
@@ -467,8 +472,8 @@ def over_quota(
     surged = [d.model_copy(update={"replicas": d.replicas + surge(d.replicas)}) for d in mine]
     pods, cpu, memory = _totals(limits, surged + others)
     if limits.quota_pods is not None and pods > limits.quota_pods:
-        return mine[0].field, f"the project's apps would need {pods} pods during this rollout, over its quota of {limits.quota_pods}"
-    asking = next((d.prefix for d in mine if d.resources is not None), "")
+        return named.field, f"the project's apps would need {pods} pods during this rollout, over its quota of {limits.quota_pods}"
+    asking = named.prefix
     if limits.quota_cpu is not None and cpu > parse_quantity(limits.quota_cpu):
         return f"{asking}resources.cpu", f"the project's apps would request {format_cores(cpu)} CPU during this rollout, over its quota of {limits.quota_cpu}"
     if limits.quota_memory is not None and memory > parse_quantity(limits.quota_memory):
