@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, TypeVar, cast
 
@@ -351,6 +352,8 @@ class KubeActivities:
             started = float(info.heartbeat_details[0]) if info.heartbeat_details else time.time()
             give_up_at = started + request.deadline_seconds + 5
         stuck_after = min(request.stuck_seconds, request.deadline_seconds)
+        # When the workflow began this wait: a progress deadline exceeded before is an earlier rollout's.
+        since = datetime.fromtimestamp(give_up_at - request.deadline_seconds - 5, UTC)
         first_seen: dict[str, float] = {}
         state, last = None, None
         reported: tuple[int, int] | None = None
@@ -359,13 +362,16 @@ class KubeActivities:
             if activity.is_cancelled():
                 raise CancelledError("rollout wait cancelled")
             if obj is not None:
-                state, last = rollout.deployment_state(obj), obj
+                state, last = rollout.deployment_state(obj, since), obj
             assert state is not None and last is not None
+            process = ((last.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_PROCESS, WEB)
+            # A process besides web says which it is; web's words are as they always were.
+            whose = "" if process == WEB else f"process {process} (Deployment {request.name}): "
             activity.heartbeat(give_up_at - request.deadline_seconds - 5, state.message, state.ready, state.desired)
             if request.report_progress and info.workflow_id and (state.ready, state.desired) != reported and not state.done:
                 reported = (state.ready, state.desired)
                 self._report(info.workflow_id, RolloutProgress(ready=state.ready, desired=state.desired, message=state.message, name=request.name))
-            if state.done and ((last.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_PROCESS, WEB) == WEB:
+            if state.done and process == WEB:
                 self._drop_leftover_env_config_map(request, last)
             if state.done:
                 return RolloutResult(ready_replicas=state.ready, desired_replicas=state.desired, message=state.message)
@@ -373,16 +379,16 @@ class KubeActivities:
                 # Say why, when a pod shows it.
                 stuck = self._stuck_pod(request, first_seen, 0)
                 message = f"{state.message}; {stuck}" if stuck else state.message
-                raise errors.RolloutFailed(message)
+                raise errors.RolloutFailed(whose + message)
             if time.monotonic() >= next_pod_check:
                 next_pod_check = time.monotonic() + WATCH_SLICE_SECONDS
                 stuck = self._stuck_pod(request, first_seen, stuck_after)
                 if stuck:
-                    raise errors.RolloutFailed(stuck)
+                    raise errors.RolloutFailed(whose + stuck)
             # The Deployment's own deadline only counts while it makes no
             # progress; this one bounds the whole wait.
             if time.time() > give_up_at:
-                raise errors.RolloutFailed(f"the rollout did not finish within {request.deadline_seconds}s: {state.message}")
+                raise errors.RolloutFailed(f"{whose}the rollout did not finish within {request.deadline_seconds}s: {state.message}")
         raise AssertionError("the change stream never ends")
 
     def _report(self, workflow_id: str, progress: RolloutProgress) -> None:

@@ -4,6 +4,7 @@ that mean a rollout will not finish (pure: works on API objects as dicts)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 STUCK_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"}
@@ -18,7 +19,18 @@ class RolloutState:
     desired: int
 
 
-def deployment_state(deployment: dict[str, Any]) -> RolloutState:
+def _before(condition: dict[str, Any], since: datetime | None) -> bool:
+    """Whether the condition was last set before `since` (a wait's start)."""
+    stamp = condition.get("lastUpdateTime")
+    if since is None or not stamp:
+        return False
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) < since
+
+
+def deployment_state(deployment: dict[str, Any], since: datetime | None = None) -> RolloutState:
+    """Where the Deployment's rollout stands. A progress deadline exceeded
+    before `since` is an earlier rollout's: a restore that takes back a
+    ReplicaSet that is there already keeps that condition until it completes."""
     spec, status, meta = deployment.get("spec", {}), deployment.get("status", {}) or {}, deployment["metadata"]
     desired = int(spec.get("replicas", 1))
     updated = int(status.get("updatedReplicas") or 0)
@@ -37,7 +49,7 @@ def deployment_state(deployment: dict[str, Any]) -> RolloutState:
     if int(meta.get("generation", 0)) > int(status.get("observedGeneration") or 0):
         return waiting("waiting for the deployment spec update to be observed")
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded" and not _before(condition, since):
             return RolloutState(
                 False,
                 True,

@@ -5,8 +5,8 @@ planned (conveyor/domain/manifests.py, workload.py, planning.py)."""
 from __future__ import annotations
 
 from conveyor.domain import manifests
-from conveyor.domain.planning import AppFacts, keeping_counts, plan_update
 from conveyor.domain.payloads import ReleaseSpec
+from conveyor.domain.planning import AppFacts, keeping_counts, plan_update
 from conveyor.domain.workload import Autoscaling, Demand, Probe, Process, ProjectLimits, Resources, Workload, over_quota, with_procfile
 
 WORKER = Process(command=["python", "worker.py"], replicas=3, resources=Resources(cpu="100m"))

@@ -33,6 +33,20 @@ def test_progress_deadline_exceeded_fails():
     assert state.failed and "progress deadline" in state.message and "0 of 3 new pods ready" in state.message
 
 
+def test_a_progress_deadline_exceeded_before_the_wait_began_is_an_earlier_rollouts():
+    """A restore that takes back a ReplicaSet still there keeps the condition
+    until it completes: the wait it started does not fail on it."""
+    from datetime import UTC, datetime
+
+    stale = {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "lastUpdateTime": "2026-01-01T10:00:00Z"}
+    pending = deployment(updatedReplicas=1, replicas=2, availableReplicas=1, desired=1, conditions=[stale])
+    later = datetime(2026, 1, 1, 10, 0, 5, tzinfo=UTC)
+    state = deployment_state(pending, since=later)
+    assert not state.failed and "old pods pending termination" in state.message
+    assert deployment_state(pending, since=datetime(2026, 1, 1, 9, 59, tzinfo=UTC)).failed
+    assert deployment_state(pending).failed
+
+
 def pod(state: dict, **extra) -> dict:
     return {"status": {"containerStatuses": [{"name": "app", "image": "r/web:v1", "restartCount": 4, "state": state, **extra}]}}
 
