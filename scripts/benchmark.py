@@ -13,6 +13,9 @@ same cluster):
 - single deploy: `POST /apps` (3 replicas) until `active`, against
   `kubectl apply -f` + `kubectl rollout status` of the same Deployment;
   interleaved runs, medians and their ratio;
+- a release of an app with a web and a worker process (3 replicas each):
+  `POST /apps` until `active`, against `kubectl apply -f` of the same two
+  Deployments + `kubectl rollout status` of each; medians and their ratio;
 - N concurrent deploys of distinct apps (1 replica each, so that the
   simulated nodes hold every pod) against N concurrent kubectl runs: wall
   time until all are active, ratio, 5xx count, p99 of `/healthz` and
@@ -82,12 +85,34 @@ def ms(seconds: float) -> str:
 # -- kubectl, the baseline ------------------------------------------------------------------
 
 
-def deployment_yaml(namespace: str, name: str, replicas: int) -> str:
-    """The Deployment Conveyor would apply for the app, as a user would write it."""
-    return f"""apiVersion: v1
+def deployment_yaml(namespace: str, name: str, replicas: int, worker: bool = False) -> str:
+    """The Deployment Conveyor would apply for the app, as a user would write
+    it (`worker`: and a worker process's Deployment beside it)."""
+    namespace_yaml = f"""apiVersion: v1
 kind: Namespace
 metadata: {{name: {namespace}}}
----
+"""
+    worker_yaml = f"""---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}-worker, namespace: {namespace}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}-worker}}}}
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 25%, maxUnavailable: 0}}}}
+  template:
+    metadata: {{labels: {{app: {name}-worker}}}}
+    spec:
+      containers:
+      - name: worker
+        image: {IMAGE}
+        command: [python, worker.py]
+"""
+    return namespace_yaml + _web_yaml(namespace, name, replicas) + (worker_yaml if worker else "")
+
+
+def _web_yaml(namespace: str, name: str, replicas: int) -> str:
+    return f"""---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: {name}, namespace: {namespace}}}
@@ -113,24 +138,25 @@ class Kubectl:
         self.workdir = workdir
         self.namespaces: list[str] = []
 
-    def _manifest(self, replicas: int) -> tuple[str, str, Path]:
+    def _manifest(self, replicas: int, worker: bool = False) -> tuple[str, str, Path]:
         namespace, name = f"bench-{uuid.uuid4().hex[:8]}", "web"
         path = self.workdir / f"{namespace}.yaml"
-        path.write_text(deployment_yaml(namespace, name, replicas))
+        path.write_text(deployment_yaml(namespace, name, replicas, worker))
         self.namespaces.append(namespace)
         return namespace, name, path
 
-    def _commands(self, namespace: str, name: str, path: Path) -> list[list[str]]:
+    def _commands(self, namespace: str, name: str, path: Path, worker: bool = False) -> list[list[str]]:
         base = [self.binary, "--kubeconfig", self.kubeconfig]
+        names = [name, f"{name}-worker"] if worker else [name]
         return [
             [*base, "apply", "-f", str(path)],
-            [*base, "rollout", "status", f"deployment/{name}", "-n", namespace, "--timeout=600s"],
+            *([*base, "rollout", "status", f"deployment/{n}", "-n", namespace, "--timeout=600s"] for n in names),
         ]
 
-    def deploy(self, replicas: int) -> float:
-        namespace, name, path = self._manifest(replicas)
+    def deploy(self, replicas: int, worker: bool = False) -> float:
+        namespace, name, path = self._manifest(replicas, worker)
         started = time.monotonic()
-        for cmd in self._commands(namespace, name, path):
+        for cmd in self._commands(namespace, name, path, worker):
             subprocess.run(cmd, check=True, capture_output=True)
         return time.monotonic() - started
 
@@ -165,9 +191,12 @@ class Conveyor:
         self.http = httpx.Client(base_url=f"{self.base}/api/v1", headers=self.headers, timeout=60)
         self.apps: list[str] = []
 
-    def deploy(self, replicas: int) -> float:
+    def deploy(self, replicas: int, worker: bool = False) -> float:
         started = time.monotonic()
-        response = self.http.post("/apps", json={"name": f"bench-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": replicas})
+        body = {"name": f"bench-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": replicas}
+        if worker:
+            body["processes"] = {"worker": {"command": ["python", "worker.py"], "replicas": replicas}}
+        response = self.http.post("/apps", json=body)
         response.raise_for_status()
         app_id = response.json()["id"]
         self.apps.append(app_id)
@@ -297,6 +326,17 @@ def single_deploys(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
     row("single deploy: Conveyor / kubectl", f"{a / b:.2f}x")
 
 
+def process_releases(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
+    ours, theirs = [], []
+    for _ in range(runs):
+        theirs.append(kubectl.deploy(3, worker=True))
+        ours.append(conveyor.deploy(3, worker=True))
+    a, b = statistics.median(ours), statistics.median(theirs)
+    row(f"web + worker release, 3 replicas each: kubectl apply + 2 rollout status (median of {runs})", f"{b:.2f} s")
+    row(f"web + worker release, 3 replicas each: POST /apps -> active (median of {runs})", f"{a:.2f} s")
+    row("web + worker release: Conveyor / kubectl", f"{a / b:.2f}x")
+
+
 def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: Kubectl, sizes: list[int]) -> None:
     status = platform.status()["parts"]
     pids = {p["name"]: p["pid"] for p in status if p["name"] in ("api", "worker") and p.get("pid")}
@@ -388,6 +428,7 @@ def main() -> None:
     parser.add_argument("--cold-build", action="store_true")
     parser.add_argument("--skip-platform", action="store_true", help="do not restart the platform to time `conveyor up`")
     parser.add_argument("--skip-load", action="store_true", help="only the platform figures")
+    parser.add_argument("--only-releases", action="store_true", help="only the single-deploy and web + worker rows")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--crowds", default="50,200", help="sizes of the concurrent runs")
     parser.add_argument("--probe", nargs=3, metavar=("URL", "AUTHORIZATION", "OUT"), help=argparse.SUPPRESS)
@@ -410,8 +451,11 @@ def main() -> None:
             kubectl = Kubectl(settings, Path(tmp))
             try:
                 single_deploys(conveyor, kubectl, args.runs)
+                process_releases(conveyor, kubectl, args.runs)
                 conveyor.clean()
                 kubectl.clean()
+                if args.only_releases:
+                    return print_rows()
                 crowds(settings, platform, conveyor, kubectl, [int(n) for n in args.crowds.split(",") if n])
             finally:
                 conveyor.clean()
@@ -422,6 +466,10 @@ def main() -> None:
     for part in status["parts"]:
         row(f"memory (RSS) {part['title']}", format_bytes(part["rss_bytes"]))
     row("memory (RSS) whole stack", format_bytes(status["rss_bytes"]))
+    print_rows()
+
+
+def print_rows() -> None:
     print("\n| what | figure |\n| --- | --- |")
     for label, figure in ROWS:
         print(f"| {label} | {figure} |")

@@ -155,6 +155,7 @@ def with_template(settings: Settings, body: AppCreate) -> AppCreate:
             "port": body.port if "port" in given else template.port,
             "replicas": body.replicas if "replicas" in given else template.replicas,
             "env": {**template.env, **body.env},
+            **{name: getattr(template, name) for name in ("processes", "resources", "healthcheck") if name not in given},
         }
     )
     return body

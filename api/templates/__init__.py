@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
+from conveyor.domain.workload import Probe, Process, ProcessName, Resources
+
 FOLDER = Path(__file__).parent
 
 
@@ -19,6 +21,10 @@ class Template(BaseModel):
     port: int = Field(ge=1, le=65535)
     replicas: int = Field(default=1, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
+    # Processes besides web (conveyor/domain/workload.py), as an app takes them.
+    processes: dict[ProcessName, Process] | None = None
+    resources: Resources | None = None
+    healthcheck: Probe | None = None
 
 
 @lru_cache

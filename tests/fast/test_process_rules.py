@@ -131,3 +131,11 @@ def test_every_process_counts_against_the_project_quota(local, project):
     # Another app sees this one's processes too: 2 + 2 running leave room for 4 with surge.
     assert project.admin.call("POST", "/apps", json={**GOOD, "name": "third", "replicas": 3}).status_code == 201
     assert named(project.admin.call("POST", "/apps", json={**GOOD, "name": "fourth", "replicas": 1}), ["body", "replicas"])
+
+
+def test_the_web_with_worker_template_makes_an_app_with_a_worker(project):
+    app = project.admin.call("POST", "/apps", 201, json={"name": "from-template", "template_id": "web-with-worker"}).json()
+    assert app["processes"]["worker"]["resources"]["cpu"] == "50m" and app["healthcheck"]["type"] == "http"
+    # A field given explicitly wins over the template's.
+    mine = project.admin.call("POST", "/apps", 201, json={"name": "mine", "template_id": "web-with-worker", "processes": {"jobs": {"command": ["j"]}}}).json()
+    assert sorted(mine["processes"]) == ["jobs"]
