@@ -151,3 +151,28 @@ def test_a_procfiles_lines_run_as_processes_of_every_release_of_its_image(api, k
     api.call("PATCH", f"/apps/{app['id']}", 202, json={"processes": {"worker": {"replicas": 2}}}, headers={"Authorization": f"Bearer {deployer}"})
     process_ready(api, app["id"], "worker", 2)
     assert deployment(kube_api, settings, f"{slug}-worker").spec.template.spec.containers[0].command == ["/bin/sh", "-c", "sleep 3600"]
+
+
+def test_a_cancel_while_the_worker_rolls_out_restores_every_process(api, kube_api, settings):
+    app = api.create_app(replicas=1, progress_deadline_seconds=300, processes={"worker": {"command": ["python", "worker.py"]}})
+    slug = app["slug"]
+    first = api.wait_active(app["id"], api.deployments(app["id"])[0]["id"])
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={
+        "image_url": f"{api.registry}/demo/web:v2",
+        "processes": {"worker": {"command": ["python", "worker.py"], "resources": {"cpu": "50"}}},
+    })
+    dep = api.deployments(app["id"])[0]
+
+    def web_out_worker_waiting():
+        current = api.deployment(app["id"], dep["id"])
+        rollout = next((s for s in current["progress"] or [] if s["name"] == "rollout"), None)
+        return rollout is not None and rollout["state"] == "running" and f"{slug} 1/1" in rollout["detail"] and rollout
+    step = eventually(web_out_worker_waiting, 60, what="web rolled out while the worker waits")
+    assert f"{slug}-worker 0/1" in step["detail"], step
+    api.call("POST", f"/apps/{app['id']}/deployments/{dep['id']}/cancel", 202)
+    cancelled = api.wait_finished(app["id"], dep["id"], timeout=90)
+    assert cancelled["status"] == "cancelled" and "keeps serving" in cancelled["reason"], cancelled["reason"]
+    for name in (slug, f"{slug}-worker"):
+        live = deployment(kube_api, settings, name)
+        assert live.spec.template.metadata.annotations[manifests.ANNOTATION_DEPLOYMENT] == first["id"], name
+    process_ready(api, app["id"], "worker", 1)
