@@ -25,9 +25,10 @@ from temporalio.exceptions import CancelledError
 
 from conveyor.builds import sandbox, sources
 from conveyor.builds.buildah import Buildah
+from conveyor.builds.cache import BuildCache
 from conveyor.builds.git import git_env
 from conveyor.builds.logs import BuildLogWriter
-from conveyor.builds.recipe import base_images, default_dockerfile
+from conveyor.builds.recipe import FromRule, base_images, default_dockerfile, mirrored, registry_name
 from conveyor.clients.db.models import Build, Deployment
 from conveyor.clients.db.session import session_scope
 from conveyor.clients.oci_registry import fetch_source, manifest_digest
@@ -97,6 +98,7 @@ class BuilderActivities:
         self.settings = settings
         self.url = settings.effective_database_url
         self.buildah = Buildah(settings)
+        self.cache = BuildCache(settings)
 
     @activity.defn(name="resolve_git_commit")
     def resolve_git_commit(self, request: ResolveCommitInput) -> str:
@@ -219,23 +221,28 @@ class BuilderActivities:
         return stdout
 
     def _pull_bases(self, box: sandbox.BuildSandbox, dockerfile: Path, log: Log, deadline: float, project_id: str) -> None:
-        base_image = images.parse(self.settings.build_base_image)
+        """Pull every base image the Dockerfile names (the build itself never
+        pulls), as the FROM rule allows, from a mirror where one is set."""
+        s = self.settings
+        rule = FromRule(s.registry, images.parse(s.build_base_image), s.from_registries)
         for base in base_images(dockerfile.read_text(errors="replace")):
             try:
                 ref = images.parse(base)
             except images.InvalidImageReference:
                 raise BuildFailed(f"FROM {base}: not an image reference this builder can pull") from None
-            own = ref.registry == self.settings.registry and ref.repository.split("/", 1)[0] == project_id
-            if not (own or (ref.registry, ref.repository) == (base_image.registry, base_image.repository)):
-                # Another project's images are that project's: a FROM must not copy them.
-                raise BuildFailed(
-                    f"FROM {base}: builds use the base image or this project's own images ({self.settings.registry}/{project_id}/…) only"
-                )
-            log(f"==> pulling {base}")
+            if (refused := rule.refusal(ref, project_id)) is not None:
+                raise BuildFailed(f"FROM {base}: {refused}")
+            source = mirrored(ref, s.mirrors) or base
+            log(f"==> pulling {base}" + (f" from the mirror {source}" if source != base else ""))
             # Plain HTTP only to the platform's own registry, never to another.
-            insecure = self.settings.registry_insecure and ref.registry == self.settings.registry
-            args = ["pull", "--quiet"] + (["--tls-verify=false"] if insecure else []) + [base]
+            insecure = s.registry_insecure and images.parse(source).registry == s.registry
+            args = ["pull", "--quiet"] + (["--tls-verify=false"] if insecure else []) + [source]
             self._sandboxed(box, args, f"pulling {base}", log, deadline)
+            if source != base and not ref.digest:
+                # The build finds it under the name its FROM line gives (one
+                # pinned by digest is found by the digest, which the mirror keeps).
+                names = [base, f"{registry_name(ref)}/{ref.repository}:{ref.tag or 'latest'}"]
+                self._sandboxed(box, ["tag", source, *names], f"naming {base}", log, deadline)
 
     @activity.defn(name="build_image")
     def build_image(self, request: BuildInput) -> BuiltImage:
@@ -274,6 +281,8 @@ class BuilderActivities:
                     box.prepare()
                 except sandbox.SandboxUnavailable as exc:
                     raise BuildFailed(str(exc)) from exc
+                if self.cache.take(request.project_id, request.app_id, box.storage):
+                    log("==> layer cache: the layers of this app's last build are here; unchanged steps are not run again")
                 self._pull_bases(box, dockerfile, log, deadline, request.project_id)
                 proc, description = box.popen_build(self.buildah.bud_args(src, image, dockerfile, pull=False))
                 log(f"==> {description}")
@@ -285,6 +294,7 @@ class BuilderActivities:
                 self._sandboxed(box, push + [image, f"docker://{image}"], f"pushing {image}", log, deadline + 300)
                 digest = _read_digest(digest_file)
                 log(f"==> pushed {image}@{digest}")
+                log(f"==> layer cache: {self.cache.keep(request.project_id, request.app_id, box.storage)}")
                 return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}", procfile=processes)
             except (BuildFailed, BuildInterrupted) as exc:
                 log(f"==> build failed: {exc}")

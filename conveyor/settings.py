@@ -150,13 +150,23 @@ class Settings(BaseSettings):
     upload_max_uncompressed_bytes: int = 200 * 1024 * 1024
     upload_max_entries: int = 10_000
     # The build sandbox (conveyor/builds/sandbox.py). Outbound network for build
-    # steps (package installs) is off unless this is set; when on, the host's
-    # own addresses and loopback stay unreachable.
-    build_network: bool = False
+    # steps (package installs), through slirp4netns: the host's own addresses,
+    # its loopback and the deny ranges below stay unreachable. Off: no network.
+    build_network: bool = True
     # With the build network on, these IPv4 ranges are routed to nowhere too
     # (private, shared, link-local: the cluster, cloud metadata, internal
     # services). Narrow it to let builds reach, say, a private package mirror.
     build_network_deny: str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,169.254.0.0/16"
+    # Registries a Dockerfile's FROM may name besides the platform's own (comma-separated).
+    build_from_registries: str = "docker.io,ghcr.io,quay.io,registry.k8s.io,public.ecr.aws,gcr.io"
+    # Pull-through mirrors: `docker.io=127.0.0.1:5000/mirror/docker.io,ghcr.io=…`;
+    # a base image of that registry is pulled from the mirror instead.
+    registry_mirrors: str = ""
+    # Layers kept between builds of one app on a worker host (conveyor/builds/cache.py).
+    build_cache: bool = True
+    build_cache_max_mb: int = 2048
+    build_cache_total_mb: int = 20480
+    build_cache_days: int = 7
     build_memory_mb: int = 2048
     build_cpus: float = 1.0
     build_max_processes: int = 1024
@@ -195,6 +205,24 @@ class Settings(BaseSettings):
         # A bad quantity or a quota without a default refuses to start, naming the setting.
         self.project_limits()
         return self
+
+    @field_validator("registry_mirrors")
+    @classmethod
+    def _mirrors(cls, value: str) -> str:
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            registry, _, prefix = entry.partition("=")
+            if not registry.strip() or not prefix.strip():
+                raise ValueError("each mirror is registry=mirror-prefix, e.g. docker.io=127.0.0.1:5000/mirror/docker.io")
+        return value
+
+    @property
+    def mirrors(self) -> dict[str, str]:
+        found = (e.strip().partition("=") for e in self.registry_mirrors.split(",") if e.strip())
+        return {registry.strip(): prefix.strip() for registry, _, prefix in found}
+
+    @property
+    def from_registries(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.build_from_registries.split(",") if r.strip())
 
     @field_validator("build_network_deny")
     @classmethod

@@ -16,6 +16,9 @@ same cluster):
 - a release of an app with a web and a worker process (3 replicas each):
   `POST /apps` until `active`, against `kubectl apply -f` of the same two
   Deployments + `kubectl rollout status` of each; medians and their ratio;
+- the layer cache: an upload app's first build of a Dockerfile with a slow
+  `RUN` step (5 s), then a second build of the same source, each from
+  upload to `active`;
 - N concurrent deploys of distinct apps (1 replica each, so that the
   simulated nodes hold every pod) against N concurrent kubectl runs: wall
   time until all are active, ratio, 5xx count, p99 of `/healthz` and
@@ -326,6 +329,32 @@ def single_deploys(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
     row("single deploy: Conveyor / kubectl", f"{a / b:.2f}x")
 
 
+def cached_build(conveyor: Conveyor, settings: Settings) -> None:
+    """The same source built twice: the second build takes the first's layers."""
+    import io
+    import tarfile
+
+    dockerfile = f"FROM {settings.registry}/demo/web:v1\nRUN sleep 5 && echo slow > /slow.txt\nRUN echo done > /done.txt\n".encode()
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as archive:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        archive.addfile(info, io.BytesIO(dockerfile))
+    app = conveyor.http.post("/apps", json={"name": f"bench-{uuid.uuid4().hex[:8]}", "source_type": "upload", "port": 8080}).json()
+    conveyor.apps.append(app["id"])
+    times = []
+    for _ in range(2):
+        started = time.monotonic()
+        dep = conveyor.http.post(f"/apps/{app['id']}/build", files={"file": ("src.tar.gz", data.getvalue(), "application/gzip")}).json()
+        while (status := conveyor.http.get(f"/apps/{app['id']}/deployments/{dep['id']}").json()["status"]) not in ("active", "failed", "cancelled"):
+            time.sleep(0.2)
+        if status != "active":
+            raise RuntimeError(f"the cached-build benchmark's build ended {status}")
+        times.append(time.monotonic() - started)
+    row("build of a Dockerfile with a 5 s RUN step, first (upload -> active)", f"{times[0]:.1f} s")
+    row("the same source built again (its layers cached)", f"{times[1]:.1f} s")
+
+
 def process_releases(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
     ours, theirs = [], []
     for _ in range(runs):
@@ -452,6 +481,7 @@ def main() -> None:
             try:
                 single_deploys(conveyor, kubectl, args.runs)
                 process_releases(conveyor, kubectl, args.runs)
+                cached_build(conveyor, settings)
                 conveyor.clean()
                 kubectl.clean()
                 if args.only_releases:

@@ -4,6 +4,12 @@ none, and the base images a Dockerfile names."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+
+from conveyor.domain.images import DOCKER_HUB, ImageReference
+
+# A project's repositories in the platform's registry: `<registry>/proj_<name>/…`.
+PROJECT_PREFIX = "proj_"
 
 
 def default_dockerfile(base_image: str, build_command: str | None, start_command: str | None) -> str:
@@ -35,3 +41,44 @@ def base_images(dockerfile: str) -> list[str]:
         if image.lower() not in stages and image != "scratch" and image not in found:
             found.append(image)
     return found
+
+
+def registry_name(ref: ImageReference) -> str:
+    """The registry as people name it (`docker.io`, not its API host)."""
+    return "docker.io" if ref.registry == DOCKER_HUB else ref.registry
+
+
+@dataclass(frozen=True)
+class FromRule:
+    """Where a build may start from: the base image, its own project's
+    repositories and the platform registry's repositories that belong to no
+    project, and any registry of `registries` (public ones by default). Another
+    project's repository is that project's: a FROM must not copy it."""
+
+    platform_registry: str
+    base_image: ImageReference
+    registries: frozenset[str]
+
+    def refusal(self, ref: ImageReference, project_id: str) -> str | None:
+        """Why `ref` may not be a base of this project's build; None when it may."""
+        if (ref.registry, ref.repository) == (self.base_image.registry, self.base_image.repository):
+            return None
+        if ref.registry == self.platform_registry:
+            owner = ref.repository.split("/", 1)[0]
+            if owner.startswith(PROJECT_PREFIX) and owner != project_id:
+                return "it is another project's image; a build starts only from its own project's images, shared ones and public registries"
+            return None
+        if registry_name(ref) in self.registries:
+            return None
+        return f"registry {registry_name(ref)} is not one builds may start from (CONVEYOR_BUILD_FROM_REGISTRIES)"
+
+
+def mirrored(ref: ImageReference, mirrors: dict[str, str]) -> str | None:
+    """Where to pull `ref` from instead, when its registry has a pull-through
+    mirror (`docker.io` → `127.0.0.1:5000/mirror/docker.io`): the same
+    repository and tag or digest under the mirror's prefix."""
+    prefix = mirrors.get(registry_name(ref))
+    if prefix is None:
+        return None
+    tail = f"@{ref.digest}" if ref.digest else f":{ref.tag or 'latest'}"
+    return f"{prefix.rstrip('/')}/{ref.repository}{tail}"

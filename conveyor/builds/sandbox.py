@@ -5,10 +5,10 @@ unprivileged subordinate uid of the host (from /etc/subuid), in new mount and
 PID namespaces, inside a minimal root (pivot_root) that holds only the
 system's read-only /usr and /etc and this build's own workspace and image
 storage: a RUN step that escapes buildah's chroot still sees nothing of the
-platform. The build itself also gets an empty network namespace (no route to
-anything, the host's loopback included), or with CONVEYOR_BUILD_NETWORK a
-slirp4netns user-mode network that refuses the host's loopback, every
-address of the host and the private ranges of CONVEYOR_BUILD_NETWORK_DENY. CPU, memory and processes are bounded by a cgroup where
+platform. The build itself gets a network namespace of its own: by default
+(CONVEYOR_BUILD_NETWORK) a slirp4netns user-mode network that refuses the
+host's loopback, every address of the host and the private ranges of
+CONVEYOR_BUILD_NETWORK_DENY; with it off, no route to anything. CPU, memory and processes are bounded by a cgroup where
 one can be created, file sizes and open files by rlimits, time by the
 builder's deadline. Pulls and the push run buildah alone (no build steps), in
 the same user namespace and root but on the host's network.

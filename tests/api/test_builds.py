@@ -172,7 +172,52 @@ def test_a_build_cannot_start_from_another_projects_image(api, settings):
     dep = upload(api, app["id"], tarball({"Dockerfile": f"FROM {other}\nRUN echo copied\n"})).json()
     failed = api.wait_finished(app["id"], dep["id"], timeout=180)
     assert failed["status"] == "failed"
-    assert "this project's own images" in failed["reason"] and "copied" not in failed["reason"]
+    assert "another project's image" in failed["reason"] and "copied" not in failed["reason"]
+
+
+def test_a_second_build_of_an_unchanged_source_reuses_its_layers_and_may_start_from_a_shared_image(api, settings):
+    """A repository of the platform's registry that belongs to no project
+    (`demo/web`) is a base any build may use; the second build of the same
+    source runs none of its steps again (buildah's layer cache, kept per app)."""
+    app = upload_app(api)
+    source = tarball({"Dockerfile": f"FROM {settings.registry}/demo/web:v1\nRUN echo slow-step-ran && sleep 3\nRUN echo done > /done\n"})
+    logs = []
+    for _ in range(2):
+        dep = api.wait_active(app["id"], upload(api, app["id"], source).json()["id"], timeout=180)
+        logs.append(api.call("GET", f"/apps/{app['id']}/build-log", 200, params={"build_id": dep["build_id"]}).text)
+    first, second = logs
+    assert "slow-step-ran" in first and "layers kept for the next build of this app" in first, first
+    assert "layers of this app's last build are here" in second and "Using cache" in second, second
+    assert "slow-step-ran" not in second, second
+    # Another app of the project starts without them.
+    other = upload_app(api)
+    dep = api.wait_active(other["id"], upload(api, other["id"], source).json()["id"], timeout=180)
+    log = api.call("GET", f"/apps/{other['id']}/build-log", 200, params={"build_id": dep["build_id"]}).text
+    assert "slow-step-ran" in log and "last build are here" not in log
+
+
+def test_a_public_base_image_is_pulled_through_a_registry_mirror(settings, admin_token, tmp_path):
+    """`FROM docker.io/library/busybox` (and the short `busybox`) with
+    CONVEYOR_REGISTRY_MIRRORS pointing docker.io at the local registry: the
+    mirror plays docker.io here, where no public registry can be reached."""
+    from tests.support.api_client import Api
+    from tests.support.production import api_and_worker, conveyor_env
+    from tests.support.registry_tags import point_tag
+
+    point_tag(settings, "mirror/docker.io/library/busybox", "latest", "busybox", "conveyor/base")
+    env = conveyor_env(settings, CONVEYOR_REGISTRY_MIRRORS=f"docker.io={settings.registry}/mirror/docker.io")
+    with api_and_worker(settings, env, tmp_path) as base_url:
+        api = Api(base_url, admin_token, settings.registry)
+        app = upload_app(api)
+        source = tarball({"Dockerfile": "FROM docker.io/library/busybox:latest AS first\nRUN echo from-the-mirror\nFROM busybox\nCOPY --from=first /bin/busybox /bin/busybox\n"})
+        dep = api.wait_finished(app["id"], upload(api, app["id"], source).json()["id"], timeout=180)
+        log = api.call("GET", f"/apps/{app['id']}/build-log", 200, params={"build_id": dep["build_id"]}).text
+        assert dep["status"] == "active", (dep["reason"], log)
+        assert f"from the mirror {settings.registry}/mirror/docker.io/library/busybox:latest" in log and "from-the-mirror" in log
+        # A registry no rule allows stays refused, naming the setting.
+        refused = upload_app(api)
+        bad = api.wait_finished(refused["id"], upload(api, refused["id"], tarball({"Dockerfile": "FROM registry.example.internal/x:1\n"})).json()["id"], timeout=120)
+        assert bad["status"] == "failed" and "CONVEYOR_BUILD_FROM_REGISTRIES" in bad["reason"]
 
 
 @pytest.mark.parametrize(

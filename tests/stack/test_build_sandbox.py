@@ -1,6 +1,6 @@
 """The build sandbox on its own, with real buildah, unshare and slirp4netns:
 build steps see neither the platform's ports nor the host's processes and files,
-with the network off (the default) and on."""
+with the network on (the default) and off."""
 
 from __future__ import annotations
 
