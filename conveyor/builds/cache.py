@@ -49,15 +49,15 @@ class BuildCache:
         if not self.settings.build_cache:
             return False
         source = self.place(project_id, app_id)
+        # Claimed by renaming it beside the store first: of two builds at once only one gets it,
+        # and the build's own (empty, sandbox-owned) store stays as it is until then.
+        claimed = storage.with_name(storage.name + ".cache")
         try:
-            storage.rmdir()
-            os.rename(source, storage)
-        except FileNotFoundError:
-            storage.mkdir(exist_ok=True)
-            return False
+            os.rename(source, claimed)
         except OSError:
-            storage.mkdir(exist_ok=True)
             return False
+        storage.rmdir()
+        os.rename(claimed, storage)
         (storage / SIZE_FILE).unlink(missing_ok=True)
         return True
 
