@@ -7,8 +7,13 @@ and app logs.
   One token holds at most `CONVEYOR_MAX_STREAMS_PER_TOKEN` of them (one more
   is a `429`), so a single client cannot take every slot from the others.
 - However many clients follow one deployment's progress, the process reads its
-  row and queries its workflow once per interval (`ProgressHub`), not once per
-  client: a Temporal query makes a worker run the workflow's code.
+  row and queries its workflow once per change (`ProgressHub`), not once per
+  client: a Temporal query makes a worker run the workflow's code. A change is
+  pushed: the hub long-polls the workflow's history and reads again as soon as
+  a workflow task completes (the steps change only then) or the workflow
+  closes; a timed poll stays as the fallback (before the workflow starts, or
+  with Temporal away), every `POLL_SECONDS`, and every `WATCHED_POLL_SECONDS`
+  while the history is being watched.
 - A stream never ends before the last state of every step: the `end` event
   waits until the row has ended and the workflow has closed.
 """
@@ -27,7 +32,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.sse import ServerSentEvent
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -43,6 +48,21 @@ from workflows.deploy import DeployWorkflow
 log = logging.getLogger("conveyor.streams")
 
 POLL_SECONDS = 0.5
+# While the workflow's history is watched, a change wakes the poll at once: the timed one is only a safety net.
+WATCHED_POLL_SECONDS = 5.0
+# The history events after which a query may answer something new: the
+# workflow's code has run (a workflow task completed), or it has closed.
+WAKING_EVENTS = frozenset(
+    {
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    }
+)
 # How long after its row ended a stream waits for the workflow to close.
 FINAL_WAIT_SECONDS = 30.0
 # A query waits for a worker to run it; with none, it answers no steps.
@@ -294,24 +314,64 @@ class ProgressHub:
     async def _poll(self, temporal: Client, dep: Deployment) -> None:
         loop = asyncio.get_running_loop()
         row_ended_at: float | None = None
-        while self._followers.get(dep.id):
-            try:
-                waited = 0.0 if row_ended_at is None else loop.time() - row_ended_at
-                snapshot = await self.snapshot(temporal, dep, waited)
-            except Exception as exc:  # noqa: BLE001 - the database away: the followers wait, with pings
-                log.warning("progress of %s: %s", dep.id, type(exc).__name__)
-            else:
-                for inbox in self._followers.get(dep.id, ()):
-                    _put_latest(inbox, snapshot)
-                if snapshot.ended:
-                    return
-                if snapshot.status in TERMINAL and row_ended_at is None:
-                    row_ended_at = loop.time()
-            await self.pause()
+        changes = Changes()
+        watcher = asyncio.create_task(self.watch(temporal, dep, changes), name=f"history-{dep.id}")
+        try:
+            while self._followers.get(dep.id):
+                try:
+                    waited = 0.0 if row_ended_at is None else loop.time() - row_ended_at
+                    snapshot = await self.snapshot(temporal, dep, waited)
+                except Exception as exc:  # noqa: BLE001 - the database away: the followers wait, with pings
+                    log.warning("progress of %s: %s", dep.id, type(exc).__name__)
+                else:
+                    for inbox in self._followers.get(dep.id, ()):
+                        _put_latest(inbox, snapshot)
+                    if snapshot.ended:
+                        return
+                    if snapshot.status in TERMINAL and row_ended_at is None:
+                        row_ended_at = loop.time()
+                await self.pause(changes)
+        finally:
+            watcher.cancel()
 
-    async def pause(self) -> None:
-        """Between two polls."""
-        await asyncio.sleep(self.poll_seconds)
+    async def watch(self, temporal: Client, dep: Deployment, changes: Changes) -> None:
+        """Long-poll the workflow's history; each event after which its steps
+        may have changed wakes the poll. Until the workflow exists (a queued
+        deployment), or while Temporal is away, it tries again each interval
+        and the timed poll carries on."""
+        while True:
+            try:
+                events = temporal.get_workflow_handle(dep.workflow_id).fetch_history_events(wait_new_event=True)
+                async for event in events:
+                    changes.watched = True
+                    if event.event_type in WAKING_EVENTS:
+                        changes.event.set()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - not started yet, or Temporal away: the timed poll goes on
+                changes.watched = False
+                await asyncio.sleep(self.poll_seconds)
+
+    async def pause(self, changes: Changes | None = None) -> None:
+        """Between two polls: until the workflow's history says something
+        changed, or the fallback interval has passed."""
+        if changes is None:
+            await asyncio.sleep(self.poll_seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changes.event.wait(), WATCHED_POLL_SECONDS if changes.watched else self.poll_seconds)
+        changes.event.clear()
+
+
+@dataclass
+class Changes:
+    """What the history watch tells the poll: a change happened (`event`),
+    and whether the history is being watched at all (else the timed poll is
+    the only one)."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    watched: bool = False
 
 
 async def progress_events(

@@ -59,7 +59,7 @@ class SteppedHub(ProgressHub):
             self._taken.notify_all()
         return taken
 
-    async def pause(self) -> None:
+    async def pause(self, changes=None) -> None:
         await self._turns.get()
 
     async def taken(self, count: int) -> Snapshot:
@@ -177,6 +177,32 @@ async def test_an_ended_row_whose_workflow_no_worker_runs_ends_after_the_final_w
         assert hub.polls >= 2, "the stream waited for the workflow before it ended"
     finally:
         await handle.terminate()
+
+
+async def test_changes_are_pushed_by_the_workflows_history_not_a_timed_poll(client, task_queue, monkeypatch):
+    """With the timed poll minutes away, every step and the end still arrive:
+    the hub wakes at each workflow task the history shows, and at its close."""
+    monkeypatch.setattr(streams, "WATCHED_POLL_SECONDS", 600.0)
+    fakes, rows = Fakes(client), Rows()
+    plan = deployment(new_app(fakes))
+    rows.rows[plan.deployment_id] = ("deploying", None)
+    gate = Block()
+    fakes.script("begin_deployment", gate)
+    fakes.script("finish_deployment", rows.write)
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        # Until the history is watched (it is as soon as the workflow exists), the short poll runs.
+        hub = ProgressHub(Settings(), status_of=rows, poll_seconds=0.05)
+        reader = asyncio.create_task(read_stream(hub, client, plan))
+        await asyncio.sleep(0.5)
+        polls_while_blocked = hub.polls
+        await asyncio.sleep(1.0)
+        # Nothing happens in the workflow meanwhile: no poll either.
+        assert hub.polls == polls_while_blocked, "the hub polled with nothing new in the history"
+        gate.release()
+        assert await outcome(handle) == "active"
+        events = await asyncio.wait_for(reader, 10)
+    assert_whole(events, plan)
 
 
 async def test_a_deployment_that_never_started_ends_at_once(client):
