@@ -191,6 +191,8 @@ class KubeActivities:
             resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             name = obj["metadata"]["name"]
             view = views.get(name)
+            if obj["kind"] == "Deployment":
+                self._refuse_foreign(spec.namespace, name, spec.app_id)
             if obj["kind"] == "Deployment" and view is not None and view.autoscaling is not None:
                 # The autoscaler owns the live count: apply what it set (or the
                 # starting count of a new Deployment), read as late as can be.
@@ -227,6 +229,20 @@ class KubeActivities:
         if spec.limits is not None and ("ResourceQuota", manifests.RESOURCE_QUOTA) not in rendered:
             self._delete_if_there(lambda: core.delete_namespaced_resource_quota(manifests.RESOURCE_QUOTA, spec.namespace), "deleting the ResourceQuota")
         return applied
+
+    def _refuse_foreign(self, namespace: str, name: str, app_id: str) -> None:
+        """A Deployment of this name that another app owns (its process
+        `<slug>-<process>`, say, from a Procfile line the API could not see)
+        is never taken over: the release fails, naming it."""
+        try:
+            live = client.AppsV1Api(self.api).read_namespaced_deployment(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise api_error(exc, f"reading Deployment {name}") from None
+        owner = ((live.metadata.labels or {}) if live.metadata is not None else {}).get(manifests.LABEL_APP_ID)
+        if owner is not None and owner != app_id:
+            raise errors.KubernetesRefused(f"Deployment {name} belongs to another app ({owner}); rename the process or the app")
 
     def _process_deployments(self, namespace: str, app_id: str) -> set[str]:
         """The Deployments of the app's processes other than web, as the cluster has them."""

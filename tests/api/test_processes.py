@@ -6,6 +6,8 @@ tested in process (tests/fast/test_process_rules.py)."""
 
 from __future__ import annotations
 
+import uuid
+
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -176,3 +178,28 @@ def test_a_cancel_while_the_worker_rolls_out_restores_every_process(api, kube_ap
         live = deployment(kube_api, settings, name)
         assert live.spec.template.metadata.annotations[manifests.ANNOTATION_DEPLOYMENT] == first["id"], name
     process_ready(api, app["id"], "worker", 1)
+
+
+def test_a_process_never_takes_over_another_apps_deployment(api, kube_api, settings):
+    """The API refuses a name it can see clash (tests/fast); a Deployment of
+    that name owned by another app (a Procfile line, made by hand) fails the
+    release instead, and is left as it was."""
+    app = api.create_app(name=f"own-{uuid.uuid4().hex[:6]}")
+    api.wait_active(app["id"], api.deployments(app["id"])[0]["id"])
+    foreign = f"{app['slug']}-worker"
+    apps = client.AppsV1Api(kube_api)
+    labels = {manifests.LABEL_APP: foreign, manifests.LABEL_APP_ID: "app_someoneelse"}
+    apps.create_namespaced_deployment(namespace_of(settings), {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": foreign, "labels": labels},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {manifests.LABEL_APP: foreign}},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "x", "image": f"{api.registry}/demo/web:v1"}]}}},
+    })
+    try:
+        api.call("PATCH", f"/apps/{app['id']}", 202, json={"processes": {"worker": {"command": ["w"]}}})
+        failed = api.wait_finished(app["id"], api.deployments(app["id"])[0]["id"])
+        assert failed["status"] == "failed" and "belongs to another app" in failed["reason"], failed["reason"]
+        live = apps.read_namespaced_deployment(foreign, namespace_of(settings))
+        assert live.metadata.labels[manifests.LABEL_APP_ID] == "app_someoneelse"
+        assert live.spec.template.spec.containers[0].name == "x"
+    finally:
+        apps.delete_namespaced_deployment(foreign, namespace_of(settings))
