@@ -362,7 +362,10 @@ class CertificateState(BaseModel):
     """Where a domain's certificate comes from, and how it stands."""
 
     source: Literal["none", "uploaded", "cert-manager"]
-    state: str = Field(description="none; uploaded; cert-manager: ready, issuing (its Ready condition is False) or pending (no Certificate yet, or no cert-manager)")
+    state: str = Field(
+        description="none; uploaded (expired once past expires_at); cert-manager: ready, issuing (its Ready condition is not True) "
+        "or pending (no Certificate yet, or no cert-manager)"
+    )
     secret_name: str | None = Field(default=None, description="The kubernetes.io/tls Secret the Ingress names")
     expires_at: str | None = Field(default=None, description="notAfter of the certificate")
     names: list[str] | None = Field(default=None, description="uploaded: the certificate's DNS names")

@@ -5,6 +5,7 @@ are `claim_domains` in api/services/apps.py, with the other rules of an app's fi
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any, cast
 
 from fastapi import HTTPException
@@ -34,9 +35,10 @@ CERT_MANAGER_GROUP, CERT_MANAGER_VERSION = "cert-manager.io", "v1"
 
 
 def _uploaded(row: AppCertificate, slug: str) -> CertificateState:
+    expires = row.not_after if row.not_after.tzinfo is not None else row.not_after.replace(tzinfo=UTC)
     return CertificateState(
         source="uploaded",
-        state="uploaded",
+        state="uploaded" if expires > utcnow() else "expired",
         secret_name=tls_secret_name(slug, row.domain),
         expires_at=iso(row.not_after),
         names=list(row.names),
