@@ -8,11 +8,16 @@ ClusterIssuer. The rules the API enforces are tests/fast/test_domain_rules.py.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
 import pytest
 from kubernetes import client
+from temporalio.api.enums.v1 import EventType
+
+from conveyor.clients.temporal_client import connect
+from conveyor.domain.payloads import ApplyInput
 
 from tests.support.api_client import Api
 from tests.support.certificates import make_certificate
@@ -36,6 +41,22 @@ def missing(read, *args) -> bool:
     except client.ApiException as exc:
         return exc.status == 404
     return False
+
+
+def apply_inputs(settings, workflow_id: str) -> list[ApplyInput]:
+    """The apply_manifests inputs of a release's history, decoded by the platform's codec."""
+
+    async def read() -> list[ApplyInput]:
+        temporal = await connect(settings)
+        found = []
+        async for event in temporal.get_workflow_handle(workflow_id).fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                attrs = event.activity_task_scheduled_event_attributes
+                if attrs.activity_type.name == "apply_manifests":
+                    found.append((await temporal.data_converter.decode(attrs.input.payloads, [ApplyInput]))[0])
+        return found
+
+    return asyncio.run(read())
 
 
 def put_certificate(api: Api, app_id: str, name: str, made, expect: int = 202) -> dict:
@@ -67,6 +88,14 @@ def test_domains_and_an_uploaded_certificate_reach_the_ingress_and_a_revert_and_
     shown = {d["domain"]: d["certificate"] for d in api.call("GET", f"/apps/{app['id']}/domains", 200).json()["domains"]}
     assert shown[a]["state"] == "uploaded" and shown[a]["expires_at"] == made.not_after.isoformat().replace("+00:00", "Z")
     assert shown[b]["state"] == "none"
+    # The key went from the database to the cluster: not in the release's history even decrypted, nor in a log.
+    release = api.deployment(app["id"], uploaded["deployment_id"])
+    [applied] = apply_inputs(settings, release["workflow_id"])
+    assert applied.spec.uploaded_certificates == [a]
+    key_line = made.key.splitlines()[1]
+    assert "PRIVATE KEY" not in applied.model_dump_json() and key_line not in applied.model_dump_json()
+    for log in ("api.log", "worker.log"):
+        assert key_line not in (settings.home / "logs" / log).read_text(errors="replace"), log
 
     # Other domains: a release; the dropped domain's Secret goes with it.
     api.call("PATCH", f"/apps/{app['id']}", 202, json={"domains": [c]})
