@@ -18,7 +18,6 @@ from temporalio.api.enums.v1 import EventType
 
 from conveyor.clients.temporal_client import connect
 from conveyor.domain.payloads import ApplyInput
-
 from tests.support.api_client import Api
 from tests.support.certificates import make_certificate
 from tests.support.production import api_and_worker, conveyor_env
