@@ -166,7 +166,8 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
         redirect_http=workload.redirect_http,
         # The app's certificates now, as a release applies its env Secret now:
         # a revert never puts back a certificate that was replaced or deleted.
-        uploaded_certificates=sorted(c.domain for c in app.certificates if c.domain in (workload.domains or [])) or None,
+        # (Read only for a release with domains: no query for the others.)
+        uploaded_certificates=sorted(c.domain for c in app.certificates if c.domain in workload.domains) or None if workload.domains else None,
         tls_cluster_issuer=settings.tls_cluster_issuer,
         redirect_annotations=settings.redirect_annotations if workload.redirect_http is not None else None,
     )
