@@ -201,6 +201,18 @@ class KubeActivities:
             raise api_error(exc, "listing the app's TLS Secrets") from None
         return {item.metadata.name for item in found.items if item.metadata is not None and item.metadata.name}
 
+    def _tls_secrets_of(self, namespace: str, slug: str) -> set[str]:
+        """Every TLS Secret of the app's domains: those of uploaded certificates
+        and those cert-manager filled (which it leaves behind when its
+        Certificate goes). `<slug>.tls.` is no other app's prefix."""
+        try:
+            found = client.CoreV1Api(self.api).list_namespaced_secret(namespace)
+        except ApiException as exc:
+            raise api_error(exc, "listing the app's TLS Secrets") from None
+        prefix = f"{slug}.tls."
+        names = (item.metadata.name for item in found.items if item.metadata is not None)
+        return {name for name in names if name is not None and name.startswith(prefix)}
+
     @activity.defn(name="apply_manifests")
     @concise_errors
     def apply_manifests(self, request: ApplyInput) -> list[str]:
@@ -482,9 +494,9 @@ class KubeActivities:
                     ("Deployment", apps.delete_namespaced_deployment, apps.read_namespaced_deployment, name),
                 ]
         if request.app_id is not None:
-            # The uploaded certificates' Secrets, and the Ingress of their domains.
+            # The TLS Secrets of its domains, and the Ingress of uploaded certificates' domains.
             targets.append(("Ingress", net.delete_namespaced_ingress, net.read_namespaced_ingress, domains.uploaded_ingress_name(slug)))
-            for name in sorted(self._uploaded_tls_secrets(ns, request.app_id)):
+            for name in sorted(self._tls_secrets_of(ns, slug)):
                 targets.append(("Secret", core.delete_namespaced_secret, core.read_namespaced_secret, name))
         body = client.V1DeleteOptions(propagation_policy="Foreground")
         for kind, delete, _read, name in targets:

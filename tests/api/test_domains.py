@@ -180,6 +180,13 @@ def test_with_a_cluster_issuer_the_ingress_asks_cert_manager_and_the_certificate
         })
         shown = {d["domain"]: d["certificate"] for d in api.call("GET", f"/apps/{app['id']}/domains", 200).json()["domains"]}
         assert (shown[issued]["state"], shown[issued]["expires_at"]) == ("ready", not_after)
+        # ... and the Secret its issuer fills, which cert-manager leaves behind when the Certificate goes.
+        filled = make_certificate(issued)
+        core = client.CoreV1Api(kube_api)
+        core.create_namespaced_secret(namespace, {
+            "metadata": {"name": f"{slug}.tls.{issued}"}, "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": filled.certificate, "tls.key": filled.key},
+        })
 
         # An uploaded certificate beside it is served by an Ingress cert-manager leaves alone.
         release = put_certificate(api, app["id"], uploaded, make_certificate(uploaded))
@@ -188,11 +195,14 @@ def test_with_a_cluster_issuer_the_ingress_asks_cert_manager_and_the_certificate
         assert hosts(ingress) == [f"{slug}.{settings.base_domain}", issued] and [t.hosts for t in ingress.spec.tls] == [[issued]]
         second = net.read_namespaced_ingress(f"{slug}.uploaded-tls", namespace)
         assert hosts(second) == [uploaded] and not second.metadata.annotations
-        assert client.CoreV1Api(kube_api).read_namespaced_secret(f"{slug}.tls.{uploaded}", namespace).type == "kubernetes.io/tls"
+        assert core.read_namespaced_secret(f"{slug}.tls.{uploaded}", namespace).type == "kubernetes.io/tls"
+        # The release left cert-manager's Secret alone.
+        assert core.read_namespaced_secret(f"{slug}.tls.{issued}", namespace).data["tls.crt"]
 
         api.call("DELETE", f"/apps/{app['id']}", 202)
         eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 60, what="the app to be removed")
         assert missing(net.read_namespaced_ingress, f"{slug}.uploaded-tls", namespace)
         assert missing(net.read_namespaced_ingress, slug, namespace)
+        assert all(missing(core.read_namespaced_secret, f"{slug}.tls.{name}", namespace) for name in (issued, uploaded))
         # cert-manager's own would go with the Ingress that owns it; this stand-in has no owner.
         client.CustomObjectsApi(kube_api).delete_namespaced_custom_object("cert-manager.io", "v1", namespace, "certificates", f"{slug}.tls.{issued}")
