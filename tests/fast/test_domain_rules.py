@@ -244,3 +244,17 @@ def test_with_a_cluster_issuer_domains_without_an_upload_are_cert_managers(tmp_p
         assert listed[first]["issuer"] == "letsencrypt" and listed[first]["secret_name"] == f"{created['slug']}.tls.{first}"
         assert "could not be read" in listed[first]["message"]
         assert listed[second]["source"] == "uploaded"
+
+
+def test_a_retry_whose_snapshot_names_a_domain_another_app_took_since_is_a_409(local, project):
+    name = domain()
+    app = running(local, project)
+    project.admin.call("PATCH", f"/apps/{app['id']}", 202, json={"domains": [name]})
+    failed = project.admin.deployments(app["id"])[0]
+    finish(local.settings, failed["id"], DeploymentStatus.FAILED, "would not start")
+    project.admin.call("PATCH", f"/apps/{app['id']}", 202, json={"domains": None})
+    new_project(local.settings, local.app).admin.create_app(domains=[name])
+    before = rows(local.settings)
+    refused = project.deployer.call("POST", f"/apps/{app['id']}/deployments/{failed['id']}/retry")
+    assert refused.status_code == 409 and "domain #1" in refused.text, refused.text
+    assert rows(local.settings) == before
