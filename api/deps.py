@@ -103,7 +103,8 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 
 async def get_keyring(request: Request) -> Keyring:
     """The payload keyring (loaded at start): it also seals secrets kept in the database."""
-    return request.app.state.codec.keyring
+    keyring: Keyring = request.app.state.codec.keyring
+    return keyring
 
 
 KeyringDep = Annotated[Keyring, Depends(get_keyring)]
