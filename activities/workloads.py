@@ -20,15 +20,18 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
+from conveyor.clients.db.models import AppCertificate
 from conveyor.clients.db.queries import deployment_status
 from conveyor.clients.db.session import read_scope
 from conveyor.clients.kubernetes import api_client
-from conveyor.clients.payload_codec import load_keyring
-from conveyor.domain import errors, manifests, rollout
-from conveyor.domain.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
+from conveyor.clients.payload_codec import Keyring, load_keyring, unseal
+from conveyor.domain import domains, errors, manifests, rollout
+from conveyor.domain.certificates import certificate_context
+from conveyor.domain.payloads import ApplyInput, DeleteResourcesInput, ReleaseSpec, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
 from conveyor.domain.vocabulary import TERMINAL
 from conveyor.domain.workload import WEB
 from conveyor.settings import Settings
@@ -169,6 +172,47 @@ class KubeActivities:
     def env_checksum_key(self) -> bytes:
         return load_keyring(self.settings).derive("env-checksum")
 
+    @cached_property
+    def keyring(self) -> Keyring:
+        return load_keyring(self.settings)
+
+    def _tls_secrets(self, spec: ReleaseSpec) -> list[dict[str, Any]]:
+        """The Secrets of the release's uploaded certificates, as the database
+        holds them now (one deleted meanwhile is left out); the key is opened
+        here and goes only to the cluster."""
+        wanted = spec.uploaded_certificates or []
+        if not wanted:
+            return []
+        with read_scope(self.settings.effective_database_url) as session:
+            rows = session.scalars(select(AppCertificate).where(AppCertificate.app_id == spec.app_id, AppCertificate.domain.in_(wanted))).all()
+            found = [(row.domain, row.certificate, row.key_sealed) for row in rows]
+        return [
+            manifests.tls_secret(spec, domain, chain, unseal(self.keyring, sealed, certificate_context(spec.app_id, domain)).decode())
+            for domain, chain, sealed in sorted(found)
+        ]
+
+    def _uploaded_tls_secrets(self, namespace: str, app_id: str) -> set[str]:
+        """The TLS Secrets Conveyor wrote for the app's uploaded certificates, as the cluster has them."""
+        try:
+            found = client.CoreV1Api(self.api).list_namespaced_secret(
+                namespace, label_selector=f"{manifests.LABEL_APP_ID}={app_id},{manifests.LABEL_TLS}={manifests.TLS_UPLOADED}"
+            )
+        except ApiException as exc:
+            raise api_error(exc, "listing the app's TLS Secrets") from None
+        return {item.metadata.name for item in found.items if item.metadata is not None and item.metadata.name}
+
+    def _tls_secrets_of(self, namespace: str, slug: str) -> set[str]:
+        """Every TLS Secret of the app's domains: those of uploaded certificates
+        and those cert-manager filled (which it leaves behind when its
+        Certificate goes). `<slug>.tls.` is no other app's prefix."""
+        try:
+            found = client.CoreV1Api(self.api).list_namespaced_secret(namespace)
+        except ApiException as exc:
+            raise api_error(exc, "listing the app's TLS Secrets") from None
+        prefix = f"{slug}.tls."
+        names = (item.metadata.name for item in found.items if item.metadata is not None)
+        return {name for name in names if name is not None and name.startswith(prefix)}
+
     @activity.defn(name="apply_manifests")
     @concise_errors
     def apply_manifests(self, request: ApplyInput) -> list[str]:
@@ -177,6 +221,9 @@ class KubeActivities:
         applied = []
         spec = request.spec
         objects = manifests.render(spec, self.env_checksum_key)
+        # The uploaded certificates' Secrets, just before the Ingresses that name them.
+        first_ingress = next(i for i, obj in enumerate(objects) if obj["kind"] == "Ingress")
+        objects[first_ingress:first_ingress] = self._tls_secrets(spec)
         # Right after the Namespace: the worker's own rights in it come from these.
         bindings = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
         objects[1:1] = bindings
@@ -224,6 +271,14 @@ class KubeActivities:
         # A project default or quota cleared since: its object goes too.
         core = client.CoreV1Api(self.api)
         rendered = {(o["kind"], o["metadata"]["name"]) for o in objects}
+        # A certificate deleted or a domain dropped since: its Secret goes (and
+        # the second Ingress, when no domain needs it any more).
+        for stale in sorted(self._uploaded_tls_secrets(spec.namespace, spec.app_id) - {n for k, n in rendered if k == "Secret"}):
+            self._delete_if_there(functools.partial(core.delete_namespaced_secret, stale, spec.namespace), f"deleting the TLS Secret {stale}")
+        second = domains.uploaded_ingress_name(spec.slug)
+        if ("Ingress", second) not in rendered:
+            net = client.NetworkingV1Api(self.api)
+            self._delete_if_there(lambda: net.delete_namespaced_ingress(second, spec.namespace), f"deleting Ingress {second}")
         if spec.limits is not None and ("LimitRange", manifests.LIMIT_RANGE) not in rendered:
             self._delete_if_there(lambda: core.delete_namespaced_limit_range(manifests.LIMIT_RANGE, spec.namespace), "deleting the LimitRange")
         if spec.limits is not None and ("ResourceQuota", manifests.RESOURCE_QUOTA) not in rendered:
@@ -454,6 +509,11 @@ class KubeActivities:
                     ("HorizontalPodAutoscaler", scalers.delete_namespaced_horizontal_pod_autoscaler, scalers.read_namespaced_horizontal_pod_autoscaler, name),
                     ("Deployment", apps.delete_namespaced_deployment, apps.read_namespaced_deployment, name),
                 ]
+        if request.app_id is not None:
+            # The TLS Secrets of its domains, and the Ingress of uploaded certificates' domains.
+            targets.append(("Ingress", net.delete_namespaced_ingress, net.read_namespaced_ingress, domains.uploaded_ingress_name(slug)))
+            for name in sorted(self._tls_secrets_of(ns, slug)):
+                targets.append(("Secret", core.delete_namespaced_secret, core.read_namespaced_secret, name))
         body = client.V1DeleteOptions(propagation_policy="Foreground")
         for kind, delete, _read, name in targets:
             try:

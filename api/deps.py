@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from conveyor.clients.db import tokens
 from conveyor.clients.db.session import read_scope
+from conveyor.clients.payload_codec import Keyring
 from conveyor.clients.temporal_client import connect
 from conveyor.settings import Settings
 
@@ -98,6 +99,15 @@ async def get_temporal(request: Request) -> Client:
 
 
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+
+async def get_keyring(request: Request) -> Keyring:
+    """The payload keyring (loaded at start): it also seals secrets kept in the database."""
+    keyring: Keyring = request.app.state.codec.keyring
+    return keyring
+
+
+KeyringDep = Annotated[Keyring, Depends(get_keyring)]
 
 
 async def get_temporal_connector(request: Request) -> TemporalConnector:

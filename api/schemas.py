@@ -10,6 +10,7 @@ from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from conveyor.domain import images
+from conveyor.domain.domains import Domains
 from conveyor.domain.workload import MAX_PROCESSES, Autoscaling, Probe, Process, ProcessName, Resources
 
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -135,6 +136,14 @@ class WorkloadFields(BaseModel):
         default=None,
         description="Processes besides web (the app's own fields), each its own Deployment <slug>-<name> without Service or Ingress; "
         "git and upload apps also run every other line of their Procfile",
+    )
+    domains: Domains | None = Field(
+        default=None,
+        description="Custom domains (lowercase DNS names, at most 20) the Ingress serves besides <slug>.<base domain>; "
+        "each may belong to one app only, in any project. A change is a release",
+    )
+    redirect_http: bool | None = Field(
+        default=None, description="Redirect plain HTTP to HTTPS (the ingress controller's annotations); null: the controller's default"
     )
 
 
@@ -338,3 +347,44 @@ class AppMetrics(BaseModel):
     network_rx: Measure
     network_tx: Measure
     pods: list[PodMetrics]
+
+
+class CertificateUpload(BaseModel):
+    """PUT /apps/{id}/domains/{domain}/certificate: PEM, unencrypted key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    certificate: StrictStr = Field(description="PEM certificate chain: the domain's certificate first, then its intermediates")
+    key: StrictStr = Field(description="PEM private key of the first certificate (PKCS#8, PKCS#1 or SEC1; no passphrase). Never shown again")
+
+
+class CertificateState(BaseModel):
+    """Where a domain's certificate comes from, and how it stands."""
+
+    source: Literal["none", "uploaded", "cert-manager"]
+    state: str = Field(
+        description="none; uploaded (expired once past expires_at); cert-manager: ready, issuing (its Ready condition is not True) "
+        "or pending (no Certificate yet, or no cert-manager)"
+    )
+    secret_name: str | None = Field(default=None, description="The kubernetes.io/tls Secret the Ingress names")
+    expires_at: str | None = Field(default=None, description="notAfter of the certificate")
+    names: list[str] | None = Field(default=None, description="uploaded: the certificate's DNS names")
+    issuer: str | None = Field(default=None, description="uploaded: its issuer; cert-manager: the ClusterIssuer")
+    fingerprint: str | None = Field(default=None, description="uploaded: sha256 of the certificate (DER), hex")
+    uploaded_at: str | None = None
+    uploaded_by: str | None = None
+    message: str | None = Field(default=None, description="cert-manager: the Ready condition's message")
+
+
+class DomainPublic(BaseModel):
+    domain: str
+    certificate: CertificateState
+    deployment_id: str | None = Field(
+        default=None, description="After an upload or delete: the release that brings it to the cluster (none when nothing runs yet)"
+    )
+
+
+class AppDomainsPublic(BaseModel):
+    default_host: str = Field(description="<slug>.<base domain>, always served")
+    redirect_http: bool | None
+    domains: list[DomainPublic]

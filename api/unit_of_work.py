@@ -124,7 +124,7 @@ class Mutation:
                 session.flush()
                 return _Outcome(answer.status_code, body, answer.operations)
         except IntegrityError as exc:
-            raise HTTPException(409, "a concurrent request changed the same thing first (a name, a deployment number or an Idempotency-Key); retry") from exc
+            raise HTTPException(409, "a concurrent request changed the same thing first (a name, a custom domain, a deployment number or an Idempotency-Key); retry") from exc
 
 
 async def get_mutation(request: Request, response: Response, settings: SettingsDep, idempotency_key: IdempotencyKey = None) -> Mutation:

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # is free again and its record is pruned.
     idempotency_key_hours: float = 24.0
     base_domain: str = "apps.localhost"
+    # Custom domains' TLS: a cert-manager ClusterIssuer that issues the
+    # certificate of every domain without an uploaded one (unset: only
+    # uploaded certificates), and the annotations that redirect plain HTTP to
+    # HTTPS for apps with `redirect_http` (comma-separated; ingress-nginx's by default).
+    tls_cluster_issuer: str | None = None
+    ingress_redirect_annotations: str = "nginx.ingress.kubernetes.io/ssl-redirect,nginx.ingress.kubernetes.io/force-ssl-redirect"
     # Every project's defaults and ceilings (a project's own, set by
     # `conveyor project create/update`, win): the most replicas one app may
     # have; the LimitRange defaults of a container that asks for nothing; the
@@ -231,6 +237,10 @@ class Settings(BaseSettings):
             if entry and not isinstance(ipaddress.ip_network(entry, strict=False), ipaddress.IPv4Network):
                 raise ValueError("must be comma-separated IPv4 networks (the build network has no IPv6)")
         return value
+
+    @property
+    def redirect_annotations(self) -> list[str]:
+        return [name.strip() for name in self.ingress_redirect_annotations.split(",") if name.strip()]
 
     @property
     def build_network_denied(self) -> list[str]:

@@ -90,7 +90,8 @@ async def replace_app(app_id: str, body: AppUpdate, m: MutationDep, caller: Depl
     response_model=AppPublic,
     summary="Delete an app",
     description=(
-        "Removes the Deployment, Service, Ingress and env Secret, waits until they are gone, then removes the app. "
+        "Removes the Deployment, Service, Ingress, env Secret and TLS Secrets, waits until they are gone, then removes the app "
+        "(its custom domains are free again). "
         "A delete that fails leaves the app delete_failed with the reason in status_reason; DELETE again tries again."
     ),
 )

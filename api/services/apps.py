@@ -35,9 +35,10 @@ from api.services.releases import (
 from api.templates import catalogue
 from api.unit_of_work import Answer
 from conveyor.builds import sources
-from conveyor.clients.db.models import App, Deployment, Handoff, Project
+from conveyor.clients.db.models import App, AppDomain, Deployment, Handoff, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, in_flight
 from conveyor.domain import manifests
+from conveyor.domain.domains import under
 from conveyor.domain.ids import iso, new_id, utcnow
 from conveyor.domain.payloads import Operation
 from conveyor.domain.planning import AppFacts, ImageSource, plan_update
@@ -127,6 +128,52 @@ def check_processes(session: Session, app: App, workload: Workload) -> None:
             raise HTTPException(409, f"the Deployment of process {mine[clash[0]]}, {clash[0]}, would be another app's of this project: rename the process")
 
 
+# A domain is claimed in the transaction that sets the app's `domains`
+# (create, PATCH, revert): a row of `app_domains`, whose primary key is the
+# domain, so two requests racing for one domain cannot both win (the second
+# gets a 409). The claim goes when the app drops the domain or is deleted.
+
+
+def _taken(session: Session, app: App, names: list[str]) -> str | None:
+    """The first of `names` another app has claimed, as the 409 says it (by position)."""
+    if not names:
+        return None
+    others = set(session.scalars(select(AppDomain.domain).where(AppDomain.domain.in_(names), AppDomain.app_id != app.id)))
+    for position, name in enumerate(names, start=1):
+        if name in others:
+            return f"domain #{position} of `domains` is already used by another app (of this or another project): each domain belongs to one app"
+    return None
+
+
+def claim_domains(session: Session, settings: Settings, app: App, workload: Workload) -> None:
+    """Make the app's claims what `workload` names: refuse (422) a domain of
+    the platform's base domain and (409) one another app holds; release the
+    ones dropped. The flush inserts the new claims, so a concurrent claim of
+    the same domain fails here or at the commit (a 409 either way)."""
+    names = workload.domains or []
+    for position, name in enumerate(names, start=1):
+        if under(name, settings.base_domain):
+            raise unprocessable(
+                "domains", f"domain #{position} is under the platform's base domain {settings.base_domain}: every app has <slug>.{settings.base_domain} already"
+            )
+    if (problem := _taken(session, app, names)) is not None:
+        raise HTTPException(409, problem)
+    held = {row.domain: row for row in session.scalars(select(AppDomain).where(AppDomain.app_id == app.id))}
+    for name, row in held.items():
+        if name not in names:
+            session.delete(row)
+    for name in names:
+        if name not in held:
+            session.add(AppDomain(domain=name, app_id=app.id, project_id=app.project_id, created_at=utcnow()))
+    session.flush()
+
+
+def check_domains_free(session: Session, app: App, workload: Workload) -> None:
+    """A retry renders its deployment's domains: none may be another app's now."""
+    if (problem := _taken(session, app, workload.domains or [])) is not None:
+        raise HTTPException(409, problem)
+
+
 def check_repo_url(settings: Settings, url: str | None) -> None:
     if url is None:
         return
@@ -191,6 +238,7 @@ def create(session: Session, caller: Caller, settings: Settings, body: AppCreate
     check_processes(session, app, workload_of(body))
     session.add(app)
     session.flush()
+    claim_domains(session, settings, app, workload_of(body))
     add_audit(session, app, "create", caller.name, f"Created app {app.name} ({app.source_type})")
     operations = []
     if app.source_type != "upload":
@@ -223,6 +271,8 @@ def update(session: Session, caller: Caller, settings: Settings, app_id: str, gi
     check_change_fits(session, settings, app, replicas, workload)
     if "processes" in given:
         check_processes(session, app, workload)
+    if "domains" in given:
+        claim_domains(session, settings, app, workload)
     # Each patch is checked on its own; the merged env must hold the limits too.
     if (problem := env_problem(plan.changes["env"])) is not None:
         raise unprocessable("env", problem)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.deps import Caller
 from api.schemas import DeploymentPublic
 from api.serializers import deployment_public
-from api.services.apps import check_change_fits, load_app, mutable
+from api.services.apps import check_change_fits, check_domains_free, claim_domains, load_app, mutable
 from api.services.releases import Release, ReleaseSource, image_of, release, source_release
 from api.unit_of_work import Answer
 from conveyor.clients.db.models import App, Deployment
@@ -50,6 +50,7 @@ def revert(session: Session, caller: Caller, settings: Settings, app_id: str, de
     restored = keeping_counts(Workload.of(target.workload), Workload.of(app.workload))
     check_change_fits(session, settings, app, app.replicas, restored)
     app.env, app.port, app.workload = dict(target.env), target.port, restored.stored()
+    claim_domains(session, settings, app, restored)
     return release(session, caller, app, Release.of_deployment(OperationKind.ROLLBACK, image_of(target), target, rollback_of=target.id))
 
 
@@ -85,6 +86,7 @@ def retry(session: Session, caller: Caller, settings: Settings, app_id: str, dep
     if dep.status not in (DeploymentStatus.FAILED, DeploymentStatus.CANCELLED):
         raise HTTPException(409, f"deployment {dep.id} is {dep.status}: only a failed or cancelled one can be retried")
     check_change_fits(session, settings, app, app.replicas, Workload.of(dep.workload))
+    check_domains_free(session, app, Workload.of(dep.workload))
     if dep.image_ref or app.source_type == "image":
         source = image_of(dep)
     else:

@@ -1,7 +1,10 @@
 """`conveyor apps …`: list, show, create, delete, scale, restart, redeploy and
-roll back apps. An APP argument is the app's name or its `app_…` id."""
+roll back apps, and their custom domains and certificates. An APP argument is
+the app's name or its `app_…` id."""
 
 from __future__ import annotations
+
+from typing import TextIO
 
 import click
 
@@ -307,3 +310,77 @@ def delete(inv: Invocation, app: str, wait: bool, timeout: float) -> None:
     inv.out.say("deleted")
     if inv.out.json:
         inv.out.document({**deleting, "status": "deleted"})
+
+
+def _certificate_cell(state: Json) -> str:
+    if state["source"] == "none":
+        return "none"
+    return state["state"] if state["source"] == "uploaded" else f"cert-manager: {state['state']}"
+
+
+@apps.command("domains")
+@click.argument("app")
+@click.option("--add", multiple=True, metavar="DOMAIN", help="Serve this domain too (repeatable); a release, followed.")
+@click.option("--remove", multiple=True, metavar="DOMAIN", help="Stop serving this domain (repeatable); a release, followed.")
+@detach_option("the release")
+@timeout_option(FOLLOW_TIMEOUT, "the release")
+@global_options()
+@pass_invocation
+def domains(inv: Invocation, app: str, add: tuple[str, ...], remove: tuple[str, ...], detach: bool, timeout: float) -> None:
+    """The app's custom domains and their certificates; --add and --remove change them."""
+    api = inv.api()
+    app_id = api.app_id(app)
+    if add or remove:
+        current = api.get(f"/apps/{app_id}").get("domains") or []
+        wanted = [d for d in current if d not in remove] + [d for d in add if d not in current]
+        changed = api.request("PATCH", f"/apps/{app_id}", json={"domains": wanted})
+        if changed.status_code == 202:
+            follow_latest(inv, app, app_id, detach, timeout)
+        else:
+            inv.out.say("the domains are as asked already")
+        if inv.out.json:
+            return
+    listing = api.get(f"/apps/{app_id}/domains")
+
+    def human() -> None:
+        click.echo(f"default host: {listing['default_host']}")
+        rows = [[d["domain"], _certificate_cell(d["certificate"]), d["certificate"].get("expires_at"), d["certificate"].get("secret_name")] for d in listing["domains"]]
+        if rows:
+            output.table(rows, ["DOMAIN", "CERTIFICATE", "EXPIRES", "SECRET"])
+        else:
+            click.echo("no custom domains: `conveyor apps domains APP --add shop.example.com`")
+
+    inv.out.document(listing, human)
+
+
+@apps.command("certificate")
+@click.argument("app")
+@click.argument("domain")
+@click.option("--cert", "cert_file", type=click.File("r"), metavar="FILE", help="PEM certificate chain, the domain's certificate first.")
+@click.option("--key", "key_file", type=click.File("r"), metavar="FILE", help="Its PEM private key (no passphrase).")
+@click.option("--delete", is_flag=True, help="Delete the domain's uploaded certificate instead.")
+@detach_option("the release")
+@timeout_option(FOLLOW_TIMEOUT, "the release")
+@global_options()
+@pass_invocation
+def certificate(
+    inv: Invocation, app: str, domain: str, cert_file: TextIO | None, key_file: TextIO | None, delete: bool, detach: bool, timeout: float
+) -> None:
+    """Upload a certificate and key for one of the app's domains (or --delete it); the release that
+    writes its Secret is followed."""
+    if delete == bool(cert_file or key_file) or not (delete or (cert_file and key_file)):
+        raise click.UsageError("give --cert FILE and --key FILE, or --delete")
+    api = inv.api()
+    app_id = api.app_id(app)
+    path = f"/apps/{app_id}/domains/{domain}/certificate"
+    if delete:
+        answer = api.request("DELETE", path).json()
+    else:
+        assert cert_file is not None and key_file is not None
+        answer = api.request("PUT", path, json={"certificate": cert_file.read(), "key": key_file.read()}).json()
+    state = answer["certificate"]
+    inv.out.say(f"{domain}: {_certificate_cell(state)}" + (f", expires {state['expires_at']}" if state.get("expires_at") else ""))
+    if answer.get("deployment_id"):
+        release(inv, app, app_id, api.get(f"/apps/{app_id}/deployments/{answer['deployment_id']}"), detach, timeout)
+    elif inv.out.json:
+        inv.out.document(answer)

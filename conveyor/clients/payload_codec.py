@@ -78,6 +78,34 @@ class Keyring:
         return hmac.new(self.current.secret, f"conveyor/{purpose}".encode(), hashlib.sha256).digest()
 
 
+def _at_rest_key(key: PayloadKey) -> bytes:
+    """The key that seals secrets at rest: derived from a payload key, never that key itself."""
+    return hmac.new(key.secret, b"conveyor/at-rest", hashlib.sha256).digest()
+
+
+def seal(keyring: Keyring, plain: bytes, context: str) -> str:
+    """`plain` encrypted for the database with the newest key (AES-256-GCM):
+    `<key id>:<base64 nonce + ciphertext>`. `context` (what the value is and
+    whose) is authenticated, so a sealed value cannot be moved to another row."""
+    key = keyring.current
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(_at_rest_key(key)).encrypt(nonce, plain, f"{key.id}/{context}".encode())
+    return f"{key.id}:{base64.b64encode(nonce + sealed).decode()}"
+
+
+def unseal(keyring: Keyring, sealed: str, context: str) -> bytes:
+    """What `seal` sealed, with whichever key of the ring sealed it."""
+    key_id, _, encoded = sealed.partition(":")
+    key = keyring.get(key_id)
+    if key is None:
+        raise PayloadKeyError(f"a value sealed with key {key_id!r}, which is not in the keyring")
+    data = base64.b64decode(encoded)
+    try:
+        return AESGCM(_at_rest_key(key)).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], f"{key.id}/{context}".encode())
+    except InvalidTag:
+        raise PayloadKeyError(f"a value sealed with key {key_id!r} does not authenticate") from None
+
+
 def new_key_line() -> tuple[str, str]:
     """A fresh key as (id, `id:base64key`): the id is random, never derived from the key."""
     key_id = "k" + secrets.token_hex(4)

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.domain.domains import CLUSTER_ISSUER_ANNOTATION, tls_secret_name, uploaded_ingress_name
 from conveyor.domain.payloads import ReleaseSpec
 from conveyor.domain.workload import LIMIT_RANGE as LIMIT_RANGE
 from conveyor.domain.workload import RESOURCE_QUOTA as RESOURCE_QUOTA
@@ -21,6 +22,9 @@ LABEL_PROCESS = "conveyor.dev/process"
 ANNOTATION_DEPLOYMENT = "conveyor.dev/deployment-id"
 ANNOTATION_RESTARTED = "kubectl.kubernetes.io/restartedAt"
 ANNOTATION_ENV_CHECKSUM = "conveyor.dev/env-checksum"
+# On the TLS Secrets Conveyor writes from uploaded certificates (not those cert-manager fills).
+LABEL_TLS = "conveyor.dev/tls"
+TLS_UPLOADED = "uploaded"
 CONTAINER = "app"
 SERVICE_PORT = 80
 
@@ -181,30 +185,58 @@ def render(spec: ReleaseSpec, checksum_key: bytes) -> list[dict[str, Any]]:
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": spec.port, "protocol": "TCP"}],
         },
     }
-    ingress = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": meta,
-        "spec": {
-            "rules": [
-                {
-                    "host": f"{spec.slug}.{spec.base_domain}",
-                    "http": {
-                        "paths": [
-                            {
-                                "path": "/",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": spec.slug, "port": {"number": SERVICE_PORT}}},
-                            }
-                        ]
-                    },
-                }
-            ]
-        },
-    }
     # Each process's Deployment, then its autoscaler (with autoscaling on).
     workloads = [obj for view, d in zip(process_views(spec), deployments, strict=True) for obj in (d, *autoscalers(spec, view))]
-    return [namespace, *namespace_policies(spec), secret, *workloads, service, ingress]
+    return [namespace, *namespace_policies(spec), secret, *workloads, service, *ingresses(spec)]
+
+
+def default_host(spec: ReleaseSpec) -> str:
+    return f"{spec.slug}.{spec.base_domain}"
+
+
+def _rule(spec: ReleaseSpec, host: str) -> dict[str, Any]:
+    backend = {"service": {"name": spec.slug, "port": {"number": SERVICE_PORT}}}
+    return {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+
+
+def _ingress(spec: ReleaseSpec, name: str, hosts: list[str], tls: list[str], annotations: dict[str, str]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": spec.namespace, "labels": labels(spec)}
+    if annotations:
+        metadata["annotations"] = annotations
+    body: dict[str, Any] = {"rules": [_rule(spec, host) for host in hosts]}
+    if tls:
+        body["tls"] = [{"hosts": [domain], "secretName": tls_secret_name(spec.slug, domain)} for domain in tls]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": body}
+
+
+def ingresses(spec: ReleaseSpec) -> list[dict[str, Any]]:
+    """The app's Ingress: one rule for the default host `<slug>.<base domain>`,
+    then one per custom domain, each with a `tls` entry when it has a
+    certificate: an uploaded one (its Secret is written by the release), or
+    cert-manager's (the ClusterIssuer's annotation; cert-manager fills the
+    Secret). With both at once, the domains of uploaded certificates are
+    served by a second Ingress without the annotation, which cert-manager
+    leaves alone (it would otherwise issue over every `tls` entry)."""
+    domains = spec.domains or []
+    uploaded = [d for d in domains if d in set(spec.uploaded_certificates or [])]
+    redirect = {name: "true" if spec.redirect_http else "false" for name in (spec.redirect_annotations or [])} if spec.redirect_http is not None else {}
+    if spec.tls_cluster_issuer is None or not domains:
+        return [_ingress(spec, spec.slug, [default_host(spec), *domains], uploaded, redirect)]
+    issued = [d for d in domains if d not in uploaded]
+    main = _ingress(spec, spec.slug, [default_host(spec), *issued], issued, {**redirect, CLUSTER_ISSUER_ANNOTATION: spec.tls_cluster_issuer} if issued else redirect)
+    return [main, _ingress(spec, uploaded_ingress_name(spec.slug), uploaded, uploaded, redirect)] if uploaded else [main]
+
+
+def tls_secret(spec: ReleaseSpec, domain: str, chain_pem: str, key_pem: str) -> dict[str, Any]:
+    """The `kubernetes.io/tls` Secret of an uploaded certificate (written by the
+    apply activity, which opens the key: it is never part of the release)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": tls_secret_name(spec.slug, domain), "namespace": spec.namespace, "labels": {**labels(spec), LABEL_TLS: TLS_UPLOADED}},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": base64.b64encode(chain_pem.encode()).decode(), "tls.key": base64.b64encode(key_pem.encode()).decode()},
+    }
 
 
 def deployment(spec: ReleaseSpec, view: ProcessView, pod_annotations: dict[str, str]) -> dict[str, Any]:

@@ -65,6 +65,17 @@ class ReleaseSpec(BaseModel):
     # Processes other than web, each its own Deployment, with their counts
     # now (a Procfile's lines filled in once the image is known).
     processes: dict[str, Process] | None = None
+    # Custom domains (one Ingress rule each, beside the default host) and
+    # plain HTTP redirected to HTTPS (None: no annotation, the controller's default).
+    domains: list[str] | None = None
+    redirect_http: bool | None = None
+    # TLS: the domains with an uploaded certificate at release time (their
+    # Secrets are written from the database by the apply activity: the key
+    # never travels in a payload), the ClusterIssuer cert-manager issues the
+    # others' from, and the annotations that redirect HTTP.
+    uploaded_certificates: list[str] | None = None
+    tls_cluster_issuer: str | None = None
+    redirect_annotations: list[str] | None = None
 
 
 class BeginDeploymentInput(BaseModel):

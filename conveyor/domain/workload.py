@@ -13,7 +13,9 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from conveyor.domain.domains import Domains
 
 # Kubernetes' quantity grammar (k8s.io/apimachinery resource.Quantity), less
 # signs: a request or limit is never negative.
@@ -293,8 +295,20 @@ class Workload(BaseModel):
     resources: Resources | None = None
     autoscaling: Autoscaling | None = None
     processes: Annotated[dict[ProcessName, Process], Field(max_length=MAX_PROCESSES)] | None = None
+    # Custom domains served by the app's Ingress besides its default host,
+    # and whether plain HTTP is redirected to HTTPS (None: the controller's default).
+    domains: Domains | None = None
+    redirect_http: bool | None = None
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("healthcheck", "liveness", "startup", "resources", "autoscaling", "processes")
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "healthcheck", "liveness", "startup", "resources", "autoscaling", "processes", "domains", "redirect_http"
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _no_empty_list(cls, value: list[str] | None) -> list[str] | None:
+        # No domains is stored as none: `[]` and null are one state, not a release apart.
+        return value or None
 
     @classmethod
     def of(cls, stored: dict[str, Any] | None) -> Workload:

@@ -122,3 +122,25 @@ def test_reads_from_kubernetes_exit_3_while_the_cluster_is_away(cli):
     # `apps show` shows the app all the same.
     shown = cli.ok("apps", "show", app["name"]).stdout
     assert app["id"] in shown and "runtime: unavailable" in shown
+
+
+def test_domains_are_listed_added_and_removed_and_a_certificate_uploaded_from_files(cli, tmp_path):
+    from tests.support.certificates import make_certificate
+
+    app = image_app(cli)
+    cli.ok("apps", "domains", app["name"], "--add", "shop.example.com", "--add", "www.example.com", "-d")
+    listed = cli.json("apps", "domains", app["name"])
+    assert [d["domain"] for d in listed["domains"]] == ["shop.example.com", "www.example.com"]
+    assert listed["default_host"].startswith(app["slug"] + ".")
+    cli.ok("apps", "domains", app["name"], "--remove", "www.example.com", "-d")
+    assert cli.project.admin.call("GET", f"/apps/{app['id']}", 200).json()["domains"] == ["shop.example.com"]
+    made = make_certificate("shop.example.com")
+    (tmp_path / "tls.crt").write_text(made.certificate)
+    (tmp_path / "tls.key").write_text(made.key)
+    uploaded = cli.ok("apps", "certificate", app["name"], "shop.example.com", "--cert", str(tmp_path / "tls.crt"), "--key", str(tmp_path / "tls.key"))
+    assert "shop.example.com: uploaded, expires" in uploaded.stdout and "PRIVATE" not in uploaded.stdout
+    table = cli.ok("apps", "domains", app["name"]).stdout
+    assert "shop.example.com" in table and "uploaded" in table
+    assert cli.run("apps", "certificate", app["name"], "shop.example.com").exit_code == 2
+    cli.ok("apps", "certificate", app["name"], "shop.example.com", "--delete")
+    assert "none" in cli.ok("apps", "domains", app["name"]).stdout

@@ -12,4 +12,5 @@ test module imports comes from here:
 - `registry_tags`: moving a tag in the local registry.
 - `git_https`: a git server over HTTPS on loopback.
 - `hostile_archives`: tarballs an upload must refuse.
+- `certificates`: TLS certificates and keys made in the test (`cryptography`).
 """

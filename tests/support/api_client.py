@@ -199,4 +199,5 @@ VALID_BODIES = {
     ("PATCH", "/api/v1/apps/{app_id}"): {"json": {"replicas": 1}},
     ("PUT", "/api/v1/apps/{app_id}"): {"json": {"replicas": 1}},
     ("POST", "/api/v1/apps/{app_id}/build"): {"files": {"file": ("src.tar.gz", source_tarball())}},
+    ("PUT", "/api/v1/apps/{app_id}/domains/{domain}/certificate"): {"json": {"certificate": "-----BEGIN CERTIFICATE-----", "key": "k"}},
 }

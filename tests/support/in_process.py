@@ -37,7 +37,7 @@ from conveyor.clients.db.models import ApiToken, App, Base, Deployment
 from conveyor.clients.db.queries import create_project, delete_workflow_id
 from conveyor.clients.db.session import migrate, read_scope, session_scope
 from conveyor.domain.ids import utcnow
-from conveyor.domain.payloads import DeleteFailedInput, FinishDeploymentInput
+from conveyor.domain.payloads import DeleteFailedInput, FinishDeploymentInput, RemoveAppInput
 from conveyor.domain.vocabulary import DeploymentStatus
 from conveyor.settings import Settings
 from tests.support.api_client import Api
@@ -161,3 +161,12 @@ def fail_delete(settings: Settings, app_id: str, reason: str) -> None:
         workflow_id = delete_workflow_id(app.id, app.delete_attempts)
     request = DeleteFailedInput(app_id=app_id, workflow_id=workflow_id, reason=reason, user="system")
     assert _activity(workflow_id).run(RecordActivities(settings).record_delete_failed, request)
+
+
+def remove(settings: Settings, app_id: str) -> None:
+    """The app's delete attempt succeeds, as its workflow records it (`remove_app`)."""
+    with read_scope(settings.effective_database_url) as session:
+        app = session.get(App, app_id)
+        assert app is not None, app_id
+        workflow_id = delete_workflow_id(app.id, app.delete_attempts)
+    assert _activity(workflow_id).run(RecordActivities(settings).remove_app, RemoveAppInput(app_id=app_id, user="system"))

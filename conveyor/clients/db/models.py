@@ -78,6 +78,41 @@ class App(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
 
     deployments: Mapped[list[Deployment]] = relationship(back_populates="app", cascade="all, delete-orphan")
+    # Its claims on custom domains and its uploaded certificates: gone with the app.
+    domain_claims: Mapped[list[AppDomain]] = relationship(cascade="all, delete-orphan")
+    certificates: Mapped[list[AppCertificate]] = relationship(cascade="all, delete-orphan")
+
+
+class AppDomain(Base):
+    """A custom domain claimed by one app, in any project: the primary key
+    is what makes a second claim fail, also when two requests race. Kept in
+    step with the app's `domains` in the transaction that changes them."""
+
+    __tablename__ = "app_domains"
+
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class AppCertificate(Base):
+    """A certificate chain and key an admin uploaded for one domain of an app.
+    The key is sealed with the payload keyring (AES-256-GCM, bound to the app
+    and domain); only the worker opens it, to write the TLS Secret."""
+
+    __tablename__ = "app_certificates"
+
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    certificate: Mapped[str] = mapped_column(Text)
+    key_sealed: Mapped[str] = mapped_column(Text)
+    names: Mapped[list[str]] = mapped_column(JSON)
+    issuer: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    uploaded_by: Mapped[str] = mapped_column(String(100))
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class Deployment(Base):

@@ -162,6 +162,14 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
         autoscaling=workload.autoscaling,
         limits=settings.project_limits(project.limits),
         processes=release_processes(Workload.of(app.workload), workload, dep.procfile),
+        domains=workload.domains,
+        redirect_http=workload.redirect_http,
+        # The app's certificates now, as a release applies its env Secret now:
+        # a revert never puts back a certificate that was replaced or deleted.
+        # (Read only for a release with domains: no query for the others.)
+        uploaded_certificates=sorted(c.domain for c in app.certificates if c.domain in workload.domains) or None if workload.domains else None,
+        tls_cluster_issuer=settings.tls_cluster_issuer,
+        redirect_annotations=settings.redirect_annotations if workload.redirect_http is not None else None,
     )
 
 
