@@ -139,3 +139,19 @@ def test_the_web_with_worker_template_makes_an_app_with_a_worker(project):
     # A field given explicitly wins over the template's.
     mine = project.admin.call("POST", "/apps", 201, json={"name": "mine", "template_id": "web-with-worker", "processes": {"jobs": {"command": ["j"]}}}).json()
     assert sorted(mine["processes"]) == ["jobs"]
+
+
+def test_the_app_list_shows_each_app_as_get_shows_it(project):
+    """The list is encoded straight from the rows; each item is exactly what
+    GET /apps/{id} answers, for apps with and without workload fields."""
+    plain = project.admin.create_app(name="plain", env={"API_TOKEN": "s3cret", "MODE": "x"})
+    rich = project.admin.create_app(
+        name="rich", processes={"worker": WORKER}, healthcheck={"type": "http", "path": "/h"}, resources={"cpu": "100m"},
+        autoscaling={"min_replicas": 1, "max_replicas": 3}, domains=["rich.example.com"],
+    )
+    listed = {a["id"]: a for a in project.admin.call("GET", "/apps", 200).json()}
+    for app in (plain, rich):
+        assert listed[app["id"]] == project.admin.call("GET", f"/apps/{app['id']}", 200).json()
+    assert listed[plain["id"]]["env"]["API_TOKEN"] != "s3cret"
+    page = project.admin.call("GET", "/apps", 200, params={"limit": 1})
+    assert len(page.json()) == 1 and page.headers["X-Next-Cursor"]
