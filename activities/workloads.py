@@ -200,21 +200,7 @@ class KubeActivities:
                     lambda: client.AutoscalingV2Api(self.api).delete_namespaced_horizontal_pod_autoscaler(spec.slug, spec.namespace),
                     f"deleting HorizontalPodAutoscaler {spec.slug}",
                 )
-            for attempt in itertools.count():
-                try:
-                    resource.server_side_apply(
-                        body=obj,
-                        name=name,
-                        namespace=obj["metadata"].get("namespace"),
-                        field_manager=FIELD_MANAGER,
-                        force_conflicts=True,
-                    )
-                    break
-                except ApiException as exc:
-                    if settle and attempt < RBAC_SETTLE_TRIES and exc.status == 403 and missing_permission(_full_status_message(exc)):
-                        time.sleep(0.5)
-                        continue
-                    raise api_error(exc, f"applying {obj['kind']} {name}") from None
+            self.server_side_apply(resource, obj, settle)
             applied.append(f"{obj['kind']}/{name}")
         # A project default or quota cleared since: its object goes too.
         core = client.CoreV1Api(self.api)
@@ -224,6 +210,26 @@ class KubeActivities:
         if spec.limits is not None and ("ResourceQuota", manifests.RESOURCE_QUOTA) not in rendered:
             self._delete_if_there(lambda: core.delete_namespaced_resource_quota(manifests.RESOURCE_QUOTA, spec.namespace), "deleting the ResourceQuota")
         return applied
+
+    def server_side_apply(self, resource: Any, obj: dict[str, Any], settle: bool) -> None:
+        """Apply one object; `settle`: a refusal for a missing grant right after
+        the RoleBindings were applied is waited out a little (see apply_manifests)."""
+        name = obj["metadata"]["name"]
+        for attempt in itertools.count():
+            try:
+                resource.server_side_apply(
+                    body=obj,
+                    name=name,
+                    namespace=obj["metadata"].get("namespace"),
+                    field_manager=FIELD_MANAGER,
+                    force_conflicts=True,
+                )
+                return
+            except ApiException as exc:
+                if settle and attempt < RBAC_SETTLE_TRIES and exc.status == 403 and missing_permission(_full_status_message(exc)):
+                    time.sleep(0.5)
+                    continue
+                raise api_error(exc, f"applying {obj['kind']} {name}") from None
 
     def _live_replicas(self, namespace: str, name: str) -> int | None:
         """The replica count of the Deployment as it runs, None when there is none."""

@@ -22,7 +22,7 @@ from api.deps import TemporalConnector
 from api.idempotency import KeyPruner
 from api.limits import BodyLimitMiddleware
 from api.outbox import HandoffReconciler
-from api.routes import apps, audit, builds, codec, deployments, observe
+from api.routes import apps, audit, builds, codec, deployments, jobs, observe
 from api.streams import ProgressHub, StreamSlots
 from conveyor.clients import telemetry
 from conveyor.clients.db.queries import ensure_default_project, handoff_backlog
@@ -34,7 +34,7 @@ from conveyor.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 # Every router mounted under API_PREFIX (the project-isolation test walks them).
-ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router, codec.router)
+ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router, codec.router, jobs.router)
 
 
 # Fields whose parts are named by the schema, never by the caller: a 422

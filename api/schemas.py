@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from conveyor.domain import images
+from conveyor.domain.commands import CommandField, CronEntries
 from conveyor.domain.workload import Autoscaling, Probe, Resources
 
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -123,6 +124,16 @@ class WorkloadFields(BaseModel):
     autoscaling: Autoscaling | None = Field(
         default=None,
         description="A HorizontalPodAutoscaler on CPU use; `replicas` is then the starting count (needs a CPU request)",
+    )
+    release_command: CommandField | None = Field(
+        default=None,
+        description="Run once per release as a Job from the release's image with its env, before any Deployment changes "
+        "(a string runs as /bin/sh -c; or an argv list). If it fails, the release fails and nothing else changes",
+    )
+    cron: CronEntries | None = Field(
+        default=None,
+        description="Scheduled jobs: [{name, schedule, command, timezone, deadline_seconds}], each a Temporal Schedule "
+        "running `command` as a Job from the app's running image with its env; [] or null removes them",
     )
 
 
@@ -321,3 +332,28 @@ class AppMetrics(BaseModel):
     network_rx: Measure
     network_tx: Measure
     pods: list[PodMetrics]
+
+
+class JobRunPublic(BaseModel):
+    """One run of a Job of the app: its release command or a scheduled job."""
+
+    id: str = Field(description="run_…")
+    app_id: str
+    kind: str = Field(description="release (the release command of a deployment) or cron (a scheduled job)")
+    name: str = Field(description="The cron entry's name, or `release`")
+    status: str = Field(description="running, succeeded or failed")
+    deployment_id: str | None = Field(description="The release whose image and env it ran")
+    image_ref: str | None
+    command: list[str]
+    exit_code: int | None
+    reason: str | None = Field(description="Why it failed, with its last lines")
+    job_name: str = Field(description="The Kubernetes Job")
+    workflow_id: str | None = Field(description="The Temporal workflow that ran it (a scheduled run: cron-<app>-<entry>-<time>)")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class TriggeredRun(BaseModel):
+    name: str
+    schedule_id: str = Field(description="The Temporal Schedule that starts the run (Web UI: Schedules)")

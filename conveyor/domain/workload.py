@@ -15,6 +15,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from conveyor.domain.commands import Argv as Argv
+from conveyor.domain.commands import CommandField, CronEntries, CronEntry
+
 # Kubernetes' quantity grammar (k8s.io/apimachinery resource.Quantity), less
 # signs: a request or limit is never negative.
 _QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")
@@ -77,16 +80,6 @@ def _one_line(text: str) -> str:
     if any(c in text for c in "\r\n\0"):
         raise ValueError("must be one line without NUL")
     return text
-
-
-def _argv(items: list[str]) -> list[str]:
-    for item in items:
-        if "\0" in item:
-            raise ValueError("must not contain NUL")
-    return items
-
-
-Argv = Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=64), AfterValidator(_argv)]
 
 
 class Probe(BaseModel):
@@ -210,16 +203,26 @@ class Workload(BaseModel):
     startup: Probe | None = None
     resources: Resources | None = None
     autoscaling: Autoscaling | None = None
+    # Run once per release, before any Deployment changes (conveyor/domain/jobs.py).
+    release_command: CommandField | None = None
+    # Scheduled jobs: a Temporal Schedule each, following the active release.
+    cron: CronEntries | None = None
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("healthcheck", "liveness", "startup", "resources", "autoscaling")
+    FIELDS: ClassVar[tuple[str, ...]] = ("healthcheck", "liveness", "startup", "resources", "autoscaling", "release_command", "cron")
 
     @classmethod
     def of(cls, stored: dict[str, Any] | None) -> Workload:
         return cls.model_validate(stored or {})
 
     def stored(self) -> dict[str, Any] | None:
-        """What the row holds: None when nothing is set."""
-        return self.model_dump(exclude_none=True, mode="json") or None
+        """What the row holds: None when nothing is set (an empty `cron` is none)."""
+        found = self.model_dump(exclude_none=True, mode="json")
+        if not found.get("cron", True):
+            del found["cron"]
+        return found or None
+
+    def cron_entries(self) -> list[CronEntry]:
+        return list(self.cron or [])
 
     def demand(self, replicas: int) -> Demand:
         """What the app may ask of its project: its replicas, or with

@@ -160,5 +160,7 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
         startup=workload.startup,
         resources=workload.resources,
         autoscaling=workload.autoscaling,
+        release_command=workload.release_command,
+        cron=workload.cron,
         limits=settings.project_limits(project.limits),
     )
