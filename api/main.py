@@ -28,6 +28,7 @@ from conveyor.clients import telemetry
 from conveyor.clients.db.queries import ensure_default_project, handoff_backlog
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
 from conveyor.clients.payload_codec import EncryptionCodec, load_keyring
+from conveyor.domain.commands import CronEntry
 from conveyor.domain.workload import Autoscaling, Probe, Resources
 from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings, get_settings
@@ -43,6 +44,8 @@ NAMED_PARTS = {name: set(Probe.model_fields) for name in ("healthcheck", "livene
     "resources": set(Resources.model_fields),
     "autoscaling": set(Autoscaling.model_fields),
 }
+# Lists of such parts: a 422 names the entry and its part (`cron.0.schedule`).
+NAMED_ITEM_PARTS = {"cron": set(CronEntry.model_fields)}
 
 
 def public_loc(loc: tuple) -> list:
@@ -51,6 +54,8 @@ def public_loc(loc: tuple) -> list:
     key the caller chose (an env key) or a union branch."""
     if len(loc) > 2 and loc[1] in NAMED_PARTS and loc[2] in NAMED_PARTS[loc[1]]:
         return list(loc[:3])
+    if len(loc) > 2 and loc[1] in NAMED_ITEM_PARTS and isinstance(loc[2], int):
+        return list(loc[:4]) if len(loc) > 3 and loc[3] in NAMED_ITEM_PARTS[loc[1]] else list(loc[:3])
     return list(loc[:2])
 
 
