@@ -180,9 +180,11 @@ class DeployWorkflow:
             self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")
             self._step("finalize", "running")
             self._finalizing = True
+            # The release is out: its Schedules follow it before it is
+            # recorded active, so an active release has its Schedules.
+            await self._sync_schedules(plan, spec)
             status = await self._finish(plan, DeploymentStatus.ACTIVE, None, op.user)
             self._step("finalize", "done", f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}: {status}")
-            await self._sync_schedules(plan, spec, status)
             return status
         except (ActivityError, asyncio.CancelledError) as err:
             if errors.is_kind(err, errors.DeploymentEnded):
@@ -251,14 +253,15 @@ class DeployWorkflow:
         lines = len(outcome.output.splitlines())
         self._step("release", "done", f"exit {outcome.exit_code if outcome.exit_code is not None else 0}; {lines} lines of output" + (" (recorded before)" if outcome.recorded else ""))
 
-    async def _sync_schedules(self, plan: DeploymentPlan, spec: ReleaseSpec, status: str) -> None:
-        """Once the release is active, the app's Temporal Schedules follow its
-        `cron`. Only releases that have cron entries or follow one that had
-        (none did before scheduled jobs existed: older histories replay).
-        The release is out whatever happens here; a failure is shown in the
-        step and the next release syncs again."""
+    async def _sync_schedules(self, plan: DeploymentPlan, spec: ReleaseSpec) -> None:
+        """Once the release has rolled out, the app's Temporal Schedules
+        follow its `cron`. Only releases that have cron entries or follow one
+        that had (none did before scheduled jobs existed: older histories
+        replay). The release is out whatever happens here (a cancel now is
+        too late, as for finalize); a failure is shown in the step and the
+        next release syncs again."""
         had = plan.previous is not None and bool(plan.previous.cron)
-        if status != DeploymentStatus.ACTIVE or not (spec.cron or had):
+        if not (spec.cron or had):
             return
         self._step("schedules", "running", ", ".join(e.name for e in spec.cron or []) or "removing")
         try:

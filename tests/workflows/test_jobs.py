@@ -88,7 +88,8 @@ async def test_the_schedules_follow_a_release_once_it_is_active_and_are_removed_
         progress = await first.query(DeployWorkflow.progress)
         second = await start_deploy(client, task_queue, fakes, without)
         assert await outcome(second) == "active"
-    assert fakes.names(first.id)[-2:] == ["finish_deployment", "sync_schedules"]
+    # Once rolled out, before it is recorded active: an active release has its Schedules.
+    assert fakes.names(first.id)[-3:] == ["wait_for_rollout", "sync_schedules", "finish_deployment"]
     [synced, emptied] = [c.input for c in fakes.named("sync_schedules")]
     assert synced.entries == [NIGHTLY] and synced.deployment_id == with_cron.deployment_id
     assert emptied.entries == [] and emptied.app_id == app_id
@@ -105,6 +106,21 @@ async def test_a_schedule_that_cannot_be_written_leaves_the_release_active(clien
         assert await outcome(handle) == "active"
         progress = await handle.query(DeployWorkflow.progress)
     assert step(progress, "schedules") == ("failed", "Temporal answered INVALID_ARGUMENT")
+    assert [status for status, _ in finished(fakes, handle.id)] == ["active"]
+
+
+async def test_a_cancel_while_the_schedules_are_written_is_too_late_the_release_is_out(client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    plan.spec.cron = [NIGHTLY]
+    hold = Block()
+    fakes.script("sync_schedules", hold)
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        await fakes.started("sync_schedules")
+        await handle.cancel()
+        assert await outcome(handle) == "active"
+    assert "apply_manifests" in fakes.names(handle.id) and len(fakes.named("apply_manifests", handle.id)) == 1
     assert [status for status, _ in finished(fakes, handle.id)] == ["active"]
 
 
