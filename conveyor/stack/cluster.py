@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import yaml
 
 from conveyor.domain import jobs, markers
 from conveyor.settings import Settings
@@ -179,6 +180,20 @@ def write_inputs(settings: Settings) -> None:
         previous.write_text("".join(cri_log_line(line, "stderr") for line in PREVIOUS_LOG_LINES))
     if not job_logs_file(settings).exists():
         job_logs_file(settings).write_text("".join(cri_log_line(line) for line in JOB_LOG_LINES))
+
+
+def stage_names(text: str) -> set[str]:
+    return {doc["metadata"]["name"] for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc.get("kind") == "Stage"}
+
+
+def missing_stages(settings: Settings) -> list[str]:
+    """The KWOK stages this Conveyor renders that the existing cluster was not
+    made with: kwokctl keeps a cluster's stages from its creation, so new
+    ones need the cluster made again (`conveyor down --purge`, `conveyor up`)."""
+    made = cluster_dir(settings) / "kwok.yaml"
+    if not made.exists():
+        return []
+    return sorted(stage_names(render_config(settings)) - stage_names(made.read_text()))
 
 
 def create(settings: Settings) -> None:

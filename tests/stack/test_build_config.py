@@ -78,3 +78,16 @@ def test_kwok_config_ends_job_pods_by_the_markers_of_their_command(tmp_path):
     assert logs["spec"]["logs"][0]["containers"] == ["job"]
     cluster.write_inputs(settings)
     assert cluster.job_logs_file(settings).read_text().count("conveyor job:") == len(cluster.JOB_LOG_LINES)
+
+
+def test_a_cluster_made_without_the_job_stages_is_named_as_missing_them(tmp_path):
+    settings = Settings(home=tmp_path, cluster_name="old")
+    assert cluster.missing_stages(settings) == []  # no cluster yet
+    made = cluster.cluster_dir(settings) / "kwok.yaml"
+    made.parent.mkdir(parents=True)
+    current = cluster.render_config(settings)
+    made.write_text(current)
+    assert cluster.missing_stages(settings) == []
+    docs = [d for d in yaml.safe_load_all(current) if not (d.get("kind") == "Stage" and d["metadata"]["name"].startswith("pod-job"))]
+    made.write_text(yaml.safe_dump_all(docs))
+    assert cluster.missing_stages(settings) == ["pod-job-complete", "pod-job-fail", "pod-job-slow-complete"]

@@ -14,15 +14,18 @@ from temporalio.client import WorkflowFailureError
 from conveyor.domain import errors
 from conveyor.domain.commands import CronEntry
 from conveyor.domain.jobs import CronRunInput, JobKind, JobSpec, RunJobInput
-from tests.support.workflow_runs import PREVIOUS, deployment, finished, new_app, outcome, running_worker, start_deploy, step
+from tests.support.workflow_runs import PREVIOUS, app_operation, deployment, finished, new_app, outcome, running_worker, start_deploy, step
 from tests.workflows.fakes import Block, Fail, Fakes
+from tests.workflows.test_workflows import record
 from workflows.cron import CronRunWorkflow
+from workflows.delete import DeleteAppWorkflow
 from workflows.deploy import DeployWorkflow
 
 NIGHTLY = CronEntry(name="nightly", schedule="0 3 * * *", command=["python", "nightly.py"])
 
 
-async def test_the_release_command_runs_after_the_image_is_known_and_before_anything_is_applied(client, task_queue):
+async def test_the_release_command_runs_after_the_image_is_known_and_before_anything_is_applied(plain_client, task_queue):
+    client = plain_client
     fakes = Fakes()
     plan = deployment(new_app(fakes))
     plan.spec.release_command = "python manage.py migrate"
@@ -35,6 +38,7 @@ async def test_the_release_command_runs_after_the_image_is_known_and_before_anyt
         hold.release()
         assert await outcome(handle) == "active"
         progress = await handle.query(DeployWorkflow.progress)
+        await record(handle, "deploy-release-command")
     assert fakes.names(handle.id) == ["begin_deployment", "resolve_image_digest", "run_job", "apply_manifests", "wait_for_rollout", "finish_deployment"]
     job: JobSpec = call.input.job
     assert job.kind == JobKind.RELEASE and job.argv == ["/bin/sh", "-c", "python manage.py migrate"]
@@ -69,7 +73,8 @@ async def test_a_release_without_a_release_command_runs_no_job(client, task_queu
     assert "run_job" not in fakes.names(handle.id) and "sync_schedules" not in fakes.names(handle.id)
 
 
-async def test_the_schedules_follow_a_release_once_it_is_active_and_are_removed_with_its_cron(client, task_queue):
+async def test_the_schedules_follow_a_release_once_it_is_active_and_are_removed_with_its_cron(plain_client, task_queue):
+    client = plain_client
     fakes = Fakes()
     app_id = new_app(fakes)
     with_cron = deployment(app_id)
@@ -88,6 +93,7 @@ async def test_the_schedules_follow_a_release_once_it_is_active_and_are_removed_
         progress = await first.query(DeployWorkflow.progress)
         second = await start_deploy(client, task_queue, fakes, without)
         assert await outcome(second) == "active"
+        await record(first, "deploy-schedules")
     # Once rolled out, before it is recorded active: an active release has its Schedules.
     assert fakes.names(first.id)[-3:] == ["wait_for_rollout", "sync_schedules", "finish_deployment"]
     [synced, emptied] = [c.input for c in fakes.named("sync_schedules")]
@@ -139,13 +145,15 @@ async def start_run(client, task_queue: str, app_id: str):
     return await client.start_workflow(CronRunWorkflow.run, request, id=f"cron-{app_id}-nightly-{uuid.uuid4().hex[:6]}", task_queue=task_queue)
 
 
-async def test_a_scheduled_run_runs_the_job_of_the_active_release(client, task_queue):
+async def test_a_scheduled_run_runs_the_job_of_the_active_release(plain_client, task_queue):
+    client = plain_client
     fakes = Fakes()
     app_id = new_app(fakes)
     fakes.cron_jobs[(app_id, "nightly")] = cron_run(app_id)
     async with running_worker(client, task_queue, fakes):
         handle = await start_run(client, task_queue, app_id)
         assert (await handle.result()).startswith("succeeded: run_")
+        await record(handle, "cron-run")
     assert fakes.names(handle.id) == ["load_cron_job", "run_job"]
     assert fakes.named("run_job")[0].input == fakes.cron_jobs[(app_id, "nightly")]
 
@@ -163,3 +171,16 @@ async def test_a_run_without_its_entry_is_skipped_and_a_failed_job_fails_the_run
             await failed.result()
     assert "exit code 1" in str(caught.value.cause)
     assert fakes.names(skipped.id) == ["load_cron_job"]
+
+
+async def test_a_delete_removes_the_schedules_then_the_jobs_then_the_workload(plain_client, task_queue):
+    fakes = Fakes()
+    app_id = new_app(fakes)
+    op = app_operation("delete", app_id)
+    async with running_worker(plain_client, task_queue, fakes):
+        handle = await plain_client.start_workflow(DeleteAppWorkflow.run, op, id=op.workflow_id, task_queue=task_queue)
+        assert await handle.result() == "deleted"
+        await record(handle, "delete-schedules-and-jobs")
+    assert fakes.names(handle.id) == ["load_app_target", "delete_app_schedules", "delete_app_jobs", "delete_app_resources", "remove_app"]
+    [jobs_input] = [c.input for c in fakes.named("delete_app_jobs")]
+    assert (jobs_input.app_id, jobs_input.namespace) == (app_id, "proj-wf")
