@@ -27,6 +27,7 @@ from conveyor.clients.db.session import read_scope, session_scope
 from conveyor.domain import errors, jobs, manifests
 from conveyor.domain.ids import new_id, utcnow
 from conveyor.domain.jobs import AppJobsInput, JobKind, JobOutcome, JobRunStatus, JobSpec, LoadCronJobInput, RunJobInput
+from conveyor.domain.vocabulary import AppStatus
 from conveyor.settings import Settings
 
 # How often the wait reads the Job (and heartbeats).
@@ -58,7 +59,14 @@ class JobActivities:
         run_id = self._record_start(job)
         secret, manifest = jobs.render(job)
         self._create(job, secret, manifest)
-        status, why = self._wait(job, request.deadline_at.timestamp())
+        try:
+            status, why = self._wait(job, request.deadline_at.timestamp())
+        except CancelledError:
+            # The worker raises the cancel in this thread (at a heartbeat):
+            # the Job stops with its release or run.
+            with activity.shield_thread_cancel_exception():
+                self._cancelled(job, run_id)
+            raise
         exit_code, message, output = self._result(job)
         reason = None
         if status == JobRunStatus.FAILED:
@@ -126,8 +134,7 @@ class JobActivities:
         batch = client.BatchV1Api(self.kube.api)
         while True:
             if activity.is_cancelled():
-                self._delete_job(job)
-                raise CancelledError(f"the wait for Job {job.job_name} was cancelled; the Job was deleted")
+                raise CancelledError(f"the wait for Job {job.job_name} was cancelled")
             try:
                 found = batch.read_namespaced_job(job.job_name, job.namespace)
             except ApiException as exc:
@@ -141,6 +148,11 @@ class JobActivities:
             if time.time() > give_up_at:
                 return JobRunStatus.FAILED, f"it did not end within {job.deadline_seconds}s"
             time.sleep(POLL_SECONDS)
+
+    def _cancelled(self, job: JobSpec, run_id: str) -> None:
+        """What a cancel leaves: no Job (what it did so far stays done), and the run recorded as cancelled."""
+        self._delete_job(job)
+        self._record_end(run_id, JobRunStatus.FAILED, "cancelled: its Job was deleted before it ended", None, "")
 
     def _pod(self, job: JobSpec) -> dict[str, Any] | None:
         core = client.CoreV1Api(self.kube.api)
@@ -217,7 +229,11 @@ class JobActivities:
 
     def _record_end(self, run_id: str, status: JobRunStatus, reason: str | None, exit_code: int | None, output: str) -> JobRun:
         with session_scope(self.url) as session:
-            run = session.get_one(JobRun, run_id)
+            found = session.get(JobRun, run_id)
+            if found is None:
+                # Deleted with its app meanwhile: nothing is left to record in.
+                return JobRun(id=run_id, status=status.value, reason=reason, exit_code=exit_code, output=output)
+            run = found
             if run.status not in jobs.JOB_FINISHED:
                 run.status, run.reason, run.exit_code, run.output = status.value, reason, exit_code, output
                 run.finished_at = utcnow()
@@ -237,6 +253,8 @@ class JobActivities:
             app = session.get(App, request.app_id)
             if app is None:
                 raise errors.JobNotRunnable(f"app {request.app_id} no longer exists")
+            if app.status in (AppStatus.DELETING, AppStatus.DELETE_FAILED):
+                raise errors.JobNotRunnable(f"app {app.name} is being deleted")
             active: Deployment | None = active_deployment(session, app.id)
             if active is None:
                 raise errors.JobNotRunnable(f"app {app.name} has no active release to run {request.name} from")

@@ -125,10 +125,18 @@ class ScheduleActivities:
 
     @activity.defn(name="delete_app_schedules")
     async def delete_app_schedules(self, request: jobs.AppJobsInput) -> list[str]:
+        """The app's Schedules, then its runs still on (cancelled: each deletes its Job)."""
         deleted = []
         for schedule_id in sorted(await self._known_ids(request.app_id)):
             if await self._delete(schedule_id):
                 deleted.append(schedule_id)
+        try:
+            running = self.client.list_workflows(f"AppId = '{request.app_id}' AND Operation = 'cron' AND ExecutionStatus = 'Running'")
+            async for run in running:
+                await self.client.get_workflow_handle(run.id, run_id=run.run_id).cancel()
+                deleted.append(run.id)
+        except RPCError as exc:
+            raise _temporal_error(exc, "cancelling the app's scheduled runs") from None
         return deleted
 
     async def _delete(self, schedule_id: str) -> bool:

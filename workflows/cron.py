@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
     from conveyor.domain import errors
     from conveyor.domain.jobs import CronRunInput, JobOutcome, LoadCronJobInput, RunJobInput
-    from workflows.common import DB, failure_message, long_wait
+    from workflows.common import DB, failure_message, job_wait
 
 
 @workflow.defn
@@ -44,7 +44,7 @@ class CronRunWorkflow:
                 JobActivities.run_job,
                 run,
                 summary=f"run {job.name}: {' '.join(job.argv)[:80]}",
-                **long_wait(job.deadline_seconds + int(timedelta(minutes=1).total_seconds())),
+                **job_wait(job.deadline_seconds + int(timedelta(minutes=1).total_seconds())),
             )
         except ActivityError as err:
             if errors.is_kind(err, errors.JobFailed):

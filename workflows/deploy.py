@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ScaleInput,
     )
     from conveyor.domain.redact import mask_url_credentials
-    from conveyor.domain.vocabulary import TERMINAL, BuildStatus, DeploymentStatus, SourceType
+    from conveyor.domain.vocabulary import TERMINAL, BuildStatus, DeploymentStatus, OperationKind, SourceType
     from workflows.common import (
         CLEANUP_GRACE,
         DB,
@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityOptions,
         cancelled,
         failure_message,
+        job_wait,
         long_wait,
         until,
     )
@@ -162,9 +163,11 @@ class DeployWorkflow:
                     )
                 spec.image_ref = resolved.reference
                 self._step("resolve", "done", resolved.reference)
-            if spec.release_command is not None:
+            if spec.release_command is not None and plan.operation != OperationKind.RESTART:
                 # Only releases that carry one take this path (none recorded
-                # before release commands did): their histories replay unchanged.
+                # before release commands did): their histories replay
+                # unchanged. A restart rolls the same release again: its
+                # command ran when that release was made.
                 await self._release_phase(plan, spec)
             self._step("apply", "running", spec.image_ref)
             self._applied = True
@@ -248,7 +251,7 @@ class DeployWorkflow:
                 deadline_at=workflow.now() + timedelta(seconds=job.deadline_seconds + 60),
             ),
             summary=f"release command of {plan.deployment_id}: {' '.join(argv)[:80]}",
-            **self._work(long_wait(job.deadline_seconds + 60)),
+            **self._work(job_wait(job.deadline_seconds + 60)),
         )
         lines = len(outcome.output.splitlines())
         self._step("release", "done", f"exit {outcome.exit_code if outcome.exit_code is not None else 0}; {lines} lines of output" + (" (recorded before)" if outcome.recorded else ""))

@@ -186,6 +186,31 @@ def test_a_repeated_run_after_success_runs_nothing_again(api, kube_api, settings
     assert api.wait_finished(app["id"], dep["id"])["status"] == "cancelled"
 
 
+def test_a_cancel_while_the_release_command_runs_deletes_its_job_and_changes_nothing_else(api, kube_api, settings, deployed_app):
+    app, first = deployed_app
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"release_command": "./migrate kwok-job-slow"})
+    dep = api.deployments(app["id"])[0]
+    job_name = jobs.release_job_name(app["slug"], dep["id"])
+    eventually(lambda: any(p.status.phase == "Running" for p in job_pods(kube_api, settings, job_name)), 30, what="the release command's pod to run")
+    api.call("POST", f"/apps/{app['id']}/deployments/{dep['id']}/cancel", 202)
+    cancelled = api.wait_finished(app["id"], dep["id"], timeout=60)
+    assert cancelled["status"] == "cancelled" and f"the previous deployment {first['id']} keeps serving" in cancelled["reason"]
+
+    def job_gone() -> bool:
+        try:
+            release_job(kube_api, settings, app, dep["id"])
+        except k8s.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    # The worker learns of the cancel at the activity's next heartbeat (at most 8 s: 80% of its timeout).
+    eventually(job_gone, 30, what="the cancelled release command's Job to be deleted")
+    [run] = runs_of(settings, dep["id"])
+    assert run.status == "failed" and run.reason.startswith("cancelled")
+    deployment = k8s.AppsV1Api(kube_api).read_namespaced_deployment(app["slug"], namespace_of(settings))
+    assert deployment.spec.template.metadata.annotations[manifests.ANNOTATION_DEPLOYMENT] == first["id"]
+
+
 # --- scheduled jobs ------------------------------------------------------------
 
 

@@ -64,6 +64,34 @@ async def test_a_failed_release_command_fails_the_release_and_applies_nothing(cl
     assert step(progress, "release")[0] == "failed"
 
 
+async def test_a_cancel_during_the_release_command_cancels_the_release_and_restores_nothing(client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    plan.spec.release_command = "migrate"
+    fakes.script("run_job", Block())
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        await fakes.started("run_job")
+        await handle.cancel()
+        assert await outcome(handle) == "cancelled"
+        progress = await handle.query(DeployWorkflow.progress)
+    assert fakes.named("run_job")[0].outcome == "cancelled"
+    assert "apply_manifests" not in fakes.names(handle.id)
+    [(status, reason)] = finished(fakes, handle.id)
+    assert status == "cancelled" and reason.endswith(f"the previous deployment {PREVIOUS} keeps serving")
+    assert step(progress, "release") == ("failed", "cancelled")
+
+
+async def test_a_restart_rolls_the_release_again_without_its_release_command(client, task_queue):
+    fakes = Fakes()
+    plan = deployment(new_app(fakes)).model_copy(update={"operation": "restart"})
+    plan.spec.release_command = "migrate"
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        assert await outcome(handle) == "active"
+    assert "run_job" not in fakes.names(handle.id)
+
+
 async def test_a_release_without_a_release_command_runs_no_job(client, task_queue):
     fakes = Fakes()
     plan = deployment(new_app(fakes))
