@@ -43,7 +43,7 @@ def run_log(app_id: str, run_id: str, session: SessionDep, caller: Viewer) -> st
 async def trigger(app_id: str, name: str, settings: SettingsDep, caller: Deployer, temporal: TemporalConnectorDep) -> TriggeredRun:
     # The app first: another project's app is a 404 whether Temporal answers or not.
     schedule_id = await read_off_loop(settings, services.trigger_target, caller, app_id, name)
-    await services.trigger(await temporal.client(), schedule_id)
+    await services.trigger(await temporal.get(), schedule_id)
     return TriggeredRun(name=name, schedule_id=schedule_id)
 
 

@@ -115,5 +115,5 @@ async def trigger(client: Client, schedule_id: str) -> None:
         await handle.trigger()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise HTTPException(409, "the entry's schedule is not there yet: the release that carries it is still being finalized") from None
-        raise
+            raise HTTPException(409, "the entry's schedule is not there: the release that carries it could not write it (see its `schedules` step)") from None
+        raise HTTPException(503, f"Temporal could not trigger the schedule now: {exc.status.name}") from None

@@ -145,3 +145,6 @@ def test_a_trigger_needs_a_deployer_and_an_entry_of_the_active_release(local, pr
     finish(local.settings, first["id"])
     unknown = project.deployer.call("POST", f"/apps/{app['id']}/jobs/weekly/trigger")
     assert unknown.status_code == 404 and "weekly" not in unknown.text
+    # The entry is there; Temporal is not (in this suite): a 503 that says so.
+    away = project.deployer.call("POST", f"/apps/{app['id']}/jobs/nightly/trigger")
+    assert away.status_code == 503 and "unreachable" in away.text
