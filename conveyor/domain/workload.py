@@ -13,7 +13,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conveyor.domain.commands import Argv as Argv
 from conveyor.domain.commands import CommandField, CronEntries, CronEntry
@@ -214,12 +214,15 @@ class Workload(BaseModel):
     def of(cls, stored: dict[str, Any] | None) -> Workload:
         return cls.model_validate(stored or {})
 
+    @field_validator("cron")
+    @classmethod
+    def _no_entries_is_none(cls, entries: list[CronEntry] | None) -> list[CronEntry] | None:
+        # `[]` removes them, as null does: the same app, the same release.
+        return entries or None
+
     def stored(self) -> dict[str, Any] | None:
-        """What the row holds: None when nothing is set (an empty `cron` is none)."""
-        found = self.model_dump(exclude_none=True, mode="json")
-        if not found.get("cron", True):
-            del found["cron"]
-        return found or None
+        """What the row holds: None when nothing is set."""
+        return self.model_dump(exclude_none=True, mode="json") or None
 
     def cron_entries(self) -> list[CronEntry]:
         return list(self.cron or [])

@@ -303,3 +303,25 @@ def test_deleting_an_app_deletes_its_schedules_and_jobs(api, kube_api, settings)
     assert not k8s.BatchV1Api(kube_api).list_namespaced_job(namespace, label_selector=selector).items
     assert not k8s.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector=selector).items
     eventually(lambda: not k8s.CoreV1Api(kube_api).list_namespaced_secret(namespace, label_selector=selector).items, 30, what="the Job's Secret to go with it")
+
+
+def test_a_failed_scheduled_run_is_listed_failed_with_its_last_lines_and_fails_its_workflow(api, settings):
+    app = api.create_app(cron=[{**NIGHTLY, "command": "./nightly kwok-job-fail", "deadline_seconds": 120}])
+    [first] = api.deployments(app["id"])
+    api.wait_active(app["id"], first["id"])
+    api.call("POST", f"/apps/{app['id']}/jobs/nightly/trigger", 202)
+
+    def failed_run():
+        runs = api.call("GET", f"/apps/{app['id']}/jobs", 200, params={"name": "nightly"}).json()
+        return runs and runs[0]["status"] == "failed" and runs[0]
+
+    run = eventually(failed_run, 60, what="the triggered run to fail")
+    assert run["exit_code"] == 1 and run["reason"].startswith("the scheduled job nightly failed (exit code 1")
+    assert cluster.JOB_LOG_LINES[-1] in run["reason"]
+    assert api.call("GET", f"/apps/{app['id']}/jobs/{run['id']}/log", 200).text.splitlines() == cluster.JOB_LOG_LINES
+
+    async def workflow_status():
+        client = await connect(settings)
+        return (await client.get_workflow_handle(run["workflow_id"]).describe()).status.name
+
+    assert eventually(lambda: asyncio.run(workflow_status()) == "FAILED" and True, 30, what="the run's workflow to fail")

@@ -42,7 +42,9 @@ def test_a_change_of_cron_or_release_command_is_a_release_and_an_empty_cron_remo
     deployments = project.admin.call("GET", f"/apps/{app['id']}/deployments", 200).json()
     assert [d["operation"] for d in deployments] == ["update", "update", "deploy"]
     assert deployments[0]["cron"] is None and deployments[1]["cron"][0]["schedule"] == "@hourly"
+    # Removed already: null or [] again is no change.
     assert project.admin.call("PATCH", f"/apps/{app['id']}", json={"cron": None}).status_code == 200
+    assert project.admin.call("PATCH", f"/apps/{app['id']}", json={"cron": []}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -148,3 +150,16 @@ def test_a_trigger_needs_a_deployer_and_an_entry_of_the_active_release(local, pr
     # The entry is there; Temporal is not (in this suite): a 503 that says so.
     away = project.deployer.call("POST", f"/apps/{app['id']}/jobs/nightly/trigger")
     assert away.status_code == 503 and "unreachable" in away.text
+
+
+def test_a_revert_restores_the_targets_release_command_and_cron(local, project):
+    app = project.admin.create_app(release_command="migrate-v1", cron=[NIGHTLY])
+    [first] = project.admin.call("GET", f"/apps/{app['id']}/deployments", 200).json()
+    finish(local.settings, first["id"])
+    project.admin.call("PATCH", f"/apps/{app['id']}", 202, json={"release_command": None, "cron": [{**NIGHTLY, "name": "weekly", "schedule": "@weekly"}]})
+    second = project.admin.call("GET", f"/apps/{app['id']}/deployments", 200).json()[0]
+    finish(local.settings, second["id"])
+    reverted = project.deployer.call("POST", f"/apps/{app['id']}/deployments/{first['id']}/revert", 202).json()
+    assert reverted["release_command"] == "migrate-v1" and [e["name"] for e in reverted["cron"]] == ["nightly"]
+    shown = project.viewer.call("GET", f"/apps/{app['id']}", 200).json()
+    assert shown["release_command"] == "migrate-v1" and [e["name"] for e in shown["cron"]] == ["nightly"]
