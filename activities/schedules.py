@@ -42,6 +42,8 @@ from conveyor.settings import Settings
 CRON_WORKFLOW = "CronRunWorkflow"
 # A run's workflow gets this long past its Job's deadline to record the outcome.
 RUN_GRACE = timedelta(minutes=10)
+# A run missed by more than this (Temporal was away) is skipped, not run late.
+CATCHUP_WINDOW = timedelta(minutes=15)
 APP_ID = SearchAttributeKey.for_keyword("AppId")
 PROJECT_ID = SearchAttributeKey.for_keyword("ProjectId")
 OPERATION = SearchAttributeKey.for_keyword("Operation")
@@ -70,7 +72,7 @@ def schedule_of(settings: Settings, request: SyncSchedulesInput, entry: CronEntr
             static_summary=f"{request.app_name}: {entry.name}",
         ),
         spec=ScheduleSpec(cron_expressions=[entry.schedule], time_zone_name=entry.timezone),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
         state=ScheduleState(note=f"{request.app_name} cron {entry.name}: {command[:200]} (release {request.deployment_id})"),
     )
 

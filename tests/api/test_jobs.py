@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from kubernetes import client as k8s
@@ -246,7 +246,7 @@ def test_a_cron_entry_is_a_schedule_whose_trigger_runs_its_job_and_that_follows_
     schedule_id = jobs.schedule_id(app["id"], "nightly")
     described = schedule(settings, schedule_id)
     assert described is not None
-    assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+    assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP and described.schedule.policy.catchup_window == timedelta(minutes=15)
     assert described.schedule.spec.time_zone_name == "Europe/Berlin" and next_run_in(described, "Europe/Berlin") == "03:00"
     action = described.schedule.action
     assert action.workflow == "CronRunWorkflow" and action.execution_timeout is not None

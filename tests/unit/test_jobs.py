@@ -187,7 +187,7 @@ def test_the_schedule_of_a_cron_entry_skips_overlaps_and_bounds_its_runs():
     entry = CronEntry(name="nightly", schedule="0 3 * * *", command=["python", "nightly.py"], timezone="Europe/Berlin", deadline_seconds=900)
     request = SyncSchedulesInput(app_id="app_1", project_id="proj_default", app_name="shop", deployment_id="dep_1", entries=[entry])
     schedule = schedule_of(Settings(), request, entry)
-    assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+    assert schedule.policy.overlap == ScheduleOverlapPolicy.SKIP and schedule.policy.catchup_window == timedelta(minutes=15)
     assert schedule.spec.cron_expressions == ["0 3 * * *"] and schedule.spec.time_zone_name == "Europe/Berlin"
     action = schedule.action
     assert action.workflow == "CronRunWorkflow" and action.id == "cron-app_1-nightly"
