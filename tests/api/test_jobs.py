@@ -138,6 +138,24 @@ def test_the_release_command_does_not_run_twice_under_a_kill_of_the_worker_while
     [run] = runs_of(settings, dep["id"])
     assert run.status == "succeeded"
     assert [s["state"] for s in active["progress"] if s["name"] == "release"] == ["done"]
+    # A second attempt on the new worker finished it: the same Job, waited for.
+    assert release_attempts(settings, dep["workflow_id"]) >= 2
+
+
+def release_attempts(settings, workflow_id: str) -> int:
+    """The attempt of the release command's activity that completed."""
+
+    async def read() -> int:
+        client = await connect(settings)
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        scheduled = {e.event_id for e in history.events if e.HasField("activity_task_scheduled_event_attributes") and e.activity_task_scheduled_event_attributes.activity_type.name == "run_job"}
+        return max(
+            e.activity_task_started_event_attributes.attempt
+            for e in history.events
+            if e.HasField("activity_task_started_event_attributes") and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+        )
+
+    return asyncio.run(read())
 
 
 def test_a_repeated_run_after_success_runs_nothing_again(api, kube_api, settings, platform):
