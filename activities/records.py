@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from temporalio import activity
 
-from conveyor.clients.db.models import App, Build, Deployment, Project
+from conveyor.clients.db.models import App, Build, Deployment, JobRun, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, release_spec
 from conveyor.clients.db.session import read_scope, session_scope
 from conveyor.domain.errors import DeploymentGone
@@ -126,6 +126,7 @@ class RecordActivities:
                 operation=dep.operation,
                 status=dep.status,
                 stuck_seconds=self.settings.rollout_stuck_seconds,
+                release_timeout_seconds=self.settings.release_timeout_seconds,
                 image=dep.image,
                 image_ref=dep.image_ref,
                 spec=release_spec(app, project, dep, self.settings, replicas),
@@ -303,5 +304,6 @@ class RecordActivities:
                 session, app, "delete", request.user, f"Deleted app {app.name} and its Kubernetes resources", operation_key=operation_key()
             )
             session.execute(delete(Deployment).where(Deployment.app_id == app.id))
+            session.execute(delete(JobRun).where(JobRun.app_id == app.id))
             session.delete(app)
             return True

@@ -249,21 +249,7 @@ class KubeActivities:
                 # No autoscaling: one left from before goes first, so it cannot
                 # scale the Deployment this release applies.
                 self._delete_scaler(spec.namespace, name)
-            for attempt in itertools.count():
-                try:
-                    resource.server_side_apply(
-                        body=obj,
-                        name=name,
-                        namespace=obj["metadata"].get("namespace"),
-                        field_manager=FIELD_MANAGER,
-                        force_conflicts=True,
-                    )
-                    break
-                except ApiException as exc:
-                    if settle and attempt < RBAC_SETTLE_TRIES and exc.status == 403 and missing_permission(_full_status_message(exc)):
-                        time.sleep(0.5)
-                        continue
-                    raise api_error(exc, f"applying {obj['kind']} {name}") from None
+            self.server_side_apply(resource, obj, settle)
             applied.append(f"{obj['kind']}/{name}")
         # A process the release no longer has: its autoscaler, then its Deployment.
         for dropped in self._process_deployments(spec.namespace, spec.app_id) - set(views):
@@ -318,6 +304,26 @@ class KubeActivities:
     def _delete_process(self, namespace: str, name: str) -> None:
         self._delete_scaler(namespace, name)
         self._delete_if_there(lambda: client.AppsV1Api(self.api).delete_namespaced_deployment(name, namespace), f"deleting Deployment {name}")
+
+    def server_side_apply(self, resource: Any, obj: dict[str, Any], settle: bool) -> None:
+        """Apply one object; `settle`: a refusal for a missing grant right after
+        the RoleBindings were applied is waited out a little (see apply_manifests)."""
+        name = obj["metadata"]["name"]
+        for attempt in itertools.count():
+            try:
+                resource.server_side_apply(
+                    body=obj,
+                    name=name,
+                    namespace=obj["metadata"].get("namespace"),
+                    field_manager=FIELD_MANAGER,
+                    force_conflicts=True,
+                )
+                return
+            except ApiException as exc:
+                if settle and attempt < RBAC_SETTLE_TRIES and exc.status == 403 and missing_permission(_full_status_message(exc)):
+                    time.sleep(0.5)
+                    continue
+                raise api_error(exc, f"applying {obj['kind']} {name}") from None
 
     def _live_replicas(self, namespace: str, name: str) -> int | None:
         """The replica count of the Deployment as it runs, None when there is none."""

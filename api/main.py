@@ -22,19 +22,20 @@ from api.deps import TemporalConnector
 from api.idempotency import KeyPruner
 from api.limits import BodyLimitMiddleware
 from api.outbox import HandoffReconciler
-from api.routes import apps, audit, builds, codec, deployments, domains, observe
+from api.routes import apps, audit, builds, codec, deployments, domains, jobs, observe
 from api.streams import ProgressHub, StreamSlots
 from conveyor.clients import telemetry
 from conveyor.clients.db.queries import ensure_default_project, handoff_backlog
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
 from conveyor.clients.payload_codec import EncryptionCodec, load_keyring
+from conveyor.domain.commands import CronEntry
 from conveyor.domain.workload import PROCESS_NAME, Autoscaling, Probe, Process, Resources
 from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 # Every router mounted under API_PREFIX (the project-isolation test walks them).
-ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router, domains.router, codec.router)
+ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router, domains.router, codec.router, jobs.router)
 
 
 # Fields whose parts are named by the schema, never by the caller: a 422
@@ -43,16 +44,21 @@ NAMED_PARTS = {name: set(Probe.model_fields) for name in ("healthcheck", "livene
     "resources": set(Resources.model_fields),
     "autoscaling": set(Autoscaling.model_fields),
 }
+# Lists of such parts: a 422 names the entry and its part (`cron.0.schedule`).
+NAMED_ITEM_PARTS = {"cron": set(CronEntry.model_fields)}
 
 
 def public_loc(loc: tuple) -> list:
     """Where a validation error is, down to the field, or to the part of a
     field whose parts the schema names; never deeper, where pydantic puts a
     key the caller chose (an env key) or a union branch. A process is named
-    once its name is a valid one (`processes.worker.resources.cpu`)."""
+    once its name is a valid one (`processes.worker.resources.cpu`), an item
+    of a list by its position (`cron.0.schedule`)."""
     if len(loc) > 2 and loc[1] == "processes" and loc[3:4] != ("[key]",) and PROCESS_NAME.fullmatch(str(loc[2])):
         part = loc[3:] if loc[3:4] and loc[3] in Process.model_fields else ()
         return [*loc[:3], *_named(part)]
+    if len(loc) > 2 and loc[1] in NAMED_ITEM_PARTS and isinstance(loc[2], int):
+        return list(loc[:4]) if len(loc) > 3 and loc[3] in NAMED_ITEM_PARTS[loc[1]] else list(loc[:3])
     return [loc[0], *_named(loc[1:])]
 
 

@@ -10,6 +10,7 @@ from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from conveyor.domain import images
+from conveyor.domain.commands import CommandField, CronEntries
 from conveyor.domain.domains import Domains
 from conveyor.domain.workload import MAX_PROCESSES, Autoscaling, Probe, Process, ProcessName, Resources
 
@@ -144,6 +145,16 @@ class WorkloadFields(BaseModel):
     )
     redirect_http: bool | None = Field(
         default=None, description="Redirect plain HTTP to HTTPS (the ingress controller's annotations); null: the controller's default"
+    )
+    release_command: CommandField | None = Field(
+        default=None,
+        description="Run once per release as a Job from the release's image with its env, before any Deployment changes "
+        "(a string runs as /bin/sh -c; or an argv list). If it fails, the release fails and nothing else changes",
+    )
+    cron: CronEntries | None = Field(
+        default=None,
+        description="Scheduled jobs: [{name, schedule, command, timezone, deadline_seconds}], each a Temporal Schedule "
+        "running `command` as a Job from the app's running image with its env; [] or null removes them",
     )
 
 
@@ -388,3 +399,28 @@ class AppDomainsPublic(BaseModel):
     default_host: str = Field(description="<slug>.<base domain>, always served")
     redirect_http: bool | None
     domains: list[DomainPublic]
+
+
+class JobRunPublic(BaseModel):
+    """One run of a Job of the app: its release command or a scheduled job."""
+
+    id: str = Field(description="run_…")
+    app_id: str
+    kind: str = Field(description="release (the release command of a deployment) or cron (a scheduled job)")
+    name: str = Field(description="The cron entry's name, or `release`")
+    status: str = Field(description="running, succeeded or failed")
+    deployment_id: str | None = Field(description="The release whose image and env it ran")
+    image_ref: str | None
+    command: list[str]
+    exit_code: int | None
+    reason: str | None = Field(description="Why it failed, with its last lines")
+    job_name: str = Field(description="The Kubernetes Job")
+    workflow_id: str | None = Field(description="The Temporal workflow that ran it (a scheduled run: cron-<app>-<entry>-<time>)")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class TriggeredRun(BaseModel):
+    name: str
+    schedule_id: str = Field(description="The Temporal Schedule that starts the run (Web UI: Schedules)")

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     pod_ready_jitter_ms: int = 500
     pod_crash_delay_ms: int = 2000
     pod_delete_delay_ms: int = 500
+    # A Job's pod (release command, scheduled job) ends this long after it
+    # runs; with the slow marker in its command (conveyor/domain/markers.py), this long.
+    pod_job_delay_ms: int = 300
+    pod_job_slow_delay_ms: int = 15000
     metrics_server: bool = True
 
     # Temporal. The connection is read as the `temporal` CLI reads it
@@ -131,6 +135,9 @@ class Settings(BaseSettings):
     # away) for this long after it starts, plus its app's progress deadline
     # and, for source apps, the build timeout; then it fails with the last error.
     deploy_deadline_seconds: int = 1800
+    # How long a release command may run (its Job's activeDeadlineSeconds);
+    # past it the release fails and nothing of it was applied.
+    release_timeout_seconds: int = 600
     # An idle progress stream (SSE) sends a keep-alive comment this often.
     progress_ping_seconds: float = 15.0
     # Progress streams and log follows one API process holds at once; one more is a 503.

@@ -18,7 +18,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.builder import BuilderActivities
 from activities.digests import RegistryActivities
+from activities.jobs import JobActivities
 from activities.records import RecordActivities
+from activities.schedules import ScheduleActivities
 from activities.workloads import KubeActivities, ProgressReporter
 from conveyor.clients import telemetry
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool
@@ -27,12 +29,13 @@ from conveyor.domain.payloads import RolloutProgress
 from conveyor.heap import freeze_startup_heap
 from conveyor.settings import Settings
 from worker.failures import FailureInterceptor
+from workflows.cron import CronRunWorkflow
 from workflows.delete import DeleteAppWorkflow
 from workflows.deploy import DeployWorkflow
 from workflows.lane import AppLaneWorkflow
 from workflows.scale import ScaleWorkflow
 
-WORKFLOWS = [AppLaneWorkflow, DeployWorkflow, ScaleWorkflow, DeleteAppWorkflow]
+WORKFLOWS = [AppLaneWorkflow, DeployWorkflow, ScaleWorkflow, DeleteAppWorkflow, CronRunWorkflow]
 
 
 def progress_reporter(client: Client, loop: asyncio.AbstractEventLoop) -> ProgressReporter:
@@ -69,9 +72,12 @@ def _log_signal_failure(future: concurrent.futures.Future[None]) -> None:
         logging.getLogger(__name__).info("a rollout progress signal was not delivered: %s", future.exception())
 
 
-def activities(settings: Settings, report_progress: ProgressReporter | None = None) -> list[Callable[..., Any]]:
+def activities(settings: Settings, report_progress: ProgressReporter | None = None, client: Client | None = None) -> list[Callable[..., Any]]:
     kube, records, registry = KubeActivities(settings, report_progress), RecordActivities(settings), RegistryActivities(settings)
     builder = BuilderActivities(settings)
+    job_runs = JobActivities(settings, kube)
+    # The Schedules are written through the worker's own Temporal client.
+    schedules = ScheduleActivities(settings, client)
     return [
         builder.resolve_git_commit,
         builder.find_built_image,
@@ -90,6 +96,11 @@ def activities(settings: Settings, report_progress: ProgressReporter | None = No
         records.record_scale,
         records.remove_app,
         records.record_delete_failed,
+        job_runs.run_job,
+        job_runs.load_cron_job,
+        job_runs.delete_app_jobs,
+        schedules.sync_schedules,
+        schedules.delete_app_schedules,
     ]
 
 
@@ -110,7 +121,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=activities(settings, progress_reporter(client, asyncio.get_running_loop())),
+        activities=activities(settings, progress_reporter(client, asyncio.get_running_loop()), client),
         activity_executor=executor,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,

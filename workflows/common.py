@@ -72,6 +72,16 @@ def long_wait(seconds: int) -> ActivityOptions:
     )
 
 
+def job_wait(seconds: int) -> ActivityOptions:
+    """Options for running a Job (release command, scheduled run): a long
+    wait whose heartbeats are twice as frequent, so that a worker killed
+    mid-run is noticed within 10 s (a new attempt waits for the same Job)
+    and a cancel reaches the activity, which deletes the Job, within about 8."""
+    options = long_wait(seconds)
+    options["heartbeat_timeout"] = timedelta(seconds=10)
+    return options
+
+
 def until(options: ActivityOptions, deadline: datetime | None, grace: timedelta = timedelta(0)) -> ActivityOptions:
     """`options` with retries bounded by `deadline` (+ `grace`) instead of their default budget."""
     if deadline is None:

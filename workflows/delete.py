@@ -9,8 +9,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.jobs import JobActivities
     from activities.records import RecordActivities
+    from activities.schedules import ScheduleActivities
     from activities.workloads import KubeActivities
+    from conveyor.domain.jobs import AppJobsInput
     from conveyor.domain.payloads import AppTarget, AppTargetInput, DeleteFailedInput, DeleteResourcesInput, Operation, RemoveAppInput
     from workflows.common import DB, failure_message, long_wait
 
@@ -25,6 +28,15 @@ class DeleteAppWorkflow:
         if target is None:
             return "already deleted"
         try:
+            if workflow.patched("delete-schedules-and-jobs"):
+                # Its Schedules first, so that no run starts while the app goes.
+                jobs = AppJobsInput(app_id=op.app_id, namespace=target.namespace, timeout_seconds=target.delete_timeout_seconds)
+                await workflow.execute_activity_method(
+                    ScheduleActivities.delete_app_schedules, jobs, summary=f"delete {target.name}'s schedules", **DB
+                )
+                await workflow.execute_activity_method(
+                    JobActivities.delete_app_jobs, jobs, summary=f"delete {target.name}'s Jobs", **long_wait(target.delete_timeout_seconds)
+                )
             await workflow.execute_activity_method(
                 KubeActivities.delete_app_resources,
                 DeleteResourcesInput(

@@ -17,9 +17,12 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.builder import BuilderActivities
     from activities.digests import RegistryActivities
+    from activities.jobs import JobActivities
     from activities.records import RecordActivities
+    from activities.schedules import ScheduleActivities
     from activities.workloads import KubeActivities
-    from conveyor.domain import errors, manifests
+    from conveyor.domain import errors, jobs, manifests
+    from conveyor.domain.commands import as_argv
     from conveyor.domain.payloads import (
         ApplyInput,
         AppTargetInput,
@@ -42,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ScaleInput,
     )
     from conveyor.domain.redact import mask_url_credentials
-    from conveyor.domain.vocabulary import TERMINAL, BuildStatus, DeploymentStatus, SourceType
+    from conveyor.domain.vocabulary import TERMINAL, BuildStatus, DeploymentStatus, OperationKind, SourceType
     from conveyor.domain.workload import with_procfile
     from workflows.common import (
         CLEANUP_GRACE,
@@ -53,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         all_of,
         cancelled,
         failure_message,
+        job_wait,
         long_wait,
         until,
     )
@@ -188,6 +192,12 @@ class DeployWorkflow:
                 reason = f"process {', '.join(no_command)} has no command: give one in processes, or a line in the Procfile"
                 self._step("apply", "failed", reason)
                 return await self._finish(plan, DeploymentStatus.FAILED, await self._restore(plan, reason), op.user)
+            if spec.release_command is not None and plan.operation != OperationKind.RESTART:
+                # Only releases that carry one take this path (none recorded
+                # before release commands did): their histories replay
+                # unchanged. A restart rolls the same release again: its
+                # command ran when that release was made.
+                await self._release_phase(plan, spec)
             self._step("apply", "running", spec.image_ref)
             self._applied = True
             await workflow.execute_activity_method(
@@ -203,6 +213,9 @@ class DeployWorkflow:
             self._step("rollout", "done", f"{result.ready_replicas}/{result.desired_replicas} ready")
             self._step("finalize", "running")
             self._finalizing = True
+            # The release is out: its Schedules follow it before it is
+            # recorded active, so an active release has its Schedules.
+            await self._sync_schedules(plan, spec)
             status = await self._finish(plan, DeploymentStatus.ACTIVE, None, op.user)
             self._step("finalize", "done", f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}: {status}")
             return status
@@ -233,6 +246,70 @@ class DeployWorkflow:
             reason = await self._restore(plan, "cancelled by an operator")
             await self._finish(plan, DeploymentStatus.CANCELLED, reason, op.user)
             raise asyncio.CancelledError(reason) from err
+
+    async def _release_phase(self, plan: DeploymentPlan, spec: ReleaseSpec) -> None:
+        """The release command, as a Job from this release's image with its
+        env, before anything of the release is applied. Once per deployment:
+        the activity returns the recorded outcome of a run that ended, and
+        waits for a Job that exists. A failure fails the deployment (nothing
+        was applied, so the previous release keeps serving)."""
+        assert spec.release_command is not None, "only a release with a release command has a release phase"
+        argv = as_argv(spec.release_command)
+        self._step("release", "running", " ".join(argv)[:200])
+        job = jobs.JobSpec(
+            kind=jobs.JobKind.RELEASE,
+            app_id=spec.app_id,
+            project_id=spec.project_id,
+            slug=spec.slug,
+            namespace=spec.namespace,
+            job_name=jobs.release_job_name(spec.slug, plan.deployment_id),
+            name="release",
+            image_ref=spec.image_ref,
+            argv=argv,
+            env=spec.env,
+            resources=spec.resources,
+            deadline_seconds=plan.release_timeout_seconds,
+            deployment_id=plan.deployment_id,
+            workflow_id=workflow.info().workflow_id,
+        )
+        outcome: jobs.JobOutcome = await workflow.execute_activity_method(
+            JobActivities.run_job,
+            jobs.RunJobInput(
+                release=spec,
+                job=job,
+                # Fixed here: no retry, reset or new worker extends it.
+                deadline_at=workflow.now() + timedelta(seconds=job.deadline_seconds + 60),
+            ),
+            summary=f"release command of {plan.deployment_id}: {' '.join(argv)[:80]}",
+            **self._work(job_wait(job.deadline_seconds + 60)),
+        )
+        lines = len(outcome.output.splitlines())
+        self._step("release", "done", f"exit {outcome.exit_code if outcome.exit_code is not None else 0}; {lines} lines of output" + (" (recorded before)" if outcome.recorded else ""))
+
+    async def _sync_schedules(self, plan: DeploymentPlan, spec: ReleaseSpec) -> None:
+        """Once the release has rolled out, the app's Temporal Schedules
+        follow its `cron`. Only releases that have cron entries or follow one
+        that had (none did before scheduled jobs existed: older histories
+        replay). The release is out whatever happens here (a cancel now is
+        too late, as for finalize); a failure is shown in the step and the
+        next release syncs again."""
+        had = plan.previous is not None and bool(plan.previous.cron)
+        if not (spec.cron or had):
+            return
+        self._step("schedules", "running", ", ".join(e.name for e in spec.cron or []) or "removing")
+        try:
+            done: list[str] = await workflow.execute_activity_method(
+                ScheduleActivities.sync_schedules,
+                jobs.SyncSchedulesInput(
+                    app_id=spec.app_id, project_id=spec.project_id, app_name=spec.name, deployment_id=plan.deployment_id, entries=list(spec.cron or [])
+                ),
+                summary=f"schedules of {spec.name}",
+                **self._cleanup(KUBE_WRITE),
+            )
+        except ActivityError as err:
+            self._step("schedules", "failed", failure_message(err))
+            return
+        self._step("schedules", "done", "; ".join(done) or "none")
 
     async def _app_being_deleted(self, plan: DeploymentPlan) -> bool:
         return bool(

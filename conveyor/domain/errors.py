@@ -141,6 +141,27 @@ class BuildInterrupted(TransientError):
     later attempt may pass (the registry was away)."""
 
 
+# --- jobs (the release command, scheduled jobs) -------------------------------------
+
+
+class JobFailed(PermanentError):
+    """A Job ran and failed (its command exited non-zero, or passed its
+    deadline): the release fails with its last lines; it is not run again."""
+
+
+class JobNotRunnable(PermanentError):
+    """A scheduled run has nothing to run: the app has no active release, or
+    the active release has no such cron entry (it was removed)."""
+
+
+class TemporalUnavailable(TransientError):
+    """Temporal cannot be reached or cannot serve now (a Schedule's create, update or delete)."""
+
+
+class SchedulesRefused(PermanentError):
+    """Temporal refused a Schedule as it was asked for."""
+
+
 KINDS: tuple[type[ConveyorError], ...] = (
     DeploymentEnded,
     DeploymentGone,
@@ -157,6 +178,10 @@ KINDS: tuple[type[ConveyorError], ...] = (
     SourceRefused,
     BuildFailed,
     BuildInterrupted,
+    JobFailed,
+    JobNotRunnable,
+    TemporalUnavailable,
+    SchedulesRefused,
 )
 
 

@@ -9,11 +9,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.domain.commands import as_argv
 from conveyor.domain.domains import CLUSTER_ISSUER_ANNOTATION, tls_secret_name, uploaded_ingress_name
 from conveyor.domain.payloads import ReleaseSpec
 from conveyor.domain.workload import LIMIT_RANGE as LIMIT_RANGE
 from conveyor.domain.workload import RESOURCE_QUOTA as RESOURCE_QUOTA
-from conveyor.domain.workload import WEB, Autoscaling, Probe, Resources, argv, limit_range, parse_quantity, readiness, resource_quota
+from conveyor.domain.workload import WEB, Autoscaling, Probe, Resources, limit_range, parse_quantity, readiness, resource_quota
 
 MANAGED_BY = "conveyor"
 LABEL_APP = "app.kubernetes.io/name"
@@ -100,7 +101,7 @@ def process_views(spec: ReleaseSpec) -> list[ProcessView]:
             name,
             deployment_name(spec.slug, name),
             p.replicas,
-            argv(p.command) if p.command is not None else None,
+            as_argv(p.command) if p.command is not None else None,
             None,
             p.resources,
             p.autoscaling,

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from conveyor.domain.commands import CommandField, CronEntry
 from conveyor.domain.vocabulary import BuildStatus, DeploymentStatus, OperationKind
 from conveyor.domain.workload import Autoscaling, Probe, Process, ProjectLimits, Resources
 
@@ -60,6 +61,11 @@ class ReleaseSpec(BaseModel):
     resources: Resources | None = None
     # A HorizontalPodAutoscaler; `replicas` is then the count the activity found live (or the starting count).
     autoscaling: Autoscaling | None = None
+    # Run as a Job before anything of the release is applied (None in
+    # releases recorded before it: old histories never take that path).
+    release_command: CommandField | None = None
+    # Scheduled jobs, made Temporal Schedules once this release is active.
+    cron: list[CronEntry] | None = None
     # The project's LimitRange and ResourceQuota, applied with its namespace.
     limits: ProjectLimits | None = None
     # Processes other than web, each its own Deployment, with their counts
@@ -106,6 +112,8 @@ class DeploymentPlan(BaseModel):
     operation: OperationKind
     status: DeploymentStatus
     stuck_seconds: int = 30
+    # How long the release command may run (CONVEYOR_RELEASE_TIMEOUT_SECONDS).
+    release_timeout_seconds: int = 600
     image: str | None
     image_ref: str | None
     spec: ReleaseSpec

@@ -15,6 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from conveyor.domain.commands import Argv as Argv
+from conveyor.domain.commands import CommandField, CronEntries, CronEntry
 from conveyor.domain.domains import Domains
 
 # Kubernetes' quantity grammar (k8s.io/apimachinery resource.Quantity), less
@@ -79,16 +81,6 @@ def _one_line(text: str) -> str:
     if any(c in text for c in "\r\n\0"):
         raise ValueError("must be one line without NUL")
     return text
-
-
-def _argv(items: list[str]) -> list[str]:
-    for item in items:
-        if "\0" in item:
-            raise ValueError("must not contain NUL")
-    return items
-
-
-Argv = Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=64), AfterValidator(_argv)]
 
 
 class Probe(BaseModel):
@@ -201,15 +193,6 @@ class Autoscaling(BaseModel):
         return min(max(replicas, self.min_replicas), self.max_replicas)
 
 
-Command = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_one_line)] | Argv
-
-
-def argv(command: str | list[str]) -> list[str]:
-    """A command as the container runs it: a string through the shell (as a
-    Procfile line runs), a list as it is."""
-    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-
-
 WEB = "web"
 # A process's Deployment is `<slug>-<name>`: short DNS labels, never `web`
 # (the app's own fields are its web process).
@@ -234,7 +217,7 @@ class Process(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: Command | None = Field(
+    command: CommandField | None = Field(
         default=None, description="What the process runs (a string runs in a shell); git and upload apps may take it from the Procfile's line"
     )
     replicas: int = Field(default=1, ge=0, le=100_000, description="How many pods (a PATCH of it alone is a scale, not a release)")
@@ -299,9 +282,13 @@ class Workload(BaseModel):
     # and whether plain HTTP is redirected to HTTPS (None: the controller's default).
     domains: Domains | None = None
     redirect_http: bool | None = None
+    # Run once per release, before any Deployment changes (conveyor/domain/jobs.py).
+    release_command: CommandField | None = None
+    # Scheduled jobs: a Temporal Schedule each, following the active release.
+    cron: CronEntries | None = None
 
     FIELDS: ClassVar[tuple[str, ...]] = (
-        "healthcheck", "liveness", "startup", "resources", "autoscaling", "processes", "domains", "redirect_http"
+        "healthcheck", "liveness", "startup", "resources", "autoscaling", "processes", "domains", "redirect_http", "release_command", "cron"
     )
 
     @field_validator("domains")
@@ -314,6 +301,12 @@ class Workload(BaseModel):
     def of(cls, stored: dict[str, Any] | None) -> Workload:
         return cls.model_validate(stored or {})
 
+    @field_validator("cron")
+    @classmethod
+    def _no_entries_is_none(cls, entries: list[CronEntry] | None) -> list[CronEntry] | None:
+        # `[]` removes them, as null does: the same app, the same release.
+        return entries or None
+
     def stored(self) -> dict[str, Any] | None:
         """What the row holds: None when nothing is set."""
         return self.model_dump(exclude_none=True, mode="json") or None
@@ -324,6 +317,9 @@ class Workload(BaseModel):
             return self.autoscaling
         found = (self.processes or {}).get(process)
         return found.autoscaling if found is not None else None
+
+    def cron_entries(self) -> list[CronEntry]:
+        return list(self.cron or [])
 
     def demand(self, replicas: int) -> Demand:
         """What the web process may ask of its project: its replicas, or with

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import yaml
 
-from conveyor.domain import markers
+from conveyor.domain import jobs, markers
 from conveyor.settings import Settings
 from conveyor.stack import binaries, processes
 
@@ -26,6 +27,8 @@ CONFIG_TEMPLATE = Path(__file__).parent / "kwok" / "cluster.yaml"
 # KWOK serves pod logs from files in the CRI log format the kubelet reads.
 SAMPLE_LOG_LINES = ["listening on :8080", "GET / 200 0.4ms", "GET /healthz 200 0.1ms", "GET /api/items 200 3.2ms"]
 PREVIOUS_LOG_LINES = ["listening on :8080", "fatal: exiting after an error"]
+# What a Job's container (release command, scheduled job) writes.
+JOB_LOG_LINES = ["conveyor job: starting", "conveyor job: step 1 of 2 done", "conveyor job: step 2 of 2 done", "conveyor job: finished"]
 
 
 def cri_log_line(message: str, stream: str = "stdout", when: datetime | None = None) -> str:
@@ -46,6 +49,10 @@ def logs_files(settings: Settings) -> tuple[Path, Path]:
     return folder / "container.log", folder / "previous.log"
 
 
+def job_logs_file(settings: Settings) -> Path:
+    return settings.home / "pod-logs" / "job.log"
+
+
 def render_config(settings: Settings) -> str:
     logs, previous = logs_files(settings)
     any_marker = markers.tag_regex([m.suffix for m in markers.ALL])
@@ -58,6 +65,13 @@ def render_config(settings: Settings) -> str:
         "POD_READY_JITTER_MS": settings.pod_ready_jitter_ms,
         "CRASH_DELAY_MS": settings.pod_crash_delay_ms,
         "POD_DELETE_DELAY_MS": settings.pod_delete_delay_ms,
+        "JOB_DELAY_MS": settings.pod_job_delay_ms,
+        "JOB_SLOW_DELAY_MS": settings.pod_job_slow_delay_ms,
+        "JOB_FAIL_REGEX": markers.command_regex((markers.JOB_FAIL,)).replace("\\", "\\\\"),
+        "JOB_SLOW_REGEX": markers.command_regex((markers.JOB_SLOW,)).replace("\\", "\\\\"),
+        "ANY_JOB_MARKER_REGEX": markers.command_regex(markers.JOB_MARKERS).replace("\\", "\\\\"),
+        "JOB_CONTAINER": jobs.CONTAINER,
+        "JOB_LOGS_FILE": json.dumps(str(job_logs_file(settings))),
         # The regexes sit inside a jq string literal within a YAML single-quoted
         # scalar: backslashes must be doubled for jq.
         "ANY_MARKER_REGEX": any_marker.replace("\\", "\\\\"),
@@ -164,6 +178,22 @@ def write_inputs(settings: Settings) -> None:
         logs.write_text("".join(cri_log_line(line) for line in SAMPLE_LOG_LINES))
     if not previous.exists():
         previous.write_text("".join(cri_log_line(line, "stderr") for line in PREVIOUS_LOG_LINES))
+    if not job_logs_file(settings).exists():
+        job_logs_file(settings).write_text("".join(cri_log_line(line) for line in JOB_LOG_LINES))
+
+
+def stage_names(text: str) -> set[str]:
+    return {doc["metadata"]["name"] for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc.get("kind") == "Stage"}
+
+
+def missing_stages(settings: Settings) -> list[str]:
+    """The KWOK stages this Conveyor renders that the existing cluster was not
+    made with: kwokctl keeps a cluster's stages from its creation, so new
+    ones need the cluster made again (`conveyor down --purge`, `conveyor up`)."""
+    made = cluster_dir(settings) / "kwok.yaml"
+    if not made.exists():
+        return []
+    return sorted(stage_names(render_config(settings)) - stage_names(made.read_text()))
 
 
 def create(settings: Settings) -> None:

@@ -192,6 +192,11 @@ class Platform:
             outcome = self._start_cluster()
         if not wait_until(lambda: cluster.healthy(s), 120):
             raise StartupError(f"the kube-apiserver did not become ready; logs in {cluster.cluster_dir(s) / 'logs'}")
+        if missing := cluster.missing_stages(s):
+            self.progress(
+                f"  warning: the cluster was made without the KWOK stages {', '.join(missing)}; "
+                "`conveyor down --purge` then `conveyor up` makes it again with them"
+            )
         cluster.ensure_nodes(s)
         if not wait_until(lambda: cluster.nodes_ready(s), 60):
             raise StartupError("the KWOK nodes did not become Ready")

@@ -76,7 +76,7 @@ def test_a_token_of_another_project_gets_404_on_every_route_of_an_app(api, setti
     assert with_body <= set(VALID_BODIES), f"give these routes a valid body in VALID_BODIES: {with_body - set(VALID_BODIES)}"
 
     for method, template in routes:
-        path = template.format(app_id=app["id"], deployment_id=first["id"], domain="shop.example.com").removeprefix("/api/v1")
+        path = template.format(app_id=app["id"], deployment_id=first["id"], domain="shop.example.com", run_id="run_000000000000", name="nightly").removeprefix("/api/v1")
         response = b.call(method, path, **VALID_BODIES.get((method, template), {}))
         assert response.status_code == 404, (method, template, response.status_code, response.text)
         # The app check answered, not some later one (the deployment exists in A).

@@ -82,7 +82,7 @@ def test_a_revert_restores_the_targets_processes_at_todays_counts(local, project
         ({"worker": {"command": ["x"], "replicas": 1_000_000}}, ["body", "processes", "worker", "replicas"]),
         ({"worker": {"command": ["x"], "resources": {"cpu": SECRET}}}, ["body", "processes", "worker", "resources", "cpu"]),
         ({"worker": {"command": ["x"], "healthcheck": {"type": "http", "path": "/"}}}, ["body", "processes", "worker"]),
-        ({"worker": {"command": f"a\n{SECRET}"}}, ["body", "processes", "worker", "command"]),
+        ({"worker": {"command": f"a\0{SECRET}"}}, ["body", "processes", "worker", "command"]),
         ({"worker": {"command": ["x"], "port": 80}}, ["body", "processes", "worker"]),
         ({f"p{i}": {"command": ["x"]} for i in range(11)}, ["body", "processes"]),
     ],

@@ -62,3 +62,32 @@ def test_kwok_config_renders_every_placeholder(tmp_path):
     crash_selector = stages["pod-crash"]["spec"]["selector"]["matchExpressions"][-1]["key"]
     jq_regex = re.search(r'test\("(.*)"\)', crash_selector).group(1).replace("\\\\", "\\")
     assert jq_regex == markers.tag_regex([markers.CRASHLOOP.suffix])
+
+
+def test_kwok_config_ends_job_pods_by_the_markers_of_their_command(tmp_path):
+    settings = Settings(home=tmp_path, pod_job_delay_ms=321, pod_job_slow_delay_ms=4321)
+    docs = list(yaml.safe_load_all(cluster.render_config(settings)))
+    stages = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Stage"}
+    assert stages["pod-job-complete"]["spec"]["delay"]["durationMilliseconds"] == 321
+    assert stages["pod-job-slow-complete"]["spec"]["delay"]["durationMilliseconds"] == 4321
+    for name, marker in (("pod-job-fail", markers.JOB_FAIL), ("pod-job-slow-complete", markers.JOB_SLOW)):
+        selector = stages[name]["spec"]["selector"]["matchExpressions"][-1]["key"]
+        assert re.search(r'test\("(.*)"\)', selector).group(1).replace("\\\\", "\\") == markers.command_regex((marker,))
+    assert "phase: Failed" in stages["pod-job-fail"]["spec"]["next"]["statusTemplate"]
+    [logs] = [d for d in docs if d["kind"] == "ClusterLogs"]
+    assert logs["spec"]["logs"][0]["containers"] == ["job"]
+    cluster.write_inputs(settings)
+    assert cluster.job_logs_file(settings).read_text().count("conveyor job:") == len(cluster.JOB_LOG_LINES)
+
+
+def test_a_cluster_made_without_the_job_stages_is_named_as_missing_them(tmp_path):
+    settings = Settings(home=tmp_path, cluster_name="old")
+    assert cluster.missing_stages(settings) == []  # no cluster yet
+    made = cluster.cluster_dir(settings) / "kwok.yaml"
+    made.parent.mkdir(parents=True)
+    current = cluster.render_config(settings)
+    made.write_text(current)
+    assert cluster.missing_stages(settings) == []
+    docs = [d for d in yaml.safe_load_all(current) if not (d.get("kind") == "Stage" and d["metadata"]["name"].startswith("pod-job"))]
+    made.write_text(yaml.safe_dump_all(docs))
+    assert cluster.missing_stages(settings) == ["pod-job-complete", "pod-job-fail", "pod-job-slow-complete"]

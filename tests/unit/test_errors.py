@@ -22,6 +22,7 @@ TRANSIENT = {
     "RegistryUnreachable",
     "SourceUnreachable",
     "BuildInterrupted",
+    "TemporalUnavailable",
 }
 PERMANENT = {
     "DeploymentEnded",
@@ -33,6 +34,9 @@ PERMANENT = {
     "RegistryRefused",
     "SourceRefused",
     "BuildFailed",
+    "JobFailed",
+    "JobNotRunnable",
+    "SchedulesRefused",
 }
 
 

@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from conveyor.domain.errors import ConveyorError
+from conveyor.domain.jobs import AppJobsInput, JobOutcome, JobRunStatus, LoadCronJobInput, RunJobInput, SyncSchedulesInput
 from conveyor.domain.payloads import (
     ApplyInput,
     AppTarget,
@@ -103,6 +104,8 @@ class Fakes:
         self.events: list[tuple[str, str, str]] = []
         self.plans: dict[str, DeploymentPlan] = {}
         self.targets: dict[str, AppTarget] = {}
+        # What load_cron_job answers, by (app id, entry name).
+        self.cron_jobs: dict[tuple[str, str], RunJobInput] = {}
         # Apps whose DELETE was asked for (app_being_deleted).
         self.deleting: set[str] = set()
         self._script: dict[str, list[Step]] = {}
@@ -194,6 +197,11 @@ class Fakes:
             self.find_built_image,
             self.build_image,
             self.record_build,
+            self.run_job,
+            self.load_cron_job,
+            self.delete_app_jobs,
+            self.sync_schedules,
+            self.delete_app_schedules,
         ]
 
     # --- records.py -------------------------------------------------------------
@@ -284,3 +292,35 @@ class Fakes:
     @activity.defn(name="record_build")
     async def record_build(self, request: RecordBuildInput) -> None:
         return await self._run("record_build", request, lambda: None)
+
+    # --- jobs.py and schedules.py -------------------------------------------------
+
+    @activity.defn(name="run_job")
+    async def run_job(self, request: RunJobInput) -> JobOutcome:
+        return await self._run(
+            "run_job", request, lambda: JobOutcome(run_id=f"run_{request.job.job_name}", status=JobRunStatus.SUCCEEDED, output="done", exit_code=0)
+        )
+
+    @activity.defn(name="load_cron_job")
+    async def load_cron_job(self, request: LoadCronJobInput) -> RunJobInput:
+        def found() -> RunJobInput:
+            run = self.cron_jobs.get((request.app_id, request.name))
+            if run is None:
+                from conveyor.domain.errors import JobNotRunnable
+
+                raise to_application_error(JobNotRunnable(f"no cron entry {request.name}"))
+            return run
+
+        return await self._run("load_cron_job", request, found)
+
+    @activity.defn(name="delete_app_jobs")
+    async def delete_app_jobs(self, request: AppJobsInput) -> list[str]:
+        return await self._run("delete_app_jobs", request, lambda: [])
+
+    @activity.defn(name="sync_schedules")
+    async def sync_schedules(self, request: SyncSchedulesInput) -> list[str]:
+        return await self._run("sync_schedules", request, lambda: [f"created cron-{request.app_id}-{e.name}" for e in request.entries])
+
+    @activity.defn(name="delete_app_schedules")
+    async def delete_app_schedules(self, request: AppJobsInput) -> list[str]:
+        return await self._run("delete_app_schedules", request, lambda: [])

@@ -52,6 +52,8 @@ from workflows.lane import AppLaneWorkflow
 HISTORIES = Path(__file__).parent / "histories"
 KEPT = f"the previous deployment {PREVIOUS} keeps serving"
 # The activities of a release of an image, in order.
+# The app's Schedules and Jobs go first, then its workload, then its records.
+DELETED = ["load_app_target", "delete_app_schedules", "delete_app_jobs", "delete_app_resources", "remove_app"]
 RELEASED = ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", "finish_deployment"]
 
 
@@ -107,7 +109,7 @@ async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_du
     assert fakes.names(deploy.workflow_id) == RELEASED
     assert fakes.names(scale.workflow_id) == ["load_app_target", "scale_deployment", "wait_for_rollout", "record_scale"]
     assert fakes.names(update.workflow_id) == fakes.names(deploy.workflow_id)
-    assert fakes.names(delete.workflow_id) == ["load_app_target", "delete_app_resources", "remove_app"]
+    assert fakes.names(delete.workflow_id) == DELETED
     assert finished(fakes, update.workflow_id) == [("active", None)]
 
 
@@ -139,7 +141,7 @@ async def test_a_delete_supersedes_the_running_release_and_what_waits_and_nothin
     [(status, reason)] = finished(fakes, deploy.workflow_id)
     assert status == "cancelled" and "being deleted" in reason
     assert fakes.names(update.workflow_id) == [] and fakes.names(scale.workflow_id) == []
-    assert fakes.names(delete.workflow_id) == ["load_app_target", "delete_app_resources", "remove_app"]
+    assert fakes.names(delete.workflow_id) == DELETED
 
 
 async def test_a_cancel_by_an_operator_still_restores(client, task_queue):

@@ -240,3 +240,35 @@ class Handoff(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class JobRun(Base):
+    """One run of an app's Job: its release command (at most one per
+    deployment) or a run of a scheduled job (one per Temporal workflow run
+    of its Schedule). Written by the worker as the Job starts and ends; a
+    release command whose run here has succeeded is never run again."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(40), index=True)
+    project_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(20))  # release | cron (conveyor.domain.jobs.JobKind)
+    # The cron entry's name, or "release".
+    name: Mapped[str] = mapped_column(String(63))
+    # The Kubernetes Job: one name per run, so a repeated activity finds its run.
+    job_name: Mapped[str] = mapped_column(String(63), unique=True)
+    # The release whose image (and env) it ran.
+    deployment_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    image_ref: Mapped[str | None] = mapped_column(String(600))
+    command: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"argv": [...]}
+    trigger: Mapped[str] = mapped_column(String(20))  # release | schedule | trigger
+    workflow_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # running | succeeded | failed
+    reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    # The end of the Job's log (conveyor.domain.jobs.tail).
+    output: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -160,6 +160,8 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
         startup=workload.startup,
         resources=workload.resources,
         autoscaling=workload.autoscaling,
+        release_command=workload.release_command,
+        cron=workload.cron,
         limits=settings.project_limits(project.limits),
         processes=release_processes(Workload.of(app.workload), workload, dep.procfile),
         domains=workload.domains,
