@@ -193,12 +193,15 @@ class KubeActivities:
 
     def _uploaded_tls_secrets(self, namespace: str, app_id: str) -> set[str]:
         """The TLS Secrets Conveyor wrote for the app's uploaded certificates, as the cluster has them."""
+        selector = f"{manifests.LABEL_APP_ID}={app_id},{manifests.LABEL_TLS}={manifests.TLS_UPLOADED}"
+        return self._names(lambda: client.CoreV1Api(self.api).list_namespaced_secret(namespace, label_selector=selector), "the app's TLS Secrets")
+
+    def _names(self, listing: Callable[[], Any], what: str) -> set[str]:
+        """The names of the objects a list call finds."""
         try:
-            found = client.CoreV1Api(self.api).list_namespaced_secret(
-                namespace, label_selector=f"{manifests.LABEL_APP_ID}={app_id},{manifests.LABEL_TLS}={manifests.TLS_UPLOADED}"
-            )
+            found = listing()
         except ApiException as exc:
-            raise api_error(exc, "listing the app's TLS Secrets") from None
+            raise api_error(exc, f"listing {what}") from None
         return {item.metadata.name for item in found.items if item.metadata is not None and item.metadata.name}
 
     def _tls_secrets_of(self, namespace: str, slug: str) -> set[str]:
@@ -287,13 +290,8 @@ class KubeActivities:
 
     def _process_deployments(self, namespace: str, app_id: str) -> set[str]:
         """The Deployments of the app's processes other than web, as the cluster has them."""
-        try:
-            found = client.AppsV1Api(self.api).list_namespaced_deployment(
-                namespace, label_selector=f"{manifests.LABEL_APP_ID}={app_id},{manifests.LABEL_PROCESS},{manifests.LABEL_PROCESS}!={WEB}"
-            )
-        except ApiException as exc:
-            raise api_error(exc, "listing the app's process Deployments") from None
-        return {item.metadata.name for item in found.items if item.metadata is not None and item.metadata.name}
+        selector = f"{manifests.LABEL_APP_ID}={app_id},{manifests.LABEL_PROCESS},{manifests.LABEL_PROCESS}!={WEB}"
+        return self._names(lambda: client.AppsV1Api(self.api).list_namespaced_deployment(namespace, label_selector=selector), "the app's process Deployments")
 
     def _delete_scaler(self, namespace: str, name: str) -> None:
         self._delete_if_there(

@@ -23,22 +23,22 @@ def namespace_of(settings) -> str:
     return settings.project_namespace("proj_default")
 
 
-def deployment(kube_api, settings, name: str) -> client.V1Deployment | None:
+def read_or_none(read, name: str, namespace: str):
+    """The object, or None when the cluster has none of that name."""
     try:
-        return client.AppsV1Api(kube_api).read_namespaced_deployment(name, namespace_of(settings))
+        return read(name, namespace)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
+
+
+def deployment(kube_api, settings, name: str) -> client.V1Deployment | None:
+    return read_or_none(client.AppsV1Api(kube_api).read_namespaced_deployment, name, namespace_of(settings))
 
 
 def autoscaler(kube_api, settings, name: str):
-    try:
-        return client.AutoscalingV2Api(kube_api).read_namespaced_horizontal_pod_autoscaler(name, namespace_of(settings))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return read_or_none(client.AutoscalingV2Api(kube_api).read_namespaced_horizontal_pod_autoscaler, name, namespace_of(settings))
 
 
 def process_ready(api, app_id: str, process: str, replicas: int) -> dict:

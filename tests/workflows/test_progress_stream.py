@@ -103,6 +103,18 @@ def assert_whole(events: list[tuple[str, dict]], plan: DeploymentPlan) -> None:
     assert last == dict.fromkeys(STEPS, "done"), events
 
 
+def gated_release(client) -> tuple[Fakes, Rows, DeploymentPlan, Block]:
+    """A release whose begin_deployment waits for the gate, and whose
+    finish_deployment writes its row as the real one does."""
+    fakes, rows = Fakes(client), Rows()
+    plan = deployment(new_app(fakes))
+    rows.rows[plan.deployment_id] = ("deploying", None)
+    gate = Block()
+    fakes.script("begin_deployment", gate)
+    fakes.script("finish_deployment", rows.write)
+    return fakes, rows, plan, gate
+
+
 def finish_until_released(fakes: Fakes, rows: Rows, ended: asyncio.Event, gate: asyncio.Event) -> None:
     """finish_deployment writes the row as the real one does; then it stays
     on until `gate`, with the row ended and the workflow's finalize running."""
@@ -142,12 +154,7 @@ async def test_polls_between_the_row_and_the_workflow_end_do_not_end_the_stream(
 
 
 async def test_a_release_that_runs_between_two_polls_is_sent_whole(client, task_queue):
-    fakes, rows = Fakes(client), Rows()
-    plan = deployment(new_app(fakes))
-    rows.rows[plan.deployment_id] = ("deploying", None)
-    gate = Block()
-    fakes.script("begin_deployment", gate)
-    fakes.script("finish_deployment", rows.write)
+    fakes, rows, plan, gate = gated_release(client)
     hub = SteppedHub(rows)
     async with running_worker(client, task_queue, fakes):
         handle = await start_deploy(client, task_queue, fakes, plan)
@@ -183,12 +190,7 @@ async def test_changes_are_pushed_by_the_workflows_history_not_a_timed_poll(clie
     """With the timed poll minutes away, every step and the end still arrive:
     the hub wakes at each workflow task the history shows, and at its close."""
     monkeypatch.setattr(streams, "WATCHED_POLL_SECONDS", 600.0)
-    fakes, rows = Fakes(client), Rows()
-    plan = deployment(new_app(fakes))
-    rows.rows[plan.deployment_id] = ("deploying", None)
-    gate = Block()
-    fakes.script("begin_deployment", gate)
-    fakes.script("finish_deployment", rows.write)
+    fakes, rows, plan, gate = gated_release(client)
     async with running_worker(client, task_queue, fakes):
         handle = await start_deploy(client, task_queue, fakes, plan)
         # Until the history is watched (it is as soon as the workflow exists), the short poll runs.
