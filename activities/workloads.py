@@ -20,14 +20,16 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
+from conveyor.clients.db.models import RegistryCredential
 from conveyor.clients.db.queries import deployment_status
 from conveyor.clients.db.session import read_scope
 from conveyor.clients.kubernetes import api_client
 from conveyor.clients.payload_codec import load_keyring
-from conveyor.domain import errors, manifests, rollout
+from conveyor.domain import errors, manifests, registry_auth, rollout
 from conveyor.domain.payloads import ApplyInput, DeleteResourcesInput, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
 from conveyor.domain.vocabulary import TERMINAL
 from conveyor.domain.workload import WEB
@@ -169,6 +171,12 @@ class KubeActivities:
     def env_checksum_key(self) -> bytes:
         return load_keyring(self.settings).derive("env-checksum")
 
+    def _docker_config(self, project_id: str) -> str:
+        with read_scope(self.settings.effective_database_url) as session:
+            rows = session.scalars(select(RegistryCredential).where(RegistryCredential.project_id == project_id)).all()
+            credentials = [registry_auth.Credential(row.registry_host, row.username, row.password) for row in rows]
+        return registry_auth.docker_config(credentials)
+
     @activity.defn(name="apply_manifests")
     @concise_errors
     def apply_manifests(self, request: ApplyInput) -> list[str]:
@@ -180,6 +188,8 @@ class KubeActivities:
         # Right after the Namespace: the worker's own rights in it come from these.
         bindings = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
         objects[1:1] = bindings
+        # The namespace's pull Secret, from the project's credentials as they are now.
+        objects.insert(1 + len(bindings), manifests.pull_secret(spec.namespace, self._docker_config(spec.project_id)))
         # A RoleBinding just applied reaches the apiserver's authorizer a
         # moment later: until then the worker's own writes are refused. The
         # first attempt waits a little for that; past it, a missing grant is
