@@ -122,3 +122,17 @@ def test_reads_from_kubernetes_exit_3_while_the_cluster_is_away(cli):
     # `apps show` shows the app all the same.
     shown = cli.ok("apps", "show", app["name"]).stdout
     assert app["id"] in shown and "runtime: unavailable" in shown
+
+
+def test_registry_login_list_and_logout(cli):
+    password = f"pw-{uuid.uuid4().hex}"
+    saved = cli.json("registry", "login", "ghcr.io", "-u", "ci-bot", "--password-stdin", input=password + "\n")
+    assert saved["registry"] == "ghcr.io" and saved["username"] == "ci-bot" and password not in str(saved)
+    again = cli.ok("registry", "login", "ghcr.io", "-u", "other", input=password + "\n")
+    assert "replaced the credential for ghcr.io" in again.stdout
+    listed = cli.ok("registry", "list")
+    assert "ghcr.io" in listed.stdout and "other" in listed.stdout and password not in listed.stdout
+    cli.ok("registry", "logout", "ghcr.io")
+    assert cli.json("registry", "list") == []
+    assert cli.run("registry", "logout", "ghcr.io").exit_code == 2  # none left: the API's 404
+    assert cli.run("registry", "login", "ghcr.io", "-u", "x", role="deployer", input="pw\n").exit_code == 4
