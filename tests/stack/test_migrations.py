@@ -176,3 +176,41 @@ def test_0014_seals_the_env_of_existing_rows_and_they_still_read(fresh_database)
         plain = connection.execute(text("SELECT env FROM deployments")).scalar_one()
         assert (json.loads(plain) if isinstance(plain, str) else plain) == env
     engine.dispose()
+
+
+def test_payload_key_reseal_moves_every_sealed_value_to_the_newest_key(tmp_path):
+    import base64
+    import json
+
+    from click.testing import CliRunner
+
+    from conveyor.cli.main import cli
+    from conveyor.clients.db import sealed
+    from conveyor.clients.db.session import migrate
+    from conveyor.clients.payload_codec import parse_keys
+    from conveyor.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'reseal.db'}"
+    migrate(url)
+    old = f"old:{base64.b64encode(os.urandom(32)).decode()}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO projects (id, name, namespace, created_at) VALUES ('proj_r', 'r', 'conveyor-r', '2025-01-01 00:00:00')"))
+        connection.execute(
+            text("INSERT INTO registry_credentials (id, project_id, registry, username, password, created_by, created_at, updated_at) "
+                 "VALUES ('rc_r', 'proj_r', 'ghcr.io', 'u', :pw, 'test', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"),
+            {"pw": json.dumps(sealed.seal("hunter2", "registry-password", parse_keys(old, "test")))},
+        )
+    new = f"new:{base64.b64encode(os.urandom(32)).decode()}"
+    env = {"CONVEYOR_DATABASE_URL": url, "CONVEYOR_PAYLOAD_KEYS": f"{new},{old}", "CONVEYOR_HOME": str(tmp_path)}
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["payload-key", "reseal"], env=env)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0 and "resealed 1 values with key new" in result.output, result.output
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT password FROM registry_credentials")).scalar_one()
+    stored = json.loads(stored) if isinstance(stored, str) else stored
+    assert stored["kid"] == "new" and sealed.open_sealed(stored, "registry-password", [parse_keys(new, "test")]) == "hunter2"
+    engine.dispose()

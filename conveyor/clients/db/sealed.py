@@ -121,6 +121,27 @@ class Sealed(TypeDecorator[Any]):
 
 # How many rows a migration seals per statement batch.
 BATCH = 500
+# Every sealed column: (table, column, purpose).
+SEALED_COLUMNS = (("apps", "env", "env"), ("deployments", "env", "env"), ("registry_credentials", "password", "registry-password"))
+
+
+def reseal_rows(connection: Any, table: str, column: str, purpose: str, keyring: Keyring) -> int:
+    """Every value of `table.column` sealed with the ring's newest key
+    (`conveyor payload-key reseal`); returns how many changed."""
+    from sqlalchemy import column as sa_column
+    from sqlalchemy import select, update
+    from sqlalchemy import table as sa_table
+
+    rows_table = sa_table(table, sa_column("id"), sa_column(column, JSON))
+    values = rows_table.c[column]
+    changed = 0
+    for row_id, value in connection.execute(select(rows_table.c.id, values).where(values.isnot(None))).all():
+        if is_sealed(value) and value["kid"] == keyring.current.id:
+            continue
+        plain = open_sealed(value, purpose)
+        connection.execute(update(rows_table).where(rows_table.c.id == row_id).values({column: seal(plain, purpose, keyring)}))
+        changed += 1
+    return changed
 
 
 def seal_plaintext_rows(connection: Any, table: str, column: str, purpose: str, keyring: Keyring | None = None) -> int:
