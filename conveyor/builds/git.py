@@ -58,7 +58,8 @@ def git_env(settings: Settings) -> dict[str, str]:
 # What git (curl, ssh) prints when the connection itself failed, in any of its ways.
 _CONNECTION_FAILURE = re.compile(
     r"failed to connect|could not resolve|couldn't connect|connection (refused|reset|timed out|closed)|timed out|"
-    r"ssl|tls|gnutls|certificate|unable to access|no route to host|network is unreachable|could not read from remote",
+    r"\bssl\b|\btls\b|gnutls|certificate (problem|verify)|server certificate|no route to host|network is unreachable|"
+    r"could not read from remote",
     re.IGNORECASE,
 )
 

@@ -181,3 +181,23 @@ def test_a_realm_the_operator_allows_is_asked():
         return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://sso.corp.example/t"'})
 
     assert flow(registry, allowance=egress.parse_allow("sso.corp.example"))[0].status_code == 200
+
+
+def test_git_is_pinned_to_the_checked_address_and_refused_internal_ones(resolver, tmp_path):
+    from conveyor.builds.git import failure_text, pinned_config
+    from conveyor.domain.errors import SourceUnreachable
+
+    settings = Settings(home=tmp_path, registry="127.0.0.1:5300")
+    resolver["git.example.com"] = PUBLIC
+    assert pinned_config(settings, "https://tok@git.example.com/team/app.git") == ["-c", f"http.curloptResolve=git.example.com:443:{PUBLIC}"]
+    assert pinned_config(settings, "git@git.example.com:team/app.git") == []  # ssh: checked, not pinned
+    resolver["rebound.example.com"] = "10.0.0.5"
+    for url in ("https://rebound.example.com/x.git", "ssh://git@rebound.example.com:2222/x.git"):
+        with pytest.raises(OutboundRefused):
+            pinned_config(settings, url)
+    with pytest.raises(SourceUnreachable, match="git host nowhere.example.com is unreachable"):
+        pinned_config(settings, "https://nowhere.example.com/x.git")
+    refused = "fatal: unable to access 'https://git.example.com/x/': Failed to connect to git.example.com port 443: Connection refused"
+    tls = "fatal: unable to access 'https://git.example.com/x/': SSL certificate problem: self-signed certificate"
+    assert failure_text(refused, "https://git.example.com/x") == failure_text(tls, "https://git.example.com/x") == "git host git.example.com is unreachable"
+    assert failure_text("remote: Repository not found.\nfatal: repository not found", "https://git.example.com/x") is None
