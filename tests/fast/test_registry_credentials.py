@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from conveyor.clients.db.session import read_scope
-from tests.support.api_client import assert_422_naming
+from tests.support.api_client import DEMO_IMAGE, assert_422_naming
 from tests.support.in_process import new_project, rows
 
 # Fixed: parameter ids must be the same in every xdist worker.
@@ -87,3 +87,18 @@ def test_bad_input_is_a_422_naming_the_field_without_echoing_it(local, project, 
     assert_422_naming(answer, field, refused=value)
     assert PASSWORD not in answer.text
     assert rows(local.settings) == before
+
+
+def test_env_values_and_replayed_answers_are_sealed_in_the_database(local, project):
+    value = "plain-looking-value-7c1e"
+    app = project.admin.call("POST", "/apps", 201, json={"name": "sealed-env", "image_url": f"{DEMO_IMAGE}:v1", "env": {"REGION_HINT": value}},
+                             headers={"Idempotency-Key": "sealed-1"}).json()
+    assert app["env"] == {"REGION_HINT": value}
+    with read_scope(local.settings.effective_database_url) as session:
+        stored = [str(v) for q in ("SELECT env FROM apps", "SELECT env FROM deployments", "SELECT body FROM idempotency_keys")
+                  for v in session.execute(text(q)).scalars()]
+    assert stored and not any(value in v for v in stored)
+    replay = project.admin.call("POST", "/apps", 201, json={"name": "sealed-env", "image_url": f"{DEMO_IMAGE}:v1", "env": {"REGION_HINT": value}},
+                                headers={"Idempotency-Key": "sealed-1"})
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.json()["env"] == {"REGION_HINT": value}
+    assert project.viewer.call("GET", f"/apps/{app['id']}", 200).json()["env"] == {"REGION_HINT": value}

@@ -14,6 +14,7 @@ from conveyor.domain.ids import utcnow
 # Purposes of sealed columns (bound into their ciphertext).
 ENV = "env"
 REGISTRY_PASSWORD = "registry-password"
+IDEMPOTENT_ANSWER = "idempotent-answer"
 
 
 class Base(DeclarativeBase):
@@ -152,7 +153,9 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(255))
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
-    body: Mapped[dict[str, Any]] = mapped_column()
+    # The first answer, replayed: an app's answer holds its env (masked only
+    # where the key looks secret), so it is sealed like the env itself.
+    body: Mapped[dict[str, Any]] = mapped_column(Sealed(IDEMPOTENT_ANSWER))
     # Keys expire (Settings.idempotency_key_hours); the reconciler prunes them by age.
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
 

@@ -125,7 +125,12 @@ class Sealed(TypeDecorator[Any]):
 # How many rows a migration seals per statement batch.
 BATCH = 500
 # Every sealed column: (table, column, purpose).
-SEALED_COLUMNS = (("apps", "env", "env"), ("deployments", "env", "env"), ("registry_credentials", "password", "registry-password"))
+SEALED_COLUMNS = (
+    ("apps", "env", "env"),
+    ("deployments", "env", "env"),
+    ("registry_credentials", "password", "registry-password"),
+    ("idempotency_keys", "body", "idempotent-answer"),
+)
 
 
 def reseal_rows(connection: Any, table: str, column: str, purpose: str, keyring: Keyring) -> int:

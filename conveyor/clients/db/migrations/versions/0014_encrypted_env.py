@@ -3,7 +3,8 @@
 Revision ID: 0014
 Revises: 0012
 
-Env values (apps.env, deployments.env) were plaintext JSON. Each row becomes
+Env values (apps.env, deployments.env) were plaintext JSON, and so were the
+answers kept for Idempotency-Key replays (which show an app's env). Each row becomes
 an envelope sealed with the payload keyring (conveyor/clients/db/sealed.py),
 so the keyring (CONVEYOR_PAYLOAD_KEYS or the key file) must be available to
 `conveyor db upgrade` when there are rows. The column type stays JSON: a
@@ -21,7 +22,7 @@ down_revision = "0012"
 branch_labels = None
 depends_on = None
 
-SEALED_COLUMNS = (("apps", "env"), ("deployments", "env"))
+SEALED_COLUMNS = (("apps", "env", "env"), ("deployments", "env", "env"), ("idempotency_keys", "body", "idempotent-answer"))
 
 
 def upgrade() -> None:
@@ -39,13 +40,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_registry_credentials_project_id", "registry_credentials", ["project_id"])
     connection = op.get_bind()
-    for table, column in SEALED_COLUMNS:
-        seal_plaintext_rows(connection, table, column, "env")
+    for table, column, purpose in SEALED_COLUMNS:
+        seal_plaintext_rows(connection, table, column, purpose)
 
 
 def downgrade() -> None:
     connection = op.get_bind()
-    for table, column in SEALED_COLUMNS:
-        open_sealed_rows(connection, table, column, "env")
+    for table, column, purpose in SEALED_COLUMNS:
+        open_sealed_rows(connection, table, column, purpose)
     op.drop_index("ix_registry_credentials_project_id", "registry_credentials")
     op.drop_table("registry_credentials")
