@@ -26,13 +26,14 @@ from temporalio.exceptions import CancelledError
 from conveyor.builds import sandbox, sources
 from conveyor.builds.buildah import Buildah
 from conveyor.builds.cache import BuildCache
-from conveyor.builds.git import git_env
+from conveyor.builds.git import failure_text as git_failure_text
+from conveyor.builds.git import git_env, pinned_config
 from conveyor.builds.logs import BuildLogWriter
 from conveyor.builds.recipe import FromRule, base_images, default_dockerfile, mirrored, registry_name
 from conveyor.clients.db.models import Build, Deployment
 from conveyor.clients.db.session import session_scope
 from conveyor.clients.oci_registry import fetch_source, manifest_digest
-from conveyor.domain import images
+from conveyor.domain import egress, images
 from conveyor.domain.errors import (
     BuildFailed,
     BuildInterrupted,
@@ -106,14 +107,20 @@ class BuilderActivities:
             sources.check_repo_url(request.repo_url, self.settings.repo_schemes)
         except sources.UnsafeSource as exc:
             raise SourceRefused(str(exc)) from exc
+        try:
+            pinned = pinned_config(self.settings, request.repo_url)
+        except egress.OutboundRefused as exc:
+            raise SourceRefused(f"the git host of {mask_url_credentials(request.repo_url)} {exc}") from None
         proc = subprocess.run(
-            ["git", "ls-remote", "--", request.repo_url, f"refs/heads/{request.branch}"],
+            ["git", *pinned, "ls-remote", "--", request.repo_url, f"refs/heads/{request.branch}"],
             capture_output=True,
             text=True,
             timeout=60,
             env=git_env(self.settings),
         )
         if proc.returncode != 0:
+            if (uniform := git_failure_text(proc.stderr, request.repo_url)) is not None:
+                raise SourceUnreachable(uniform)
             message = mask_url_credentials(proc.stderr.strip()[-500:], request.repo_url) or ""
             permanent = any(w in message.lower() for w in ("not found", "does not appear", "not a git repository", "denied"))
             failure = SourceRefused if permanent else SourceUnreachable
@@ -146,14 +153,19 @@ class BuilderActivities:
             if not plan.repo_url or not plan.commit:
                 raise BuildFailed("a git build needs its repository URL and commit")
             log(f"==> fetching {mask_url_credentials(plan.repo_url)} at {plan.commit}")
+            try:
+                pinned = pinned_config(self.settings, plan.repo_url)
+            except egress.OutboundRefused as exc:
+                raise BuildFailed(f"the git host {exc}") from None
             for args in (
-                ["git", "clone", "--quiet", "--no-tags", "--", plan.repo_url, str(src)],
+                ["git", *pinned, "clone", "--quiet", "--no-tags", "--", plan.repo_url, str(src)],
                 ["git", "-C", str(src), "checkout", "--quiet", "--detach", plan.commit],
             ):
                 proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=git_env(self.settings))
                 if proc.returncode != 0:
-                    log(mask_url_credentials(proc.stderr.strip(), plan.repo_url) or "")
-                    raise BuildFailed(f"git {args[1] if args[1] != '-C' else args[3]} failed")
+                    uniform = git_failure_text(proc.stderr, plan.repo_url)
+                    log(uniform or mask_url_credentials(proc.stderr.strip(), plan.repo_url) or "")
+                    raise BuildFailed(uniform or f"git {'clone' if 'clone' in args else 'checkout'} failed")
             shutil.rmtree(src / ".git", ignore_errors=True)
         else:
             log("==> unpacking the uploaded source")

@@ -24,12 +24,12 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from conveyor.clients.db.models import AppCertificate
+from conveyor.clients.db.models import AppCertificate, RegistryCredential
 from conveyor.clients.db.queries import deployment_status
 from conveyor.clients.db.session import read_scope
 from conveyor.clients.kubernetes import api_client
 from conveyor.clients.payload_codec import Keyring, load_keyring, unseal
-from conveyor.domain import domains, errors, manifests, rollout
+from conveyor.domain import domains, errors, manifests, registry_auth, rollout
 from conveyor.domain.certificates import certificate_context
 from conveyor.domain.payloads import ApplyInput, DeleteResourcesInput, ReleaseSpec, RolloutInput, RolloutProgress, RolloutResult, ScaleInput
 from conveyor.domain.vocabulary import TERMINAL
@@ -216,6 +216,12 @@ class KubeActivities:
         names = (item.metadata.name for item in found.items if item.metadata is not None)
         return {name for name in names if name is not None and name.startswith(prefix)}
 
+    def _docker_config(self, project_id: str) -> str:
+        with read_scope(self.settings.effective_database_url) as session:
+            rows = session.scalars(select(RegistryCredential).where(RegistryCredential.project_id == project_id)).all()
+            credentials = [registry_auth.Credential(row.registry_host, row.username, row.password) for row in rows]
+        return registry_auth.docker_config(credentials)
+
     @activity.defn(name="apply_manifests")
     @concise_errors
     def apply_manifests(self, request: ApplyInput) -> list[str]:
@@ -230,6 +236,8 @@ class KubeActivities:
         # Right after the Namespace: the worker's own rights in it come from these.
         bindings = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
         objects[1:1] = bindings
+        # The namespace's pull Secret, from the project's credentials as they are now.
+        objects.insert(1 + len(bindings), manifests.pull_secret(spec.namespace, self._docker_config(spec.project_id)))
         # A RoleBinding just applied reaches the apiserver's authorizer a
         # moment later: until then the worker's own writes are refused. The
         # first attempt waits a little for that; past it, a missing grant is

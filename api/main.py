@@ -22,9 +22,10 @@ from api.deps import TemporalConnector
 from api.idempotency import KeyPruner
 from api.limits import BodyLimitMiddleware
 from api.outbox import HandoffReconciler
-from api.routes import apps, audit, builds, codec, deployments, domains, jobs, observe
+from api.routes import apps, audit, builds, codec, deployments, domains, jobs, observe, registry_credentials
 from api.streams import ProgressHub, StreamSlots
 from conveyor.clients import telemetry
+from conveyor.clients.db import sealed
 from conveyor.clients.db.queries import ensure_default_project, handoff_backlog
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool, session_scope
 from conveyor.clients.payload_codec import EncryptionCodec, load_keyring
@@ -35,7 +36,10 @@ from conveyor.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 # Every router mounted under API_PREFIX (the project-isolation test walks them).
-ROUTERS = (apps.router, deployments.router, audit.router, observe.router, builds.router, domains.router, codec.router, jobs.router)
+ROUTERS = (
+    apps.router, deployments.router, audit.router, observe.router, builds.router, domains.router, codec.router, jobs.router,
+    registry_credentials.router,
+)
 
 
 # Fields whose parts are named by the schema, never by the caller: a 422
@@ -89,6 +93,8 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
         to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         await to_thread.run_sync(prepare_database)
         app.state.codec = EncryptionCodec(await to_thread.run_sync(load_keyring, settings))
+        # The same ring seals env values and registry passwords at rest.
+        sealed.use_keyring(app.state.codec.keyring)
         background = [
             asyncio.create_task(app.state.handoff.run_forever(), name="handoff-reconciler"),
             asyncio.create_task(KeyPruner(settings).run_forever(), name="idempotency-key-pruner"),

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
-from conveyor.domain import images
+from conveyor.domain import images, registry_auth
 from conveyor.domain.commands import CommandField, CronEntries
 from conveyor.domain.domains import Domains
 from conveyor.domain.workload import MAX_PROCESSES, Autoscaling, Probe, Process, ProcessName, Resources
@@ -424,3 +424,48 @@ class JobRunPublic(BaseModel):
 class TriggeredRun(BaseModel):
     name: str
     schedule_id: str = Field(description="The Temporal Schedule that starts the run (Web UI: Schedules)")
+
+
+def _check_registry(value: str) -> str:
+    try:
+        return registry_auth.registry_key(value)
+    except registry_auth.InvalidRegistry as exc:
+        raise ValueError(f"not a registry host: {exc}") from None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+
+
+def _check_username(value: str) -> str:
+    if _CONTROL.search(value) or ":" in value:
+        raise ValueError("must be one line without control characters or ':'")
+    return value
+
+
+def _check_password(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must be one line without control characters")
+    return value
+
+
+class RegistryCredentialCreate(BaseModel):
+    """A project's login to one registry; a second one for the same registry replaces it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registry: Annotated[StrictStr, Field(min_length=1, max_length=300), AfterValidator(_check_registry)] = Field(
+        description="host or host:port (docker.io for Docker Hub)"
+    )
+    username: Annotated[StrictStr, Field(min_length=1, max_length=registry_auth.MAX_USERNAME), AfterValidator(_check_username)]
+    password: Annotated[StrictStr, Field(min_length=1, max_length=registry_auth.MAX_PASSWORD), AfterValidator(_check_password)] = Field(
+        description="password or token; stored encrypted, never shown again"
+    )
+
+
+class RegistryCredentialPublic(BaseModel):
+    id: str = Field(description="rc_…")
+    registry: str
+    username: str
+    created_by: str
+    created_at: str
+    updated_at: str

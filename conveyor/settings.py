@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     # Registry and builder
     registry: str = "127.0.0.1:5000"
     registry_insecure: bool = True
+    # PEM certificates (*.pem) of CAs that registries' TLS is trusted with
+    # besides the system's: a private registry's CA (default <home>/registry-ca).
+    registry_ca_dir: Path | None = None
+    # Hosts, host:port or CIDRs the worker may reach for registries and git
+    # although they are (or resolve to) loopback, private, shared or
+    # link-local addresses (comma-separated). The platform's own registry and
+    # the hosts named by the certificates of the CA directories are allowed
+    # without being listed.
+    outbound_allow: str = ""
 
     # Database: SQLite under `home` unless a URL is given (PostgreSQL:
     # postgresql+psycopg://user:pass@host/db).
@@ -245,6 +254,14 @@ class Settings(BaseSettings):
                 raise ValueError("must be comma-separated IPv4 networks (the build network has no IPv6)")
         return value
 
+    @field_validator("outbound_allow")
+    @classmethod
+    def _outbound_allow(cls, value: str) -> str:
+        from conveyor.domain.egress import parse_allow
+
+        parse_allow(value)
+        return value
+
     @property
     def redirect_annotations(self) -> list[str]:
         return [name.strip() for name in self.ingress_redirect_annotations.split(",") if name.strip()]
@@ -310,6 +327,10 @@ class Settings(BaseSettings):
     @property
     def effective_git_ca_dir(self) -> Path:
         return self.git_ca_dir or self.home / "git-ca"
+
+    @property
+    def effective_registry_ca_dir(self) -> Path:
+        return self.registry_ca_dir or self.home / "registry-ca"
 
     @property
     def admin_token_file(self) -> Path:

@@ -23,7 +23,9 @@ from activities.records import RecordActivities
 from activities.schedules import ScheduleActivities
 from activities.workloads import KubeActivities, ProgressReporter
 from conveyor.clients import telemetry
+from conveyor.clients.db import sealed
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool
+from conveyor.clients.payload_codec import load_keyring
 from conveyor.clients.temporal_client import connect
 from conveyor.domain.payloads import RolloutProgress
 from conveyor.heap import freeze_startup_heap
@@ -137,6 +139,8 @@ async def run(settings: Settings) -> None:
         await asyncio.to_thread(check_schema, settings.effective_database_url)
     except SchemaOutdated as exc:
         raise SystemExit(f"conveyor worker: {exc}") from None
+    # Env values and registry passwords are sealed at rest with the payload keyring.
+    sealed.use_keyring(await asyncio.to_thread(load_keyring, settings))
     tracer = telemetry.tracer_provider("conveyor-worker", settings)
     client = await connect(settings, [telemetry.temporal_interceptor(tracer)])
     stop = asyncio.Event()

@@ -172,7 +172,7 @@ class DeployWorkflow:
                 self._step("resolve", "running", plan.image or "")
                 resolved: ResolvedImage = await workflow.execute_activity_method(
                     RegistryActivities.resolve_image_digest,
-                    ResolveImageInput(image=plan.image or ""),
+                    ResolveImageInput(image=plan.image or "", project_id=plan.project_id),
                     summary=f"resolve {plan.image}",
                     **self._work(REGISTRY),
                 )

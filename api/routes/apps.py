@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from api.deps import Admin, Deployer, SessionDep, SettingsDep, TemporalConnectorDep, Viewer, read_off_loop
@@ -53,6 +54,8 @@ def list_apps(
     description="Creates the app and, for image apps, starts its first deployment.",
 )
 async def create_app(body: AppCreate, m: MutationDep, caller: Admin) -> Any:
+    # What the caller named (a template's image is the operator's choice; the worker checks it too).
+    await run_in_threadpool(services.check_outbound, m.settings, body.image_url, body.repo_url)
     body = services.with_template(m.settings, body)
     return await m.run(caller, services.create, m.settings, body)
 
@@ -81,6 +84,7 @@ async def update_app(app_id: str, body: AppUpdate, m: MutationDep, caller: Deplo
     for field in ("port", "replicas"):
         if field in given and given[field] is None:
             raise services.unprocessable(field, "may not be null")
+    await run_in_threadpool(services.check_outbound, m.settings, given.get("image_url"), None)
     return await m.run(caller, services.update, m.settings, app_id, given)
 
 

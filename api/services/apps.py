@@ -35,9 +35,10 @@ from api.services.releases import (
 from api.templates import catalogue
 from api.unit_of_work import Answer
 from conveyor.builds import sources
+from conveyor.clients import outbound
 from conveyor.clients.db.models import App, AppDomain, Deployment, Handoff, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, in_flight
-from conveyor.domain import manifests
+from conveyor.domain import egress, images, manifests
 from conveyor.domain.domains import under
 from conveyor.domain.ids import iso, new_id, utcnow
 from conveyor.domain.payloads import Operation
@@ -181,6 +182,32 @@ def check_repo_url(settings: Settings, url: str | None) -> None:
         sources.check_repo_url(url, settings.repo_schemes)
     except sources.UnsafeSource as exc:
         raise unprocessable("repo_url", str(exc)) from exc
+
+
+def check_outbound(settings: Settings, image_url: str | None, repo_url: str | None) -> None:
+    """The egress policy where the name is given: an image's registry or a git
+    host that is an address Conveyor does not connect to (an IP literal in a
+    loopback, private, shared or link-local range, or a `localhost` name) is
+    a 422 naming the field. Names are resolved, and checked again, by the
+    worker when it connects. Blocking (reads the CA directories)."""
+    if image_url is None and repo_url is None:
+        return
+    policy = outbound.policy(settings)
+    try:
+        if image_url is not None:
+            registry = images.parse(image_url).registry
+            host, port = egress.split_host_port(registry)
+            try:
+                policy.check_named(egress.Purpose.REGISTRY, host, port)
+            except egress.OutboundRefused as exc:
+                raise unprocessable("image_url", f"the registry {exc}") from None
+        if repo_url is not None and (where := egress.repo_host(repo_url)) is not None:
+            try:
+                policy.check_named(egress.Purpose.GIT, *where)
+            except egress.OutboundRefused as exc:
+                raise unprocessable("repo_url", f"the git host {exc}") from None
+    except images.InvalidImageReference:
+        return  # the schema refused it already
 
 
 def workload_of(body: AppCreate) -> Workload:

@@ -5,12 +5,22 @@ private CAs beside the system's."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import ssl
 import threading
 from pathlib import Path
 
+import httpx
+
+from conveyor.clients import outbound
+from conveyor.domain import egress
+from conveyor.domain.errors import SourceUnreachable
+from conveyor.domain.redact import mask_url_credentials
 from conveyor.settings import Settings
+
+log = logging.getLogger(__name__)
 
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1"}
 GIT_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "GIT_SSL_CAINFO", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
@@ -43,3 +53,42 @@ def git_env(settings: Settings) -> dict[str, str]:
         partial.replace(target)
     env["GIT_SSL_CAINFO"] = str(target)
     return env
+
+
+# What git (curl, ssh) prints when the connection itself failed, in any of its ways.
+_CONNECTION_FAILURE = re.compile(
+    r"failed to connect|could not resolve|couldn't connect|connection (refused|reset|timed out|closed)|timed out|"
+    r"\bssl\b|\btls\b|gnutls|certificate (problem|verify)|server certificate|no route to host|network is unreachable|"
+    r"could not read from remote",
+    re.IGNORECASE,
+)
+
+
+def pinned_config(settings: Settings, url: str) -> list[str]:
+    """`git -c` options that make git connect only where the egress policy
+    allows: the repository's host is resolved and every address checked
+    (OutboundRefused otherwise), and for HTTPS curl is given the checked
+    address, so a second lookup cannot lead elsewhere. An unresolvable host is
+    SourceUnreachable with the uniform message."""
+    where = egress.repo_host(url)
+    if where is None:
+        return []
+    host, port = where
+    try:
+        address = outbound.checked_address(outbound.policy(settings), egress.Purpose.GIT, host, port or 443)
+    except httpx.ConnectError:
+        raise SourceUnreachable(f"git host {host} {egress.UNREACHABLE}") from None
+    if not url.lower().startswith("https://") or egress.parse_ip(host) is not None:
+        return []
+    pinned = f"[{address}]" if address.version == 6 else str(address)
+    return ["-c", f"http.curloptResolve={host}:{port or 443}:{pinned}"]
+
+
+def failure_text(stderr: str, url: str) -> str | None:
+    """The uniform message when git could not connect (the detail goes to the
+    worker's log only); None when the server answered and git says what it said."""
+    if not _CONNECTION_FAILURE.search(stderr):
+        return None
+    where = egress.repo_host(url)
+    log.info("git %s: %s", mask_url_credentials(url), mask_url_credentials(stderr.strip()[-500:], url))
+    return f"git host {where[0] if where else 'of the repository'} {egress.UNREACHABLE}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from conveyor.cli import apps, deploy, deployments, env, login, observe, operator
+from conveyor.cli import apps, deploy, deployments, env, login, observe, operator, registry
 from conveyor.cli.errors import ExitCode
 from conveyor.cli.invocation import Invocation, global_options
 
@@ -71,6 +71,7 @@ for command in (
     apps.apps,
     deploy.deploy,
     env.env,
+    registry.registry,
     deployments.deployments,
     observe.logs,
     observe.build_log,

@@ -177,4 +177,26 @@ def payload_key_rotate() -> None:
     click.echo(f"key {key_id} added first in {path}; restart the worker and the API (conveyor down && conveyor up)")
 
 
+@payload_key.command("reseal")
+def payload_key_reseal() -> None:
+    """Seal every env value and registry password in the database again with
+    the newest key (after a rotation, before an old key is removed)."""
+    from conveyor.clients.db import sealed
+    from conveyor.clients.db.session import engine_for
+    from conveyor.clients.payload_codec import PayloadKeyError, load_keyring
+
+    settings = get_settings()
+    try:
+        keyring = load_keyring(settings)
+        sealed.use_keyring(keyring)
+        with engine_for(settings.effective_database_url).begin() as connection:
+            count = sum(
+                sealed.reseal_rows(connection, table, column, purpose, keyring)
+                for table, column, purpose in sealed.SEALED_COLUMNS
+            )
+    except PayloadKeyError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"resealed {count} values with key {keyring.current.id}")
+
+
 COMMANDS = (db, token, project, payload_key)

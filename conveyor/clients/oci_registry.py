@@ -1,5 +1,6 @@
-"""The one client of the OCI distribution HTTP API: manifest digests, anonymous
-pull tokens, and uploaded sources stored as OCI artifacts.
+"""The one client of the OCI distribution HTTP API: manifest digests, the
+token flow (Basic, and Bearer from a 401's realm, with a project's
+credentials), and uploaded sources stored as OCI artifacts.
 
 Uploaded tarballs live in the platform's registry, not on any process's disk,
 so every worker can read what any API replica received. Each is a blob
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from conveyor.domain import egress, registry_auth
 from conveyor.domain.errors import RegistryRefused, RegistryUnreachable
 from conveyor.settings import Settings
 
@@ -46,19 +48,70 @@ def base_url(settings: Settings, registry: str | None = None) -> str:
     return f"{'http' if insecure else 'https'}://{registry}"
 
 
-def bearer_token(client: httpx.Client, challenge: str, repository: str) -> str | None:
-    """Anonymous pull token for registries that answer 401 with a Bearer challenge."""
-    if not challenge.lower().startswith("bearer "):
-        return None
-    fields = dict(part.split("=", 1) for part in challenge[7:].replace('"', "").split(",") if "=" in part)
-    realm = fields.pop("realm", None)
-    if not realm:
-        return None
-    params = {"service": fields.get("service", ""), "scope": f"repository:{repository}:pull"}
-    response = client.get(realm, params=params)
-    response.raise_for_status()
-    body = response.json()
-    return body.get("token") or body.get("access_token")
+class RealmRefused(RegistryRefused):
+    """A registry's 401 named a token realm Conveyor does not send credentials to."""
+
+
+def _realm(settings: Settings, registry: str, challenge: registry_auth.Challenge, allowance: egress.Allowance) -> httpx.URL:
+    """The challenge's realm, if it may be asked: https (plain http only for
+    the platform's own insecure registry), on the registry's own host, its
+    domain, or a host the operator allows."""
+    try:
+        realm = httpx.URL(challenge.realm or "")
+    except httpx.InvalidURL:
+        raise RealmRefused(f"registry {registry} named a token realm that is not a URL") from None
+    registry_host, _ = egress.split_host_port(registry)
+    insecure = base_url(settings, registry).startswith("http://")
+    if realm.scheme != "https" and not (insecure and realm.scheme == "http"):
+        raise RealmRefused(f"registry {registry} named a token realm that is not https; Conveyor does not send credentials to it")
+    if not egress.realm_allowed(realm.host, registry_host, allowance, realm.port):
+        raise RealmRefused(
+            f"registry {registry} named a token realm on another host; Conveyor asks only the registry's own host "
+            "(or its domain) for tokens, unless an operator allows the realm's host in CONVEYOR_OUTBOUND_ALLOW"
+        )
+    return realm
+
+
+def authorized_head(
+    settings: Settings,
+    client: httpx.Client,
+    registry: str,
+    repository: str,
+    url: str,
+    headers: dict[str, str],
+    credential: registry_auth.Credential | None,
+    allowance: egress.Allowance,
+) -> httpx.Response:
+    """HEAD `url` by the distribution spec's token flow: anonymously first;
+    on a 401, again with Basic (a `Basic` challenge) or with a token from the
+    challenge's realm (`Bearer`), asked with the credential's Basic auth when
+    there is one. Nothing is sent to a realm `_realm` refuses."""
+    response = client.head(url, headers=headers)
+    if response.status_code != 401:
+        return response
+    challenge = registry_auth.parse_challenge(response.headers.get("www-authenticate", ""))
+    if challenge is None:
+        return response
+    basic = registry_auth.basic_authorization(credential.username, credential.password) if credential else None
+    if challenge.scheme == "basic":
+        return client.head(url, headers={**headers, "Authorization": basic}) if basic else response
+    realm = _realm(settings, registry, challenge, allowance)
+    params = {"scope": registry_auth.token_scope(repository, challenge)}
+    if service := challenge.params.get("service"):
+        params["service"] = service
+    answer = client.get(realm.copy_merge_params(params), headers={"Authorization": basic} if basic else {})
+    if answer.status_code in (401, 403):
+        return answer
+    if answer.status_code >= 500 or answer.status_code == 429:
+        raise RegistryUnreachable(f"registry {registry} answered {answer.status_code} for a token")
+    try:
+        body = answer.json()
+        token = body.get("token") or body.get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if answer.status_code != 200 or not isinstance(token, str) or not token:
+        raise RegistryRefused(f"registry {registry} gave no token (HTTP {answer.status_code})")
+    return client.head(url, headers={**headers, "Authorization": f"Bearer {token}"})
 
 
 def manifest_digest(settings: Settings, repository: str, reference: str) -> str | None:

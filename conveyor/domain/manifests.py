@@ -28,6 +28,8 @@ LABEL_TLS = "conveyor.dev/tls"
 TLS_UPLOADED = "uploaded"
 CONTAINER = "app"
 SERVICE_PORT = 80
+# One per app namespace (a project's): its registry credentials, which every pod pulls with.
+PULL_SECRET = "conveyor-registry"
 
 
 def env_secret_name(slug: str) -> str:
@@ -37,6 +39,20 @@ def env_secret_name(slug: str) -> str:
 def env_config_map_name(slug: str) -> str:
     """Where env lived before it moved to a Secret; removed once a rollout no longer needs it."""
     return f"{slug}-env"
+
+
+def pull_secret(namespace: str, docker_config_json: str) -> dict[str, Any]:
+    """The namespace's `kubernetes.io/dockerconfigjson` Secret (built by the
+    apply activity from the project's credentials, read from the database:
+    they never travel in a workflow's payloads). Shared by the project's apps,
+    so it carries no app's labels and an app's delete leaves it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": PULL_SECRET, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(docker_config_json.encode()).decode()},
+    }
 
 
 def labels(spec: ReleaseSpec) -> dict[str, str]:
@@ -270,7 +286,7 @@ def deployment(spec: ReleaseSpec, view: ProcessView, pod_annotations: dict[str, 
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
             "template": {
                 "metadata": {"labels": pod_labels(spec, view), "annotations": pod_annotations},
-                "spec": {"containers": [container], "enableServiceLinks": False},
+                "spec": {"containers": [container], "enableServiceLinks": False, "imagePullSecrets": [{"name": PULL_SECRET}]},
             },
         },
     }

@@ -126,6 +126,9 @@ class DeploymentPlan(BaseModel):
 
 class ResolveImageInput(BaseModel):
     image: str
+    # Whose registry credentials to resolve with (the activity reads them
+    # from the database; None in histories from before credentials).
+    project_id: str | None = None
 
 
 class ResolvedImage(BaseModel):

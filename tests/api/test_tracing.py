@@ -34,7 +34,7 @@ async def test_one_trace_spans_api_workflow_activities_and_kubernetes(platform, 
             response = http.post(
                 "/api/v1/apps",
                 headers=headers,
-                json={"name": f"traced-{uuid.uuid4().hex[:6]}", "image_url": "127.0.0.1:5000/demo/web:v1"},
+                json={"name": f"traced-{uuid.uuid4().hex[:6]}", "image_url": f"{settings.registry}/demo/web:v1"},
             )
             assert response.status_code == 201, response.text
             trace_id = response.headers["X-Trace-Id"]

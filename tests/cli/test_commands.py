@@ -144,3 +144,17 @@ def test_domains_are_listed_added_and_removed_and_a_certificate_uploaded_from_fi
     assert cli.run("apps", "certificate", app["name"], "shop.example.com").exit_code == 2
     cli.ok("apps", "certificate", app["name"], "shop.example.com", "--delete")
     assert "none" in cli.ok("apps", "domains", app["name"]).stdout
+
+
+def test_registry_login_list_and_logout(cli):
+    password = f"pw-{uuid.uuid4().hex}"
+    saved = cli.json("registry", "login", "ghcr.io", "-u", "ci-bot", "--password-stdin", input=password + "\n")
+    assert saved["registry"] == "ghcr.io" and saved["username"] == "ci-bot" and password not in str(saved)
+    again = cli.ok("registry", "login", "ghcr.io", "-u", "other", input=password + "\n")
+    assert "replaced the credential for ghcr.io" in again.stdout
+    listed = cli.ok("registry", "list")
+    assert "ghcr.io" in listed.stdout and "other" in listed.stdout and password not in listed.stdout
+    cli.ok("registry", "logout", "ghcr.io")
+    assert cli.json("registry", "list") == []
+    assert cli.run("registry", "logout", "ghcr.io").exit_code == 2  # none left: the API's 404
+    assert cli.run("registry", "login", "ghcr.io", "-u", "x", role="deployer", input="pw\n").exit_code == 4

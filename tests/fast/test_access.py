@@ -32,7 +32,7 @@ def needs_temporal(method: str, template: str) -> bool:
 
 
 def concrete(template: str, app_id: str = "app_000000000000", deployment_id: str = "dep_000000000000") -> str:
-    return template.format(app_id=app_id, deployment_id=deployment_id, domain="shop.example.com", run_id="run_000000000000", name="nightly")
+    return template.format(app_id=app_id, deployment_id=deployment_id, domain="shop.example.com", run_id="run_000000000000", name="nightly", credential="rc_000000000000")
 
 
 @pytest.mark.parametrize(

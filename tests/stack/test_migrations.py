@@ -121,3 +121,96 @@ def test_build_logs_written_as_files_before_0007_are_read_from_rows_after_it(tmp
     with read_scope(url) as session:
         chunks = logs.chunks_after(session, "bld_old", -1)
     assert "".join(text for _, text in chunks) == "==> unpacking the uploaded source\nstep one\n==> pushed x@sha256:00\n"
+
+
+def test_0014_seals_the_env_of_existing_rows_and_they_still_read(fresh_database):
+    import base64
+    import json
+
+    from conveyor.clients.db import sealed
+    from conveyor.clients.db.models import App, Deployment
+    from conveyor.clients.db.session import read_scope, session_scope
+    from conveyor.clients.payload_codec import parse_keys
+
+    url = fresh_database
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    env = {"API_TOKEN": secret, "GREETING": "hello"}
+    command.upgrade(alembic_config(url), "0012")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO projects (id, name, namespace, created_at) VALUES ('proj_m', 'm', 'conveyor-m', '2025-01-01 00:00:00')"))
+        connection.execute(
+            text(
+                "INSERT INTO apps (id, project_id, name, slug, source_type, port, replicas, env, progress_deadline_seconds, status, "
+                "delete_attempts, created_at, updated_at) VALUES ('app_m', 'proj_m', 'm', 'm', 'image', 8080, 1, :env, 600, 'running', 0, "
+                "'2025-01-01 00:00:00', '2025-01-01 00:00:00')"
+            ),
+            {"env": json.dumps(env)},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO deployments (id, app_id, number, operation, status, env, port, workflow_id, created_by, created_at) "
+                "VALUES ('dep_m', 'app_m', 1, 'deploy', 'active', :env, 8080, 'deploy-dep_m', 'test', '2025-01-01 00:00:00')"
+            ),
+            {"env": json.dumps(env)},
+        )
+    keyring = parse_keys(f"mig:{base64.b64encode(os.urandom(32)).decode()}", "test")
+    sealed.use_keyring(keyring)
+    command.upgrade(alembic_config(url), "head")
+    with engine.connect() as connection:
+        # SQLite gives the JSON text, PostgreSQL the value.
+        stored = [v if isinstance(v, str) else json.dumps(v) for v in connection.execute(text("SELECT env FROM apps UNION ALL SELECT env FROM deployments")).scalars()]
+    assert len(stored) == 2 and all(secret not in v and "hello" not in v and "$sealed" in v and '"mig"' in v for v in stored), stored
+    with read_scope(url) as session:
+        assert session.get(App, "app_m").env == env and session.get(Deployment, "dep_m").env == env
+    # A second run (or a row already sealed by a newer process) changes nothing; a write seals again.
+    with engine.begin() as connection:
+        assert sealed.seal_plaintext_rows(connection, "apps", "env", "env") == 0
+    with session_scope(url) as session:
+        session.get(App, "app_m").env = {**env, "MORE": "x"}
+    with read_scope(url) as session:
+        assert session.get(App, "app_m").env["MORE"] == "x"
+    # The downgrade puts plaintext back.
+    command.downgrade(alembic_config(url), "0012")
+    with engine.connect() as connection:
+        plain = connection.execute(text("SELECT env FROM deployments")).scalar_one()
+        assert (json.loads(plain) if isinstance(plain, str) else plain) == env
+    engine.dispose()
+
+
+def test_payload_key_reseal_moves_every_sealed_value_to_the_newest_key(tmp_path):
+    import base64
+    import json
+
+    from click.testing import CliRunner
+
+    from conveyor.cli.main import cli
+    from conveyor.clients.db import sealed
+    from conveyor.clients.db.session import migrate
+    from conveyor.clients.payload_codec import parse_keys
+    from conveyor.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'reseal.db'}"
+    migrate(url)
+    old = f"old:{base64.b64encode(os.urandom(32)).decode()}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO projects (id, name, namespace, created_at) VALUES ('proj_r', 'r', 'conveyor-r', '2025-01-01 00:00:00')"))
+        connection.execute(
+            text("INSERT INTO registry_credentials (id, project_id, registry, username, password, created_by, created_at, updated_at) "
+                 "VALUES ('rc_r', 'proj_r', 'ghcr.io', 'u', :pw, 'test', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"),
+            {"pw": json.dumps(sealed.seal("hunter2", "registry-password", parse_keys(old, "test")))},
+        )
+    new = f"new:{base64.b64encode(os.urandom(32)).decode()}"
+    env = {"CONVEYOR_DATABASE_URL": url, "CONVEYOR_PAYLOAD_KEYS": f"{new},{old}", "CONVEYOR_HOME": str(tmp_path)}
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["payload-key", "reseal"], env=env)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0 and "resealed 1 values with key new" in result.output, result.output
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT password FROM registry_credentials")).scalar_one()
+    stored = json.loads(stored) if isinstance(stored, str) else stored
+    assert stored["kid"] == "new" and sealed.open_sealed(stored, "registry-password", [parse_keys(new, "test")]) == "hunter2"
+    engine.dispose()

@@ -40,7 +40,7 @@ from conveyor.domain.ids import utcnow
 from conveyor.domain.payloads import DeleteFailedInput, FinishDeploymentInput, RemoveAppInput
 from conveyor.domain.vocabulary import DeploymentStatus
 from conveyor.settings import Settings
-from tests.support.api_client import Api
+from tests.support.api_client import DEMO_IMAGE, Api
 
 # The host the app sees in TestClient's requests (sign-in checks the Origin against it).
 BASE_URL = "http://testserver"
@@ -67,6 +67,8 @@ def settings_for(home: Path) -> Settings:
         registry=f"127.0.0.1:{closed_port()}",
         kubeconfig=home / "no-cluster" / "kubeconfig",
         payload_keys=SecretStr(f"fast:{key}"),
+        # The tests' images name the platform's registry (DEMO_IMAGE), a loopback address.
+        outbound_allow=DEMO_IMAGE.rsplit("/", 2)[0],
         otlp_endpoint=None,
         upload_max_bytes=UPLOAD_MAX_BYTES,
         # Only the hand-off right after a request is tried (and fails at once);

@@ -106,3 +106,15 @@ def test_env_change_changes_the_pod_template_and_restart_adds_its_annotation():
 
 def test_rendering_is_deterministic():
     assert render(spec()) == render(spec())
+
+
+def test_every_process_pulls_with_the_namespaces_pull_secret():
+    from conveyor.domain.workload import Process
+
+    objects = manifests.render(spec(processes={"worker": Process(command=["w"])}), b"k" * 32)
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for deployment in deployments:
+        assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": manifests.PULL_SECRET}]
+    # The Secret itself is the apply activity's (from the database), never the release's.
+    assert not any(o["kind"] == "Secret" and o["metadata"]["name"] == manifests.PULL_SECRET for o in objects)

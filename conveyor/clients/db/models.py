@@ -8,7 +8,13 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from conveyor.clients.db.sealed import Sealed
 from conveyor.domain.ids import utcnow
+
+# Purposes of sealed columns (bound into their ciphertext).
+ENV = "env"
+REGISTRY_PASSWORD = "registry-password"
+IDEMPOTENT_ANSWER = "idempotent-answer"
 
 
 class Base(DeclarativeBase):
@@ -61,7 +67,8 @@ class App(Base):
     build_command: Mapped[str | None] = mapped_column(Text)
     port: Mapped[int] = mapped_column(Integer)
     replicas: Mapped[int] = mapped_column(Integer)
-    env: Mapped[dict[str, str]] = mapped_column(default=dict)
+    # Sealed at rest (conveyor/clients/db/sealed.py); plaintext rows from before 0014 still read.
+    env: Mapped[dict[str, str]] = mapped_column(Sealed(ENV), default=dict)
     template_id: Mapped[str | None] = mapped_column(String(100))
     progress_deadline_seconds: Mapped[int] = mapped_column(Integer)
     # Health checks and resources as asked for (conveyor.domain.workload.Workload).
@@ -131,7 +138,7 @@ class Deployment(Base):
     # A config change: the deployment whose image it reuses. When it starts,
     # it takes the image of whatever deployment is active then instead.
     image_from: Mapped[str | None] = mapped_column(String(40))
-    env: Mapped[dict[str, str]] = mapped_column(default=dict)
+    env: Mapped[dict[str, str]] = mapped_column(Sealed(ENV), default=dict)
     port: Mapped[int] = mapped_column(Integer)
     replicas: Mapped[int | None] = mapped_column(Integer)
     # The app's health checks and resources as this release renders them.
@@ -181,7 +188,9 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(255))
     request_fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
-    body: Mapped[dict[str, Any]] = mapped_column()
+    # The first answer, replayed: an app's answer holds its env (masked only
+    # where the key looks secret), so it is sealed like the env itself.
+    body: Mapped[dict[str, Any]] = mapped_column(Sealed(IDEMPOTENT_ANSWER))
     # Keys expire (Settings.idempotency_key_hours); the reconciler prunes them by age.
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
 
@@ -221,6 +230,24 @@ class BuildLogChunk(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class RegistryCredential(Base):
+    """A project's login to one registry: digests are resolved with it, and its
+    pods pull with it (the namespace's `conveyor-registry` Secret). The
+    password is sealed at rest and never leaves the API or the worker."""
+
+    __tablename__ = "registry_credentials"
+    __table_args__ = (UniqueConstraint("project_id", "registry", name="uq_registry_credentials_project_registry"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    registry_host: Mapped[str] = mapped_column("registry", String(300))
+    username: Mapped[str] = mapped_column(String(255))
+    password: Mapped[str] = mapped_column(Sealed(REGISTRY_PASSWORD))
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
 
 
 class Handoff(Base):
