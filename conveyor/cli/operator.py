@@ -179,8 +179,9 @@ def payload_key_rotate() -> None:
 
 @payload_key.command("reseal")
 def payload_key_reseal() -> None:
-    """Seal every env value and registry password in the database again with
-    the newest key (after a rotation, before an old key is removed)."""
+    """Seal every env value, registry password and certificate key in the
+    database again with the newest key (after a rotation, before an old key
+    is removed)."""
     from conveyor.clients.db import sealed
     from conveyor.clients.db.session import engine_for
     from conveyor.clients.payload_codec import PayloadKeyError, load_keyring
@@ -194,6 +195,7 @@ def payload_key_reseal() -> None:
                 sealed.reseal_rows(connection, table, column, purpose, keyring)
                 for table, column, purpose in sealed.SEALED_COLUMNS
             )
+            count += sealed.reseal_certificate_keys(connection, keyring)
     except PayloadKeyError as exc:
         raise CliError(str(exc)) from exc
     click.echo(f"resealed {count} values with key {keyring.current.id}")

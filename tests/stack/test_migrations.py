@@ -187,7 +187,8 @@ def test_payload_key_reseal_moves_every_sealed_value_to_the_newest_key(tmp_path)
     from conveyor.cli.main import cli
     from conveyor.clients.db import sealed
     from conveyor.clients.db.session import migrate
-    from conveyor.clients.payload_codec import parse_keys
+    from conveyor.clients.payload_codec import parse_keys, seal, unseal
+    from conveyor.domain.certificates import certificate_context
     from conveyor.settings import get_settings
 
     url = f"sqlite:///{tmp_path / 'reseal.db'}"
@@ -201,6 +202,16 @@ def test_payload_key_reseal_moves_every_sealed_value_to_the_newest_key(tmp_path)
                  "VALUES ('rc_r', 'proj_r', 'ghcr.io', 'u', :pw, 'test', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"),
             {"pw": json.dumps(sealed.seal("hunter2", "registry-password", parse_keys(old, "test")))},
         )
+        # An uploaded certificate's key, sealed bound to its app and domain.
+        connection.execute(text(
+            "INSERT INTO apps (id, project_id, name, slug, source_type, port, replicas, env, progress_deadline_seconds, status, created_at, updated_at, delete_attempts) "
+            "VALUES ('app_r', 'proj_r', 'r', 'r', 'image', 8080, 1, '{}', 600, 'running', '2025-01-01 00:00:00', '2025-01-01 00:00:00', 0)"
+        ))
+        connection.execute(
+            text("INSERT INTO app_certificates (app_id, domain, certificate, key_sealed, names, issuer, fingerprint, not_after, uploaded_by) "
+                 "VALUES ('app_r', 'r.example.com', 'PEM', :key, '[]', 'ca', 'f', '2030-01-01 00:00:00', 'test')"),
+            {"key": seal(parse_keys(old, "test"), b"PRIVATE KEY", certificate_context("app_r", "r.example.com"))},
+        )
     new = f"new:{base64.b64encode(os.urandom(32)).decode()}"
     env = {"CONVEYOR_DATABASE_URL": url, "CONVEYOR_PAYLOAD_KEYS": f"{new},{old}", "CONVEYOR_HOME": str(tmp_path)}
     get_settings.cache_clear()
@@ -208,9 +219,12 @@ def test_payload_key_reseal_moves_every_sealed_value_to_the_newest_key(tmp_path)
         result = CliRunner().invoke(cli, ["payload-key", "reseal"], env=env)
     finally:
         get_settings.cache_clear()
-    assert result.exit_code == 0 and "resealed 1 values with key new" in result.output, result.output
+    assert result.exit_code == 0 and "resealed 2 values with key new" in result.output, result.output
     with engine.connect() as connection:
         stored = connection.execute(text("SELECT password FROM registry_credentials")).scalar_one()
     stored = json.loads(stored) if isinstance(stored, str) else stored
     assert stored["kid"] == "new" and sealed.open_sealed(stored, "registry-password", [parse_keys(new, "test")]) == "hunter2"
+    with engine.connect() as connection:
+        key_sealed = connection.execute(text("SELECT key_sealed FROM app_certificates")).scalar_one()
+    assert key_sealed.startswith("new:") and unseal(parse_keys(new, "test"), key_sealed, certificate_context("app_r", "r.example.com")) == b"PRIVATE KEY"
     engine.dispose()

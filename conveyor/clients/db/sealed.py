@@ -6,9 +6,10 @@ stored as an envelope:
 
     {"$sealed": 1, "kid": "<payload key id>", "data": "<base64 nonce + ciphertext>"}
 
-encrypted with a key derived from the payload key `kid` names (never the
-payload key itself), the column's purpose bound in as associated data, so a
-value cannot be moved to another kind of column. The newest key seals; every
+sealed by `payload_codec.seal` (the one at-rest cipher, which certificate
+keys use too: AES-256-GCM with a key derived from the payload key `kid`
+names, never the payload key itself), the column's purpose bound in as
+associated data, so a value cannot be moved to another kind of column. The newest key seals; every
 key of the ring opens, so a rotation (`conveyor payload-key rotate`) keeps old
 rows readable, and a row is sealed with the new key the next time it is
 written. A plain JSON value (a row written before revision 0014, or by a
@@ -22,26 +23,19 @@ process loads it from the settings on first use.
 
 from __future__ import annotations
 
-import base64
-import functools
-import hashlib
-import hmac
 import json
-import os
 import threading
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import JSON
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-from conveyor.clients.payload_codec import Keyring, PayloadKey, PayloadKeyError, load_keyring
+from conveyor.clients import payload_codec
+from conveyor.clients.payload_codec import Keyring, PayloadKeyError, load_keyring
 
 MARKER = "$sealed"
 VERSION = 1
-NONCE_BYTES = 12
 
 _rings: list[Keyring] = []
 _lock = threading.Lock()
@@ -64,22 +58,13 @@ def _keyrings() -> list[Keyring]:
         return list(_rings)
 
 
-@functools.lru_cache(maxsize=64)
-def _cipher(key: PayloadKey, purpose: str) -> AESGCM:
-    """The AEAD of a payload key and purpose (derived once: a list of 10,000 apps opens 10,000 values)."""
-    return AESGCM(hmac.new(key.secret, f"conveyor/at-rest/{purpose}".encode(), hashlib.sha256).digest())
-
-
 def is_sealed(value: Any) -> bool:
     return isinstance(value, dict) and value.get(MARKER) == VERSION and "kid" in value and "data" in value
 
 
 def seal(value: Any, purpose: str, keyring: Keyring | None = None) -> dict[str, Any]:
-    key = (keyring or _keyrings()[0]).current
-    nonce = os.urandom(NONCE_BYTES)
-    aad = f"{purpose}|{key.id}".encode()
-    sealed = _cipher(key, purpose).encrypt(nonce, json.dumps(value, sort_keys=True).encode(), aad)
-    return {MARKER: VERSION, "kid": key.id, "data": base64.b64encode(nonce + sealed).decode()}
+    kid, _, data = payload_codec.seal(keyring or _keyrings()[0], json.dumps(value, sort_keys=True).encode(), purpose).partition(":")
+    return {MARKER: VERSION, "kid": kid, "data": data}
 
 
 def open_sealed(value: Any, purpose: str, keyrings: list[Keyring] | None = None) -> Any:
@@ -87,17 +72,14 @@ def open_sealed(value: Any, purpose: str, keyrings: list[Keyring] | None = None)
     if not is_sealed(value):
         return value
     kid = str(value["kid"])
-    raw = base64.b64decode(value["data"])
-    aad = f"{purpose}|{kid}".encode()
-    candidates = [key for ring in (keyrings or _keyrings()) if (key := ring.get(kid)) is not None]
-    if not candidates:
+    rings = [ring for ring in (keyrings or _keyrings()) if ring.get(kid) is not None]
+    if not rings:
         raise PayloadKeyError(f"a {purpose} value is sealed with payload key {kid!r}, which is not in the keyring")
-    for key in candidates:
+    for ring in rings:
         try:
-            plain = _cipher(key, purpose).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad)
-        except InvalidTag:
+            return json.loads(payload_codec.unseal(ring, f"{kid}:{value['data']}", purpose))
+        except PayloadKeyError:
             continue
-        return json.loads(plain)
     raise PayloadKeyError(f"a {purpose} value sealed with payload key {kid!r} does not authenticate")
 
 
@@ -112,7 +94,8 @@ class Sealed(TypeDecorator[Any]):
         self.purpose = purpose
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None or is_sealed(value):
+        # Nothing to hide in an empty value (most apps' env): kept plain, it costs no cipher to list.
+        if value is None or value == {} or is_sealed(value):
             return value
         return seal(value, self.purpose)
 
@@ -144,7 +127,7 @@ def reseal_rows(connection: Any, table: str, column: str, purpose: str, keyring:
     values = rows_table.c[column]
     changed = 0
     for row_id, value in connection.execute(select(rows_table.c.id, values).where(values.isnot(None))).all():
-        if is_sealed(value) and value["kid"] == keyring.current.id:
+        if (is_sealed(value) and value["kid"] == keyring.current.id) or value == {}:
             continue
         plain = open_sealed(value, purpose)
         connection.execute(update(rows_table).where(rows_table.c.id == row_id).values({column: seal(plain, purpose, keyring)}))
@@ -168,7 +151,7 @@ def seal_plaintext_rows(connection: Any, table: str, column: str, purpose: str, 
     ring = keyring
     for start in range(0, len(rows), BATCH):
         for row_id, value in rows[start : start + BATCH]:
-            if is_sealed(value):
+            if is_sealed(value) or value == {}:
                 continue
             ring = ring or _keyrings()[0]
             connection.execute(update(rows_table).where(rows_table.c.id == row_id).values({column: seal(value, purpose, ring)}))
@@ -190,3 +173,23 @@ def open_sealed_rows(connection: Any, table: str, column: str, purpose: str) -> 
             connection.execute(update(rows_table).where(rows_table.c.id == row_id).values({column: open_sealed(value, purpose)}))
             opened += 1
     return opened
+
+
+def reseal_certificate_keys(connection: Any, keyring: Keyring) -> int:
+    """The uploaded certificates' keys (sealed bound to their app and domain)
+    sealed again with the ring's newest key; returns how many changed."""
+    from sqlalchemy import select, update
+
+    from conveyor.clients.db.models import AppCertificate
+    from conveyor.domain.certificates import certificate_context
+
+    table = AppCertificate.__table__
+    changed = 0
+    for app_id, domain, key_sealed in connection.execute(select(table.c.app_id, table.c.domain, table.c.key_sealed)).all():
+        if key_sealed.partition(":")[0] == keyring.current.id:
+            continue
+        context = certificate_context(app_id, domain)
+        resealed = payload_codec.seal(keyring, payload_codec.unseal(keyring, key_sealed, context), context)
+        connection.execute(update(table).where(table.c.app_id == app_id, table.c.domain == domain).values(key_sealed=resealed))
+        changed += 1
+    return changed
