@@ -95,6 +95,8 @@ class JobActivities:
         objects = [o for o in manifests.render(request.release, b"") if o["kind"] in NAMESPACE_KINDS]
         bindings = manifests.role_bindings(self.settings.role_bindings, request.release.namespace)
         objects[1:1] = bindings
+        # The project's registry credentials: the Job's image may be private.
+        objects.insert(1 + len(bindings), manifests.pull_secret(request.release.namespace, self.kube.docker_config(request.release.project_id)))
         settle = bool(bindings) and activity.info().attempt == 1
         dynamic = self.kube.dynamic
         for obj in objects:
@@ -305,6 +307,14 @@ class JobActivities:
             except ApiException as exc:
                 if exc.status != 404:
                     raise api_error(exc, f"deleting Job {name}") from None
+        # A Job's env Secret is owned by it once the Job exists; one whose Job
+        # was never created (refused, or the worker died between the two) has
+        # no owner to take it along.
+        try:
+            core.delete_collection_namespaced_secret(request.namespace, label_selector=selector)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise api_error(exc, "deleting the app's Job Secrets") from None
         deadline = time.monotonic() + request.timeout_seconds
         while True:
             left = batch.list_namespaced_job(request.namespace, label_selector=selector).items

@@ -35,6 +35,7 @@ from conveyor.clients.db.session import read_scope
 from conveyor.domain import errors, jobs
 from conveyor.domain.commands import CronEntry
 from conveyor.domain.jobs import CronRunInput, SyncSchedulesInput
+from conveyor.domain.vocabulary import AppStatus
 from conveyor.domain.workload import Workload
 from conveyor.settings import Settings
 
@@ -87,6 +88,11 @@ class ScheduleActivities:
         assert self._client is not None, "the worker hands its Temporal client to the schedule activities"
         return self._client
 
+    def _being_deleted(self, app_id: str) -> bool:
+        with read_scope(self.settings.effective_database_url) as session:
+            app = session.get(App, app_id)
+            return app is None or app.status in (AppStatus.DELETING, AppStatus.DELETE_FAILED)
+
     def _names_ever(self, app_id: str) -> set[str]:
         """Every cron entry any release of the app has had (a Schedule may be left from any)."""
         with read_scope(self.settings.effective_database_url) as session:
@@ -108,6 +114,9 @@ class ScheduleActivities:
 
     @activity.defn(name="sync_schedules")
     async def sync_schedules(self, request: SyncSchedulesInput) -> list[str]:
+        if await asyncio.to_thread(self._being_deleted, request.app_id):
+            # Its delete removes the Schedules; one written now could outlive it.
+            return ["the app is being deleted: no schedules written"]
         wanted = {jobs.schedule_id(request.app_id, e.name): e for e in request.entries}
         done = []
         for schedule_id, entry in wanted.items():

@@ -216,7 +216,7 @@ class KubeActivities:
         names = (item.metadata.name for item in found.items if item.metadata is not None)
         return {name for name in names if name is not None and name.startswith(prefix)}
 
-    def _docker_config(self, project_id: str) -> str:
+    def docker_config(self, project_id: str) -> str:
         with read_scope(self.settings.effective_database_url) as session:
             rows = session.scalars(select(RegistryCredential).where(RegistryCredential.project_id == project_id)).all()
             credentials = [registry_auth.Credential(row.registry_host, row.username, row.password) for row in rows]
@@ -237,7 +237,7 @@ class KubeActivities:
         bindings = manifests.role_bindings(self.settings.role_bindings, request.spec.namespace)
         objects[1:1] = bindings
         # The namespace's pull Secret, from the project's credentials as they are now.
-        objects.insert(1 + len(bindings), manifests.pull_secret(spec.namespace, self._docker_config(spec.project_id)))
+        objects.insert(1 + len(bindings), manifests.pull_secret(spec.namespace, self.docker_config(spec.project_id)))
         # A RoleBinding just applied reaches the apiserver's authorizer a
         # moment later: until then the worker's own writes are refused. The
         # first attempt waits a little for that; past it, a missing grant is

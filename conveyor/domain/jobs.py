@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from conveyor.domain.commands import CronEntry
-from conveyor.domain.manifests import LABEL_APP_ID, MANAGED_BY
+from conveyor.domain.manifests import LABEL_APP_ID, MANAGED_BY, PULL_SECRET
 from conveyor.domain.payloads import ReleaseSpec
 from conveyor.domain.workload import Resources
 
@@ -182,6 +182,8 @@ def render(job: JobSpec) -> tuple[dict[str, Any], dict[str, Any]]:
                 "spec": {
                     "restartPolicy": "Never",
                     "enableServiceLinks": False,
+                    # The image may be private: the namespace's pull Secret, as every Deployment names it.
+                    "imagePullSecrets": [{"name": PULL_SECRET}],
                     "containers": [
                         {
                             "name": CONTAINER,

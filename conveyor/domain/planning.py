@@ -85,9 +85,15 @@ def merge_processes(current: Mapping[str, Process] | None, patch: Mapping[str, A
     return merged or None
 
 
+# An entry that holds a count alone, as a release renders it: nothing.
+COUNT_ONLY = Process().definition()
+
+
 def definitions(workload: Workload) -> dict[str, Process]:
-    """Each process as a release renders it: without its count."""
-    return {name: p.definition() for name, p in (workload.processes or {}).items()}
+    """Each process as a release renders it: without its count. An entry
+    that holds only a count (a Procfile's process, scaled) defines nothing."""
+    return {name: p.definition() for name, p in (workload.processes or {}).items() if p.definition() != COUNT_ONLY}
+
 
 
 def keeping_counts(restored: Workload, current: Workload) -> Workload:

@@ -240,15 +240,20 @@ class Process(BaseModel):
         return self.model_copy(update={"replicas": 0})
 
 
+# A Procfile's `release:` line (Heroku's release phase) is not a process: it would run in a loop.
+PROCFILE_RELEASE = "release"
+
+
 def parse_procfile(text: str) -> dict[str, str]:
     """A Procfile's processes, name → command line, web among them. Lines
-    that are not `name: command` with a process name are left out; the first
-    line of a name counts."""
+    that are not `name: command` with a process name are left out, and so is
+    `release:` (Conveyor's `release_command` is the release phase); the
+    first line of a name counts."""
     found: dict[str, str] = {}
     for line in text.splitlines():
         name, colon, command = line.partition(":")
         name, command = name.strip(), command.strip()
-        if colon and command and PROCESS_NAME.fullmatch(name) and len(found) <= MAX_PROCESSES and len(command) <= 4096:
+        if colon and command and name != PROCFILE_RELEASE and PROCESS_NAME.fullmatch(name) and len(found) <= MAX_PROCESSES and len(command) <= 4096:
             found.setdefault(name, command)
     return found
 

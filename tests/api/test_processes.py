@@ -148,10 +148,12 @@ def test_a_procfiles_lines_run_as_processes_of_every_release_of_its_image(api, k
     worker = deployment(kube_api, settings, f"{slug}-worker")
     assert worker.spec.template.metadata.annotations[manifests.ANNOTATION_DEPLOYMENT] == second["id"]
 
-    # A Procfile's process is scaled like a declared one, and keeps its Procfile command.
+    # A Procfile's process is scaled like a declared one (a scale, no release), and keeps its Procfile command.
     deployer, _ = make_token("deployer")
+    released = len(api.deployments(app["id"]))
     api.call("PATCH", f"/apps/{app['id']}", 202, json={"processes": {"worker": {"replicas": 2}}}, headers={"Authorization": f"Bearer {deployer}"})
     process_ready(api, app["id"], "worker", 2)
+    assert len(api.deployments(app["id"])) == released
     assert deployment(kube_api, settings, f"{slug}-worker").spec.template.spec.containers[0].command == ["/bin/sh", "-c", "sleep 3600"]
 
 

@@ -49,6 +49,8 @@ def test_a_job_runs_the_release_image_once_with_env_from_its_own_secret():
     assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 600
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
+    # A private image is pulled with the project's credentials, as the Deployments' are.
+    assert pod["imagePullSecrets"] == [{"name": manifests.PULL_SECRET}]
     [container] = pod["containers"]
     assert container["name"] == jobs.CONTAINER
     assert container["image"] == job().image_ref and container["command"] == ["/bin/sh", "-c", "python manage.py migrate"]

@@ -96,6 +96,14 @@ def test_a_count_alone_is_a_scale_and_a_definition_a_release():
     assert same.release_from is None and same.process_scales == () and "workload" not in same.changes
 
 
+def test_a_count_for_a_procfile_process_is_a_scale():
+    """An app whose worker comes from its Procfile: a count for it is recorded and scaled, not released."""
+    facts = AppFacts(image_url=None, port=8080, replicas=1, env={}, runs_pinned_image=True, workload=Workload())
+    plan = plan_update(facts, {"processes": {"worker": {"replicas": 3}}})
+    assert plan.release_from is None and plan.process_scales == (("worker", 1, 3),)
+    assert Workload.of(plan.changes["workload"]).processes["worker"].replicas == 3  # type: ignore[index]
+
+
 def test_a_revert_keeps_todays_counts():
     restored = keeping_counts(Workload(processes={"worker": WORKER, "old": Process(command=["o"], replicas=2)}), Workload(processes={"worker": Process(command=["x"], replicas=7)}))
     assert restored.processes is not None

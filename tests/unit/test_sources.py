@@ -214,3 +214,5 @@ def test_procfile_lines():
     assert parse_procfile("worker: x\n").get("web") is None
     # Not a process name, no command, a repeated name: left out (the first line counts).
     assert parse_procfile("Bad_Name: x\nempty:\n# comment\nclock: a\nclock: b\n") == {"clock": "a"}
+    # Heroku's release phase is not a process (it would run in a loop): release_command is.
+    assert parse_procfile("web: w\nrelease: ./migrate\n") == {"web": "w"}
