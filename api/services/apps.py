@@ -36,7 +36,7 @@ from api.templates import catalogue
 from api.unit_of_work import Answer
 from conveyor.builds import sources
 from conveyor.clients import outbound
-from conveyor.clients.db.models import App, AppCertificate, AppDomain, Deployment, Handoff, Project
+from conveyor.clients.db.models import App, AppDomain, Deployment, Handoff, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, in_flight
 from conveyor.domain import egress, images, manifests
 from conveyor.domain.domains import under
@@ -162,10 +162,10 @@ def claim_domains(session: Session, settings: Settings, app: App, workload: Work
     held = {row.domain: row for row in session.scalars(select(AppDomain).where(AppDomain.app_id == app.id))}
     for name, row in held.items():
         if name not in names:
+            # Its uploaded certificate stays (the release removes its Secret):
+            # a revert that brings the domain back serves it with TLS again.
+            # `DELETE …/domains/{domain}/certificate` discards it.
             session.delete(row)
-            # Its uploaded certificate and key too: a domain added back later is not served an old one.
-            if (certificate := session.get(AppCertificate, (app.id, name))) is not None:
-                session.delete(certificate)
     for name in names:
         if name not in held:
             session.add(AppDomain(domain=name, app_id=app.id, project_id=app.project_id, created_at=utcnow()))

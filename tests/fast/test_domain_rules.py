@@ -259,17 +259,3 @@ def test_a_retry_whose_snapshot_names_a_domain_another_app_took_since_is_a_409(l
     assert refused.status_code == 409 and "domain #1" in refused.text, refused.text
     assert rows(local.settings) == before
 
-
-def test_dropping_a_domain_drops_its_certificate(local, project):
-    """Added back later (or by a revert), the domain is not served a
-    certificate and key uploaded for it before."""
-    name = domain()
-    app = running(local, project, domains=[name])
-    made = make_certificate(name)
-    put(project.admin, app["id"], name, made.certificate, made.key, 202)
-    project.admin.call("PATCH", f"/apps/{app['id']}", 202, json={"domains": None})
-    with read_scope(local.settings.effective_database_url) as session:
-        assert session.get(AppCertificate, (app["id"], name)) is None
-    project.admin.call("PATCH", f"/apps/{app['id']}", 202, json={"domains": [name]})
-    [shown] = project.viewer.call("GET", f"/apps/{app['id']}/domains", 200).json()["domains"]
-    assert shown["certificate"]["source"] == "none"
