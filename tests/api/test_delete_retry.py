@@ -113,7 +113,12 @@ def test_failed_delete_says_why_and_deleting_again_finishes(api, kube_api, setti
     again = api.call("DELETE", f"/apps/{app['id']}", 202).json()
     assert again["status"] == "deleting" and again["status_reason"] is None
     eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 90, what="the app to be gone")
-    assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.COMPLETED
+    # The app's row goes in the attempt's last activity; the workflow completes just after.
+    eventually(
+        lambda: asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.COMPLETED,
+        30,
+        what="the second attempt to complete",
+    )
     for read in (core.read_namespaced_service, client.AppsV1Api(kube_api).read_namespaced_deployment):
         try:
             read(app["slug"], namespace)
@@ -169,4 +174,9 @@ def test_delete_terminated_in_the_web_ui_can_be_started_again(api, kube_api, set
         core.patch_namespaced_service(app["slug"], namespace, {"metadata": {"finalizers": None}})
     eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 90, what="the app to be gone")
     assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-1")) == WorkflowExecutionStatus.TERMINATED
-    assert asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.COMPLETED
+    # The app's row goes in the attempt's last activity; the workflow completes just after.
+    eventually(
+        lambda: asyncio.run(workflow_status(settings, f"delete-{app['id']}-2")) == WorkflowExecutionStatus.COMPLETED,
+        30,
+        what="the second attempt to complete",
+    )

@@ -18,6 +18,16 @@ from conveyor.clients.db.session import alembic_config, current_revision, head_r
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="session")
+def local_postgresql() -> str:
+    """Debian's server, started (and installed if missing) as CI does, with a
+    database made once for the session: each test takes a schema of its own,
+    so no test has to drop a database another one is still connected to."""
+    return subprocess.run(
+        [str(ROOT / "scripts" / "postgres.sh"), "conveyor_migrations"], check=True, capture_output=True, text=True, timeout=600
+    ).stdout.strip()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def fresh_database(request, tmp_path):
     """An empty database: a new SQLite file, or a new schema in a PostgreSQL
@@ -27,11 +37,8 @@ def fresh_database(request, tmp_path):
         return
     url = os.environ.get("CONVEYOR_DATABASE_URL", "")
     if is_sqlite(url) or not url:
-        # The SQLite run still proves the advisory lock on a real PostgreSQL:
-        # Debian's server, started (and installed if missing) as CI does.
-        url = subprocess.run(
-            [str(ROOT / "scripts" / "postgres.sh"), "conveyor_migrations"], check=True, capture_output=True, text=True, timeout=600
-        ).stdout.strip()
+        # The SQLite run still proves the advisory lock on a real PostgreSQL.
+        url = request.getfixturevalue("local_postgresql")
     schema = f"migrations_{uuid.uuid4().hex[:8]}"
     admin = create_engine(url)
     with admin.begin() as connection:
