@@ -155,17 +155,32 @@ def test_worker_token_deploys_into_a_new_app_namespace_and_is_refused_in_kube_sy
     )
     with api_and_worker(settings, env, tmp_path) as base_url:
         api = Api(base_url, token, settings.registry)
-        # With resources and autoscaling, so the worker's rights in a new
-        # namespace cover the autoscaler and the API's cover reading it.
+        # With resources, autoscaling, a worker process and a release command,
+        # so the worker's rights in a new namespace cover the autoscaler, each
+        # process's Deployment, the release Job and its Secret, and the API's
+        # cover reading them.
         scaling = {"min_replicas": 2, "max_replicas": 3}
-        app = api.create_app(replicas=2, resources={"cpu": "100m"}, autoscaling=scaling)
+        app = api.create_app(
+            replicas=2, resources={"cpu": "100m"}, autoscaling=scaling,
+            processes={"worker": {"command": ["python", "worker.py"]}}, release_command="python manage.py migrate",
+        )
         first = api.deployments(app["id"])[-1]
-        api.wait_active(app["id"], first["id"], timeout=120)
+        done = api.wait_active(app["id"], first["id"], timeout=120)
+        assert [s["state"] for s in done["progress"] if s["name"] == "release"] == ["done"], done["progress"]
         assert api.status(app["id"])["autoscaler"]["max_replicas"] == 3
-    namespace = settings.project_namespace(project)
-    deployment = client.AppsV1Api(kube_api).read_namespaced_deployment(app.get("slug", app["name"]), namespace)
-    assert deployment.status.ready_replicas == 2
-    bindings = {b.metadata.name: b for b in client.RbacAuthorizationV1Api(kube_api).list_namespaced_role_binding(namespace).items}
-    assert set(bindings) == {"conveyor-app-manager-conveyor-worker", "conveyor-app-reader-conveyor-api"}
-    managers = {f.manager for f in deployment.metadata.managed_fields}
-    assert managers >= {"conveyor"}
+        assert api.call("GET", f"/apps/{app['id']}/status", 200, params={"process": "worker"}).json()["ready_replicas"] == 1
+        namespace = settings.project_namespace(project)
+        deployment = client.AppsV1Api(kube_api).read_namespaced_deployment(app.get("slug", app["name"]), namespace)
+        assert deployment.status.ready_replicas == 2
+        bindings = {b.metadata.name: b for b in client.RbacAuthorizationV1Api(kube_api).list_namespaced_role_binding(namespace).items}
+        assert set(bindings) == {"conveyor-app-manager-conveyor-worker", "conveyor-app-reader-conveyor-api"}
+        managers = {f.manager for f in deployment.metadata.managed_fields}
+        assert managers >= {"conveyor"}
+        # And the delete, with the same rights: the process, the release Job and its Secret go too.
+        api.call("DELETE", f"/apps/{app['id']}", 202)
+        eventually(lambda: api.call("GET", f"/apps/{app['id']}").status_code == 404, 120, what="the app to be deleted")
+    left = client.BatchV1Api(kube_api).list_namespaced_job(namespace, label_selector=f"conveyor.dev/app-id={app['id']}").items
+    assert not [j for j in left if not j.metadata.deletion_timestamp]
+    assert client.AppsV1Api(kube_api).list_namespaced_deployment(namespace, label_selector=f"conveyor.dev/app-id={app['id']}").items == []
+    secrets = client.CoreV1Api(kube_api).list_namespaced_secret(namespace, label_selector=f"conveyor.dev/app-id={app['id']}").items
+    assert [s.metadata.name for s in secrets] == []

@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from conveyor.domain import manifests
 from tests.support.api_client import tarball, upload, upload_app
+from tests.support.kube import read_or_none
 from tests.support.waiting import eventually
 
 WORKER = {"command": ["python", "worker.py"], "replicas": 2, "resources": {"cpu": "100m", "memory": "64Mi"}}
@@ -22,15 +22,6 @@ CLOCK = {"command": "python clock.py", "resources": {"cpu": "50m"}, "autoscaling
 def namespace_of(settings) -> str:
     return settings.project_namespace("proj_default")
 
-
-def read_or_none(read, name: str, namespace: str):
-    """The object, or None when the cluster has none of that name."""
-    try:
-        return read(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def deployment(kube_api, settings, name: str) -> client.V1Deployment | None:

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from google.protobuf import json_format
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import EventType
@@ -28,6 +27,7 @@ from conveyor.domain.payloads import ApplyInput
 from conveyor.stack import temporal
 from scripts import web_ui_codec_check
 from tests.support.api_client import start_never_ready_deploy
+from tests.support.kube import read_or_none
 from tests.support.waiting import eventually
 
 NAMESPACE_PROJECT = "proj_default"
@@ -37,14 +37,6 @@ def secret_env() -> tuple[str, dict[str, str]]:
     password = f"pw-{uuid.uuid4().hex}"
     return password, {"DATABASE_URL": f"postgres://app:{password}@db.internal:5432/app", "GREETING": "hello"}
 
-
-def read_or_none(read, name: str, namespace: str):
-    try:
-        return read(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 async def histories(settings, app_id: str, client: Client) -> dict[str, list]:

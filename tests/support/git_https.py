@@ -27,10 +27,11 @@ from cryptography.x509.oid import NameOID
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that is its own CA; returns (cert, key) files."""
+def self_signed(directory: Path, common_name: str = "conveyor test git server", stem: str = "server") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA; returns (cert, key)
+    files `<stem>.pem` and `<stem>.key` in `directory`."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "conveyor test git server")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -44,7 +45,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_file, key_file = directory / "server.pem", directory / "server.key"
+    cert_file, key_file = directory / f"{stem}.pem", directory / f"{stem}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

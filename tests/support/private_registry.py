@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import crypt  # bcrypt through libxcrypt: no extra package (deprecated in 3.11, present until 3.13)
-import datetime
-import ipaddress
 import shutil
 import socket
 import ssl
@@ -30,14 +28,11 @@ from pathlib import Path
 
 import httpx
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from conveyor.clients.oci_registry import MANIFEST_ACCEPT
 from conveyor.settings import Settings
 from conveyor.stack import registry as platform_registry
+from tests.support import git_https
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
@@ -45,25 +40,8 @@ REGISTRY_BINARY = "/usr/bin/docker-registry"
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 that is its own CA, with a name of its own
     (several may be in the CA directory at once); returns (cert, key) files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"conveyor test registry {uuid.uuid4().hex[:8]}")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / f"{uuid.uuid4().hex[:8]}.pem", directory / f"{uuid.uuid4().hex[:8]}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_file, key_file
+    mark = uuid.uuid4().hex[:8]
+    return git_https.self_signed(directory, f"conveyor test registry {mark}", mark)
 
 
 def free_port() -> int:
