@@ -4,7 +4,9 @@ and starts nothing.
 A key is per project. Its record is written in the transaction of the
 request it answers, so the record and the request's rows commit together
 (or not at all). The same key on a different request (method, path, body)
-is a `422`. Keys live for `CONVEYOR_IDEMPOTENCY_KEY_HOURS`: after that the key
+is a `422`. A request is told apart by a fingerprint keyed with the newest
+payload key (a repeat that straddles a rotation of that key reads as a
+different request). Keys live for `CONVEYOR_IDEMPOTENCY_KEY_HOURS`: after that the key
 is free again, and each API process prunes expired records (`KeyPruner`).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,9 +48,11 @@ def check_key(key: str) -> None:
         raise _unprocessable_key("must be 1 to 255 characters")
 
 
-def fingerprint(method: str, path: str, body: bytes) -> str:
-    """What makes two requests the same request."""
-    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
+def fingerprint(method: str, path: str, body: bytes, key: bytes) -> str:
+    """What makes two requests the same request: keyed (HMAC), so that a
+    stored fingerprint of a body that held a secret (a registry password, an
+    env value) cannot be checked against guesses without the payload key."""
+    return hmac.new(key, b"\n".join([method.encode(), path.encode(), body]), hashlib.sha256).hexdigest()
 
 
 def idempotency_cutoff(settings: Settings) -> datetime:

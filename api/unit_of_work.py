@@ -89,7 +89,8 @@ class Mutation:
         if key is not None:
             idempotency.check_key(key)
         body = self.body_digest.encode() if self.body_digest is not None else await self.request.body()
-        fingerprint = idempotency.fingerprint(self.request.method, self.request.url.path, body)
+        keyring = self.request.app.state.codec.keyring
+        fingerprint = idempotency.fingerprint(self.request.method, self.request.url.path, body, keyring.derive("idempotency-fingerprint"))
         outcome = await run_in_threadpool(self._transact, caller, fingerprint, lambda session: service(session, caller, *args, **kwargs))
         if outcome.operations:
             # Committed: the answer does not wait on a slow Temporal for long;

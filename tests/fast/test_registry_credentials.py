@@ -102,3 +102,37 @@ def test_env_values_and_replayed_answers_are_sealed_in_the_database(local, proje
                                 headers={"Idempotency-Key": "sealed-1"})
     assert replay.headers["Idempotent-Replayed"] == "true" and replay.json()["env"] == {"REGION_HINT": value}
     assert project.viewer.call("GET", f"/apps/{app['id']}", 200).json()["env"] == {"REGION_HINT": value}
+
+
+def test_an_idempotent_save_keeps_no_fingerprint_a_password_guess_can_be_checked_against(local, project):
+    """The Idempotency-Key record of a save holds a keyed fingerprint of the
+    body: hashing a guessed body (registry and username are listed to
+    viewers) does not find it. A repeat still replays."""
+    import hashlib
+    import json
+
+    import httpx
+
+    headers = {"Idempotency-Key": "save-once"}
+    first = project.admin.call("POST", "/registry-credentials", 201, json=body("quay.io"), headers=headers)
+    again = project.admin.call("POST", "/registry-credentials", 201, json=body("quay.io"), headers=headers)
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
+    guess = httpx.Request("POST", "http://x/api/v1/registry-credentials", json=body("quay.io")).content
+    unkeyed = hashlib.sha256(b"\n".join([b"POST", b"/api/v1/registry-credentials", guess])).hexdigest()
+    with read_scope(local.settings.effective_database_url) as session:
+        stored = session.execute(text("SELECT request_fingerprint FROM idempotency_keys WHERE key = 'save-once'")).scalar_one()
+    assert stored != unkeyed and len(stored) == 64
+    assert json.dumps(body("quay.io")) not in str(stored)
+
+
+def test_a_crowd_saving_one_registry_leaves_one_credential(local, project):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def save(i: int) -> int:
+        return project.admin.call("POST", "/registry-credentials", json=body("crowd.example.com", f"user-{i}")).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(save, range(8)))
+    assert set(codes) <= {200, 201, 409} and 201 in codes, codes
+    listed = [c for c in project.admin.call("GET", "/registry-credentials", 200).json() if c["registry"] == "crowd.example.com"]
+    assert len(listed) == 1
