@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from conveyor.domain.workload import Process, Workload
+from conveyor.domain.workload import Process, Workload, at_counts
 
 # Fields a PATCH may set on the app besides env.
 SETTABLE = ("image_url", "port", "repo_branch", "build_command", "progress_deadline_seconds", "replicas")
@@ -99,9 +99,7 @@ def definitions(workload: Workload) -> dict[str, Process]:
 def keeping_counts(restored: Workload, current: Workload) -> Workload:
     """A revert's or retry's workload: the other release's, at the app's
     process counts now (as web keeps its `replicas`)."""
-    counts = {name: p.replicas for name, p in (current.processes or {}).items()}
-    processes = {name: p.model_copy(update={"replicas": counts.get(name, p.replicas)}) for name, p in (restored.processes or {}).items()}
-    return restored.model_copy(update={"processes": processes or None})
+    return restored.model_copy(update={"processes": at_counts(restored.processes, current)})
 
 
 def merge_workload(current: Workload, given: Mapping[str, Any]) -> Workload:

@@ -271,6 +271,14 @@ def with_procfile(processes: dict[str, Process] | None, procfile: dict[str, str]
     return merged or None
 
 
+def at_counts(processes: dict[str, Process] | None, app: Workload) -> dict[str, Process] | None:
+    """`processes` (a release's, or another deployment's) at the app's
+    process counts now: scaling a process is not a release, and a revert or
+    retry keeps today's counts as web keeps its `replicas`."""
+    counts = {name: p.replicas for name, p in (app.processes or {}).items()}
+    return {name: p.model_copy(update={"replicas": counts.get(name, p.replicas)}) for name, p in (processes or {}).items()} or None
+
+
 class Workload(BaseModel):
     """An app's health checks and resources, as its row and each deployment's
     snapshot hold them (JSON, only what is set)."""

@@ -13,7 +13,7 @@ from conveyor.clients.db.session import read_scope
 from conveyor.domain.ids import utcnow
 from conveyor.domain.payloads import ReleaseSpec
 from conveyor.domain.vocabulary import IN_FLIGHT, DeploymentStatus
-from conveyor.domain.workload import Process, ProjectLimits, Workload, with_procfile
+from conveyor.domain.workload import Process, ProjectLimits, Workload, at_counts, with_procfile
 from conveyor.settings import Settings
 
 DEFAULT_PROJECT = "proj_default"
@@ -176,10 +176,5 @@ def release_spec(app: App, project: Project, dep: Deployment, settings: Settings
 
 
 def release_processes(app: Workload, release: Workload, procfile: dict[str, str] | None) -> dict[str, Process] | None:
-    """The release's processes (with its Procfile's lines) at the app's counts now:
-    scaling a process is not a release."""
-    counts = {name: p.replicas for name, p in (app.processes or {}).items()}
-    processes = with_procfile(release.processes, procfile)
-    if processes is None:
-        return None
-    return {name: p.model_copy(update={"replicas": counts.get(name, p.replicas)}) for name, p in processes.items()}
+    """The release's processes (with its Procfile's lines) at the app's counts now."""
+    return at_counts(with_procfile(release.processes, procfile), app)
