@@ -267,22 +267,9 @@ class JobActivities:
             raise errors.JobNotRunnable(
                 f"the active release of {spec.name} ({spec.deployment_id}) has no cron entry {request.name}; its schedule is removed with the next release"
             )
-        job = JobSpec(
-            kind=JobKind.CRON,
-            app_id=spec.app_id,
-            project_id=spec.project_id,
-            slug=spec.slug,
-            namespace=spec.namespace,
-            job_name=jobs.cron_job_name(spec.slug, entry.name, workflow_id),
-            name=entry.name,
-            image_ref=spec.image_ref,
-            argv=entry.argv,
-            env=spec.env,
-            resources=spec.resources,
-            deadline_seconds=entry.deadline_seconds,
-            deployment_id=spec.deployment_id,
-            trigger="schedule",
-            workflow_id=workflow_id,
+        job = JobSpec.of(
+            spec, JobKind.CRON, entry.name, jobs.cron_job_name(spec.slug, entry.name, workflow_id), entry.argv, entry.deadline_seconds,
+            trigger="schedule", workflow_id=workflow_id,
         )
         return RunJobInput(release=spec, job=job, deadline_at=utcnow() + timedelta(seconds=entry.deadline_seconds + DEADLINE_SLACK_SECONDS))
 

@@ -256,20 +256,8 @@ class DeployWorkflow:
         assert spec.release_command is not None, "only a release with a release command has a release phase"
         argv = as_argv(spec.release_command)
         self._step("release", "running", " ".join(argv)[:200])
-        job = jobs.JobSpec(
-            kind=jobs.JobKind.RELEASE,
-            app_id=spec.app_id,
-            project_id=spec.project_id,
-            slug=spec.slug,
-            namespace=spec.namespace,
-            job_name=jobs.release_job_name(spec.slug, plan.deployment_id),
-            name="release",
-            image_ref=spec.image_ref,
-            argv=argv,
-            env=spec.env,
-            resources=spec.resources,
-            deadline_seconds=plan.release_timeout_seconds,
-            deployment_id=plan.deployment_id,
+        job = jobs.JobSpec.of(
+            spec, jobs.JobKind.RELEASE, "release", jobs.release_job_name(spec.slug, plan.deployment_id), argv, plan.release_timeout_seconds,
             workflow_id=workflow.info().workflow_id,
         )
         outcome: jobs.JobOutcome = await workflow.execute_activity_method(

@@ -84,6 +84,27 @@ class JobSpec(BaseModel):
     workflow_id: str = ""
 
 
+    @classmethod
+    def of(cls, spec: ReleaseSpec, kind: JobKind, name: str, job_name: str, argv: list[str], deadline_seconds: int, **marks: str) -> JobSpec:
+        """A run of `argv` from a release: its image, env and resources, in its app's namespace."""
+        return cls(
+            kind=kind,
+            app_id=spec.app_id,
+            project_id=spec.project_id,
+            slug=spec.slug,
+            namespace=spec.namespace,
+            job_name=job_name,
+            name=name,
+            image_ref=spec.image_ref,
+            argv=argv,
+            env=spec.env,
+            resources=spec.resources,
+            deadline_seconds=deadline_seconds,
+            deployment_id=spec.deployment_id,
+            **marks,
+        )
+
+
 class JobOutcome(BaseModel):
     run_id: str
     status: JobRunStatus
