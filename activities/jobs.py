@@ -152,9 +152,11 @@ class JobActivities:
             time.sleep(POLL_SECONDS)
 
     def _cancelled(self, job: JobSpec, run_id: str) -> None:
-        """What a cancel leaves: no Job (what it did so far stays done), and the run recorded as cancelled."""
-        self._delete_job(job)
+        """What a cancel leaves: the run recorded as cancelled, then no Job
+        (what it did so far stays done). The row first: once the Job is gone,
+        whoever reads the run sees it ended, never a run still "running"."""
         self._record_end(run_id, JobRunStatus.FAILED, "cancelled: its Job was deleted before it ended", None, "")
+        self._delete_job(job)
 
     def _pod(self, job: JobSpec) -> dict[str, Any] | None:
         core = client.CoreV1Api(self.kube.api)
