@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
+from temporalio.service import RPCError
 
 from api.deps import Deployer, SessionDep, SettingsDep, TemporalConnectorDep, TemporalDep, Viewer, read_off_loop
 from api.pagination import PageDep
@@ -19,6 +21,8 @@ from api.streams import ProgressHubDep, StreamSlot, progress_events
 from api.unit_of_work import MutationDep
 from conveyor.clients.db.models import Deployment
 from conveyor.domain.vocabulary import NOT_STARTED, TERMINAL
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/apps/{app_id}/deployments", tags=["deployments"])
 
@@ -122,7 +126,10 @@ async def cancel(app_id: str, deployment_id: str, m: MutationDep, caller: Deploy
             try:
                 await temporal.get_workflow_handle(dep.workflow_id).cancel()
             except Exception as exc:  # noqa: BLE001
-                raise HTTPException(503, f"could not reach the deployment's workflow, nothing was changed: {exc}") from exc
+                # Temporal's own text (addresses, internals) goes to the log, not to the caller.
+                log.warning("cancelling %s: Temporal refused: %s", dep.workflow_id, exc)
+                why = exc.status.name if isinstance(exc, RPCError) else type(exc).__name__
+                raise HTTPException(503, f"could not reach the deployment's workflow ({why}); nothing was changed, try again") from None
         try:
             return await m.run(caller, services.cancel, app_id, deployment_id, running)
         except services.StartedMeanwhile:

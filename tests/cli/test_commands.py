@@ -65,6 +65,23 @@ def test_env_list_set_and_unset(cli):
     assert cli.run("env", "set", app["name"], "NOEQUALS").exit_code == 2
 
 
+def test_a_cancel_temporal_refuses_is_a_503_that_shows_none_of_temporals_text(cli, served):
+    """Temporal's error text (its address, its internals) stays in the API's log."""
+    from conveyor.clients.db.models import Deployment
+    from conveyor.clients.db.session import session_scope
+
+    app = image_app(cli)
+    dep = cli.json("deployments", "show", app["name"], "v1")
+    # As if its workflow had begun, under an id this Temporal does not know.
+    with session_scope(served.settings.effective_database_url) as session:
+        row = session.get(Deployment, dep["id"])
+        row.status, row.workflow_id = "deploying", f"deploy-{dep['id']}-elsewhere"
+    result = cli.run("deployments", "cancel", app["name"], "v1")
+    assert result.exit_code != 0 and "could not reach the deployment's workflow (NOT_FOUND)" in result.output, result.output
+    assert served.settings.temporal_address not in result.output and "elsewhere" not in result.output
+    assert cli.json("deployments", "show", app["name"], "v1")["status"] == "deploying"
+
+
 def test_deployments_show_cancel_retry_and_rollback(cli, served):
     app = image_app(cli)
     first = cli.json("deployments", "show", app["name"], "v1")
