@@ -6,6 +6,7 @@ uploaded source comes from the registry, so any worker can build it."""
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import queue
 import re
@@ -25,20 +26,21 @@ from temporalio.exceptions import CancelledError
 
 from conveyor.builds import sandbox, sources
 from conveyor.builds.buildah import Buildah
-from conveyor.builds.cache import BuildCache
+from conveyor.builds.cache import BuildCache, SharedCache, cache_repository, cache_tag, reused_images, tree_bytes
 from conveyor.builds.git import failure_text as git_failure_text
 from conveyor.builds.git import git_env, pinned_config
 from conveyor.builds.logs import BuildLogWriter
 from conveyor.builds.recipe import FromRule, base_images, default_dockerfile, mirrored, registry_name
 from conveyor.clients.db.models import Build, Deployment
 from conveyor.clients.db.session import session_scope
-from conveyor.clients.oci_registry import fetch_source, manifest_digest
+from conveyor.clients.oci_registry import fetch_source, list_tags, manifest_digest
 from conveyor.domain import egress, images
 from conveyor.domain.errors import (
     BuildFailed,
     BuildInterrupted,
     DeploymentGone,
     RegistryRefused,
+    RegistryUnreachable,
     SourceRefused,
     SourceUnreachable,
 )
@@ -100,6 +102,7 @@ class BuilderActivities:
         self.url = settings.effective_database_url
         self.buildah = Buildah(settings)
         self.cache = BuildCache(settings)
+        self.shared = SharedCache(settings)
 
     @activity.defn(name="resolve_git_commit")
     def resolve_git_commit(self, request: ResolveCommitInput) -> str:
@@ -256,6 +259,58 @@ class BuilderActivities:
                 names = [base, f"{registry_name(ref)}/{ref.repository}:{ref.tag or 'latest'}"]
                 self._sandboxed(box, ["tag", source, *names], f"naming {base}", log, deadline)
 
+    def _platform_tls(self) -> list[str]:
+        """buildah's flag for the platform's own registry when it is plain HTTP."""
+        return ["--tls-verify=false"] if self.settings.registry_insecure else []
+
+    def _images(self, box: sandbox.BuildSandbox, log: Log, deadline: float) -> set[str]:
+        """The ids of every image in the build's store."""
+        out = self._sandboxed(box, ["images", "--all", "--no-trunc", "--json"], "listing the build's images", log, deadline)
+        return {str(image["id"]).removeprefix("sha256:") for image in json.loads(out or "null") or []}
+
+    def _pull_shared_layers(self, box: sandbox.BuildSandbox, request: BuildInput, log: Log, deadline: float) -> None:
+        """The app's cache from the registry, for a build on a worker without
+        the app's store (another worker built it last). Never fails the build."""
+        if not self.shared.enabled:
+            return
+        reference = self.shared.reference(request.project_id, request.app_id)
+        try:
+            tags = list_tags(self.settings, cache_repository(request.project_id, request.app_id))
+            if not tags:
+                return
+            self._sandboxed(box, ["pull", "--all-tags", "--quiet", *self._platform_tls(), f"docker://{reference}"], "pulling the layer cache", log, deadline)
+        except (BuildFailed, BuildInterrupted, RegistryRefused, RegistryUnreachable) as exc:
+            log(f"==> layer cache: not pulled from the registry ({exc}); building without it")
+            return
+        log(f"==> layer cache: the layers of this app's last build come from the registry ({len(tags)} step images); unchanged steps are not run again")
+
+    def _share_layers(self, box: sandbox.BuildSandbox, request: BuildInput, before: set[str], reused: set[str], size: int, log: Log, deadline: float) -> None:
+        """After a successful build: its step images (made or reused) into the
+        app's cache repository, the earlier build's tags out of it, so that
+        the next build on any worker finds them. Never fails the build."""
+        if not self.shared.enabled:
+            return
+        if (over := self.cache.over_bound(size)) is not None:
+            log(f"==> layer cache: not shared: {over}")
+            return
+        reference = self.shared.reference(request.project_id, request.app_id)
+        try:
+            chain = (self._images(box, log, deadline) - before) | (reused & before)
+            for image_id in sorted(chain):
+                push = ["push", "--quiet", *self._platform_tls(), image_id, f"docker://{reference}:{cache_tag(image_id)}"]
+                self._sandboxed(box, push, "sharing the layer cache", log, deadline)
+            self.shared.drop_stale(request.project_id, request.app_id, {cache_tag(image_id) for image_id in chain})
+        except (BuildFailed, BuildInterrupted, RegistryRefused, RegistryUnreachable, ValueError) as exc:
+            log(f"==> layer cache: not shared in the registry ({exc})")
+            return
+        log(f"==> layer cache: {len(chain)} step images shared in {reference} for the next build of this app on any worker")
+        try:
+            if dropped := self.shared.sweep(self.url):
+                log(f"==> layer cache: removed the registry caches of {dropped} apps deleted or without a build for {self.settings.build_cache_days} days")
+        except Exception as exc:  # noqa: BLE001 - the sweep is housekeeping: never the build's failure
+            activity.logger.warning("the sweep of the registry's layer caches stopped: %s", exc)
+            log(f"==> layer cache: the sweep of the registry's caches stopped ({type(exc).__name__})")
+
     @activity.defn(name="build_image")
     def build_image(self, request: BuildInput) -> BuiltImage:
         plan = request.plan
@@ -295,18 +350,28 @@ class BuilderActivities:
                     raise BuildFailed(str(exc)) from exc
                 if self.cache.take(request.project_id, request.app_id, box.storage):
                     log("==> layer cache: the layers of this app's last build are here; unchanged steps are not run again")
+                else:
+                    self._pull_shared_layers(box, request, log, deadline)
                 self._pull_bases(box, dockerfile, log, deadline, request.project_id)
+                before = self._images(box, log, deadline) if self.shared.enabled else set()
                 proc, description = box.popen_build(self.buildah.bud_args(src, image, dockerfile, pull=False))
                 log(f"==> {description}")
-                self._run_streaming(proc, log, deadline)
+                output: list[str] = []
+
+                def watched(line: str) -> None:
+                    output.append(line)
+                    log(line)
+
+                self._run_streaming(proc, watched, deadline)
                 log(f"==> pushing {image}")
                 digest_file = box.tmp / "digest"
-                push = ["push", "--quiet", "--digestfile", str(digest_file)]
-                push += ["--tls-verify=false"] if self.settings.registry_insecure else []
+                push = ["push", "--quiet", "--digestfile", str(digest_file), *self._platform_tls()]
                 self._sandboxed(box, push + [image, f"docker://{image}"], f"pushing {image}", log, deadline + 300)
                 digest = _read_digest(digest_file)
                 log(f"==> pushed {image}@{digest}")
-                log(f"==> layer cache: {self.cache.keep(request.project_id, request.app_id, box.storage)}")
+                size = tree_bytes(box.storage)
+                self._share_layers(box, request, before, reused_images(output), size, log, deadline + 300)
+                log(f"==> layer cache: {self.cache.keep(request.project_id, request.app_id, box.storage, size)}")
                 return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}", procfile=processes)
             except (BuildFailed, BuildInterrupted) as exc:
                 log(f"==> build failed: {exc}")

@@ -184,8 +184,12 @@ class Settings(BaseSettings):
     # Pull-through mirrors: `docker.io=127.0.0.1:5000/mirror/docker.io,ghcr.io=…`;
     # a base image of that registry is pulled from the mirror instead.
     registry_mirrors: str = ""
-    # Layers kept between builds of one app on a worker host (conveyor/builds/cache.py).
+    # Layers kept between builds of one app (conveyor/builds/cache.py): on
+    # the worker host, and (`build_cache_shared`) in the platform's registry
+    # for every worker. A store over the max is neither kept nor shared; the
+    # total bounds the host's caches; caches unused for the days go.
     build_cache: bool = True
+    build_cache_shared: bool = True
     build_cache_max_mb: int = 2048
     build_cache_total_mb: int = 20480
     build_cache_days: int = 7

@@ -211,3 +211,47 @@ def fetch_source(settings: Settings, reference: str, target: Path, max_bytes: in
         raise RegistryUnreachable(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
     if "sha256:" + hasher.hexdigest() != digest:
         raise RegistryRefused(f"the uploaded source {reference} does not match its digest")
+
+
+# --- the platform registry's tags (the shared layer cache) ---------------------
+
+
+def _sync_call(settings: Settings, method: str, path: str, what: str, **kwargs: object) -> httpx.Response:
+    try:
+        response = httpx.request(method, f"{base_url(settings)}{path}", timeout=30.0, **kwargs)  # type: ignore[arg-type]
+    except httpx.TransportError as exc:
+        raise RegistryUnreachable(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
+    if response.status_code != 404:
+        _check(response, what)
+    return response
+
+
+def list_tags(settings: Settings, repository: str) -> list[str]:
+    """The tags of a repository of the platform's registry ([] when it has none)."""
+    response = _sync_call(settings, "GET", f"/v2/{repository}/tags/list", f"the tags of {repository}", params={"n": 10000})
+    if response.status_code == 404:
+        return []
+    return list(response.json().get("tags") or [])
+
+
+def delete_tag(settings: Settings, repository: str, tag: str) -> None:
+    """Delete the manifest a tag names (and so the tag). The registry frees
+    the blobs at its next garbage collection. RegistryRefused when the
+    registry does not allow deletes."""
+    digest = manifest_digest(settings, repository, tag)
+    if digest is not None:
+        _sync_call(settings, "DELETE", f"/v2/{repository}/manifests/{digest}", f"deleting {repository}:{tag}")
+
+
+def catalog(settings: Settings) -> list[str]:
+    """Every repository of the platform's registry, following the catalog's pages."""
+    names: list[str] = []
+    last = ""
+    while True:
+        params: dict[str, str | int] = {"n": 1000, **({"last": last} if last else {})}
+        response = _sync_call(settings, "GET", "/v2/_catalog", "the catalog", params=params)
+        page = list(response.json().get("repositories") or []) if response.status_code == 200 else []
+        names += page
+        if len(page) < 1000:
+            return names
+        last = page[-1]

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import tarfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from kubernetes import client
+from sqlalchemy import update
 
+from conveyor.clients.db.models import Build
+from conveyor.clients.db.session import session_scope
 from conveyor.clients.kubernetes import namespace_for
+from conveyor.domain.ids import utcnow
 from conveyor.stack import registry
 from tests.support import hostile_archives as hostile
 from tests.support.api_client import tarball, upload, upload_app
@@ -195,6 +201,66 @@ def test_a_second_build_of_an_unchanged_source_reuses_its_layers_and_may_start_f
     dep = api.wait_active(other["id"], upload(api, other["id"], source).json()["id"], timeout=180)
     log = api.call("GET", f"/apps/{other['id']}/build-log", 200, params={"build_id": dep["build_id"]}).text
     assert "slow-step-42" in log and "last build are here" not in log
+
+
+def test_the_layer_cache_is_shared_by_every_worker_through_the_registry(settings, admin_token, tmp_path):
+    """Two workers with homes of their own, as on two hosts, one after the
+    other on one task queue: the second builds the app's unchanged source
+    without running its steps, from the step images the first pushed to the
+    app's cache repository; a changed step replaces the earlier chain there."""
+    from conveyor.builds.cache import SharedCache, cache_repository
+    from conveyor.clients.oci_registry import list_tags
+    from tests.support.api_client import Api
+    from tests.support.production import api_and_worker, conveyor_env
+
+    queue = f"queue-{uuid.uuid4().hex[:8]}"
+    homes = [settings.home / f"worker-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    dockerfile = f"FROM {settings.build_base_image}\nRUN echo slow-step-$((40+2)) && sleep 3\nRUN echo done > /done\n"
+
+    def build(api: Api, app: dict, source: bytes) -> str:
+        dep = api.wait_finished(app["id"], upload(api, app["id"], source).json()["id"], timeout=180)
+        log = api.call("GET", f"/apps/{app['id']}/build-log", 200, params={"build_id": dep["build_id"]}).text
+        assert dep["status"] == "active", (dep["reason"], log)
+        return log
+
+    def worker(home: Path, name: str):
+        env = conveyor_env(settings, CONVEYOR_HOME=str(home), CONVEYOR_TEMPORAL_TASK_QUEUE=queue)
+        (tmp_path / name).mkdir()
+        return api_and_worker(settings, env, tmp_path / name)
+
+    try:
+        with worker(homes[0], "first") as base_url:
+            api = Api(base_url, admin_token, settings.registry)
+            app = upload_app(api)
+            first = build(api, app, tarball({"Dockerfile": dockerfile}))
+        repository = cache_repository("proj_default", app["id"])
+        shared = set(list_tags(settings, repository))
+        assert "slow-step-42" in first and "step images shared in" in first, first
+        # One image per step after FROM (the base is not the app's).
+        assert len(shared) == 2 and all(tag.startswith("c-") for tag in shared), (shared, first)
+        with worker(homes[1], "second") as base_url:
+            api = Api(base_url, admin_token, settings.registry)
+            second = build(api, app, tarball({"Dockerfile": dockerfile}))
+            assert "come from the registry" in second and "Using cache" in second, second
+            assert "slow-step-42" not in second, second
+            assert set(list_tags(settings, repository)) == shared
+            # A changed last step: its new image replaces the old one's tag; the rest stay.
+            third = build(api, app, tarball({"Dockerfile": dockerfile.replace("echo done", "echo changed")}))
+        assert "slow-step-42" not in third, third
+        now = set(list_tags(settings, repository))
+        assert len(now) == len(shared) and len(now & shared) == len(shared) - 1, (shared, now)
+        # The sweep keeps the cache of an app built lately, and deletes it once
+        # the app has had no build for CONVEYOR_BUILD_CACHE_DAYS.
+        url = settings.effective_database_url
+        SharedCache(settings).sweep(url)
+        assert set(list_tags(settings, repository)) == now
+        with session_scope(url) as session:
+            session.execute(update(Build).where(Build.app_id == app["id"]).values(created_at=utcnow() - timedelta(days=settings.build_cache_days + 1)))
+        assert SharedCache(settings).sweep(url) >= 1
+        assert list_tags(settings, repository) == []
+    finally:
+        for home in homes:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def test_a_public_base_image_is_pulled_through_a_registry_mirror(settings, admin_token, tmp_path):

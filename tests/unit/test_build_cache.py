@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from conveyor.builds.cache import BuildCache
+from conveyor.builds.cache import BuildCache, cache_repository, reused_images, tree_bytes
+from conveyor.builds.recipe import FromRule
+from conveyor.domain import images
 from conveyor.settings import Settings
 
 
@@ -20,7 +22,7 @@ def test_a_kept_store_is_the_next_builds_and_belongs_to_one_build_at_a_time(tmp_
     cache = BuildCache(Settings(home=tmp_path))
     first = tmp_path / "ws1" / "storage"
     store(first)
-    assert "kept" in cache.keep("proj_a", "app_1", first) and not first.exists()
+    assert "kept" in cache.keep("proj_a", "app_1", first, tree_bytes(first)) and not first.exists()
     second, third = tmp_path / "ws2" / "storage", tmp_path / "ws3" / "storage"
     second.mkdir(parents=True)
     third.mkdir(parents=True)
@@ -36,7 +38,7 @@ def test_a_store_over_the_bound_is_not_kept(tmp_path):
     cache = BuildCache(Settings(home=tmp_path, build_cache_max_mb=1))
     big = tmp_path / "ws" / "storage"
     store(big, size=2 * 1024 * 1024)
-    assert "over the cache bound" in cache.keep("proj_a", "app_1", big)
+    assert "over the cache bound" in cache.keep("proj_a", "app_1", big, tree_bytes(big))
     assert not cache.place("proj_a", "app_1").exists()
 
 
@@ -46,7 +48,7 @@ def test_old_caches_go_and_the_least_recently_used_while_over_the_total(tmp_path
     for app, age in (("old", 3 * 86400), ("lru", 3600), ("mid", 60)):
         path = tmp_path / app / "storage"
         store(path, size=600 * 1024)
-        cache.keep("proj_a", app, path)
+        cache.keep("proj_a", app, path, tree_bytes(path))
         os.utime(cache.place("proj_a", app), (now - age, now - age))
     cache.sweep()
     # Unused for three days: gone; the rest fit in 2 MiB.
@@ -55,7 +57,7 @@ def test_old_caches_go_and_the_least_recently_used_while_over_the_total(tmp_path
     # A fourth over the total: the least recently used goes.
     path = tmp_path / "new" / "storage"
     store(path, size=1024 * 1024)
-    cache.keep("proj_a", "new", path)
+    cache.keep("proj_a", "new", path, tree_bytes(path))
     assert not cache.place("proj_a", "lru").exists()
     assert cache.place("proj_a", "mid").exists() and cache.place("proj_a", "new").exists()
 
@@ -64,4 +66,24 @@ def test_the_cache_can_be_turned_off(tmp_path):
     cache = BuildCache(Settings(home=tmp_path, build_cache=False))
     path = tmp_path / "ws" / "storage"
     store(path)
-    assert "off" in cache.keep("proj_a", "app_1", path) and path.exists()
+    assert "off" in cache.keep("proj_a", "app_1", path, tree_bytes(path)) and path.exists()
+
+
+def test_the_steps_a_build_reused_are_read_from_its_log():
+    lines = [
+        "STEP 2/3: RUN make",
+        "--> Using cache " + "a" * 64,
+        "--> aaaaaaaaaaa",
+        "--> Using cache " + "b" * 63,  # not an image id
+        "echo --> Using cache " + "c" * 64,  # a step's own output, not buildah's line
+    ]
+    assert reused_images(lines) == {"a" * 64}
+
+
+def test_an_apps_registry_cache_is_its_projects_and_no_other_project_may_start_from_it():
+    repository = cache_repository("proj_a", "app_1")
+    assert repository == "proj_a/cache/app_1"
+    rule = FromRule("127.0.0.1:5000", images.parse("127.0.0.1:5000/conveyor/base:busybox"), frozenset())
+    ref = images.parse(f"127.0.0.1:5000/{repository}:c-{'a' * 64}")
+    assert rule.refusal(ref, "proj_a") is None
+    assert "another project's image" in (rule.refusal(ref, "proj_b") or "")
