@@ -16,6 +16,8 @@ same cluster):
 - a release of an app with a web and a worker process (3 replicas each):
   `POST /apps` until `active`, against `kubectl apply -f` of the same two
   Deployments + `kubectl rollout status` of each; medians and their ratio;
+- how late an SSE follower learns that a deployment ended: the `end`
+  event's arrival against the close time of the deployment's workflow;
 - the layer cache: an upload app's first build of a Dockerfile with a slow
   `RUN` step (5 s), then a second build of the same source, then a third
   with the worker's own copy of the layers removed (as on another worker:
@@ -386,6 +388,33 @@ def cached_build(conveyor: Conveyor, settings: Settings) -> None:
     row("the same source on a worker without them (the registry's layer cache)", f"{times[2]:.1f} s")
 
 
+def sse_end_latency(conveyor: Conveyor, settings: Settings, runs: int) -> None:
+    """How late a follower of a deployment's SSE stream learns that it ended:
+    the `end` event's arrival against the close time Temporal recorded for
+    the deployment's workflow (one machine, one clock)."""
+    from conveyor.clients.temporal_client import connect
+
+    async def close_time(workflow_id: str) -> float:
+        client = await connect(settings)
+        described = await client.get_workflow_handle(workflow_id).describe()
+        assert described.close_time is not None, workflow_id
+        return described.close_time.timestamp()
+
+    lags = []
+    for _ in range(runs):
+        app = conveyor.http.post("/apps", json={"name": f"bench-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": 1})
+        app.raise_for_status()
+        conveyor.apps.append(app.json()["id"])
+        [dep] = conveyor.http.get(f"/apps/{app.json()['id']}/deployments").json()
+        with conveyor.http.stream("GET", f"/apps/{app.json()['id']}/deployments/{dep['id']}/progress", timeout=120) as stream:
+            for line in stream.iter_lines():
+                if line == "event: end":
+                    received = time.time()
+                    break
+        lags.append(received - asyncio.run(close_time(dep["workflow_id"])))
+    row(f"SSE `end` after the deployment's workflow closed (median of {runs})", f"{statistics.median(lags) * 1000:.0f} ms")
+
+
 def process_releases(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
     ours, theirs = [], []
     for _ in range(runs):
@@ -521,6 +550,7 @@ def main() -> None:
             try:
                 single_deploys(conveyor, kubectl, args.runs)
                 process_releases(conveyor, kubectl, args.runs)
+                sse_end_latency(conveyor, settings, args.runs)
                 cached_build(conveyor, settings)
                 conveyor.clean()
                 kubectl.clean()
