@@ -199,6 +199,7 @@ class RecordActivities:
             app = dep.app
             now = utcnow()
             dep.finished_at = now
+            dep.progress = request.steps
             if request.status == DeploymentStatus.ACTIVE:
                 previous = active_deployment(session, app.id)
                 if previous is not None and previous.id != dep.id:

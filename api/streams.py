@@ -15,7 +15,9 @@ and app logs.
   with Temporal away), every `POLL_SECONDS`, and every `WATCHED_POLL_SECONDS`
   while the history is being watched.
 - A stream never ends before the last state of every step: the `end` event
-  waits until the row has ended and the workflow has closed.
+  comes with the steps the workflow recorded with the outcome (the row's
+  `progress`), or, for rows from before those were recorded, once the row
+  has ended and the workflow has closed.
 """
 
 from __future__ import annotations
@@ -185,6 +187,8 @@ class RowNow(NamedTuple):
     # The hosts the user gave (an image app's registry, a git app's server), for a retry's reason.
     image_host: str | None = None
     source_host: str | None = None
+    # Ended: the steps the workflow recorded with the outcome (None before 0015).
+    progress: list[dict] | None = None
 
 
 def _status_now(session, deployment_id: str) -> RowNow | None:
@@ -195,6 +199,8 @@ def _status_now(session, deployment_id: str) -> RowNow | None:
     if row.status == DeploymentStatus.QUEUED:
         first = next((d for d in in_flight(session, row.app_id) if d.number < row.number), None)
         ahead = Ahead(first.id, first.status, first.workflow_id) if first is not None else None
+    if row.status in TERMINAL and row.progress is not None:
+        return RowNow(row.status, row.reason, progress=row.progress)
     app = session.get(App, row.app_id)
     if app is None:
         return RowNow(row.status, row.reason, ahead)
@@ -290,6 +296,9 @@ class ProgressHub:
         if read is None:
             return Snapshot(None, None, final=True)
         now = RowNow(*read)
+        if now.status in TERMINAL and now.progress is not None:
+            # Recorded with the outcome: the workflow's last steps, no query needed.
+            return Snapshot(now.status, now.reason, now.progress, final=True)
         if now.status in TERMINAL:
             closed = await workflow_closed(temporal, dep) or waited >= FINAL_WAIT_SECONDS
             return Snapshot(now.status, now.reason, await workflow_progress(temporal, dep), final=closed)

@@ -135,3 +135,13 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[T]]) -> None:
         if not task.done():
             task.cancel()
     await workflow.wait(tasks)
+
+
+def with_step(steps: list[dict[str, str]], name: str, state: str, detail: str, now: str) -> None:
+    """Set step `name` of a progress list to `state` and `detail` at `now`
+    (an ISO time), appending it when it is new."""
+    for step in steps:
+        if step["name"] == name:
+            step.update(state=state, detail=detail, updated_at=now)
+            return
+    steps.append({"name": name, "state": state, "detail": detail, "started_at": now, "updated_at": now})

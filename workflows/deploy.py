@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         job_wait,
         long_wait,
         until,
+        with_step,
     )
 
 
@@ -99,14 +100,9 @@ class DeployWorkflow:
         return ", ".join(f"{name} {ready}/{desired}" for name, (ready, desired) in self._ready.items()) + " ready"
 
     def _step(self, name: str, state: str, detail: str = "") -> None:
-        now = workflow.now().isoformat().replace("+00:00", "Z")
         # Shown as the workflow's current details in the Temporal Web UI.
         workflow.set_current_details(f"{name}: {state}" + (f" ({detail})" if detail else ""))
-        for step in self._steps:
-            if step["name"] == name:
-                step.update(state=state, detail=detail, updated_at=now)
-                return
-        self._steps.append({"name": name, "state": state, "detail": detail, "started_at": now, "updated_at": now})
+        with_step(self._steps, name, state, detail, workflow.now().isoformat().replace("+00:00", "Z"))
 
     async def _rollout(self, spec: ReleaseSpec, stuck_seconds: int, deployment_id: str | None, step: str) -> RolloutResult:
         """Wait for every process's Deployment to roll out (web alone: one
@@ -216,8 +212,9 @@ class DeployWorkflow:
             # The release is out: its Schedules follow it before it is
             # recorded active, so an active release has its Schedules.
             await self._sync_schedules(plan, spec)
-            status = await self._finish(plan, DeploymentStatus.ACTIVE, None, op.user)
-            self._step("finalize", "done", f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}: {status}")
+            released = f"{plan.operation} {spec.name} → {spec.image_ref} ×{spec.replicas}"
+            status = await self._finish(plan, DeploymentStatus.ACTIVE, None, op.user, ("finalize", "done", f"{released}: {DeploymentStatus.ACTIVE}"))
+            self._step("finalize", "done", f"{released}: {status}")
             return status
         except (ActivityError, asyncio.CancelledError) as err:
             if errors.is_kind(err, errors.DeploymentEnded):
@@ -231,7 +228,8 @@ class DeployWorkflow:
                 return await self._finish(plan, DeploymentStatus.FAILED, reason, op.user)
             if self._finalizing:
                 # Too late to cancel: the release is out; finish recording it.
-                status = await self._finish(plan, DeploymentStatus.ACTIVE, None, op.user)
+                late = ("finalize", "done", f"{DeploymentStatus.ACTIVE} (too late to cancel)")
+                status = await self._finish(plan, DeploymentStatus.ACTIVE, None, op.user, late)
                 # Else the progress query (GET deployment) shows finalize running
                 # for good. A step adds no command: histories replay unchanged.
                 self._step("finalize", "done", f"{status} (too late to cancel)")
@@ -403,7 +401,16 @@ class DeployWorkflow:
             self._step("restore", "failed", failure_message(err))
             return f"{reason}; restoring the previous deployment also failed: {failure_message(err)}"
 
-    async def _finish(self, plan: DeploymentPlan, status: DeploymentStatus, reason: str | None, user: str) -> str:
+    async def _finish(
+        self, plan: DeploymentPlan, status: DeploymentStatus, reason: str | None, user: str, last: tuple[str, str, str] | None = None
+    ) -> str:
+        """Record the outcome, with the steps as they stand with it (`last`:
+        the step the workflow marks once the outcome is recorded), so that an
+        ended deployment's progress is read from its row. The steps travel in
+        the activity's input only: the commands, and so replay, are unchanged."""
+        steps = [dict(step) for step in self._steps]
+        if last is not None:
+            with_step(steps, *last, workflow.now().isoformat().replace("+00:00", "Z"))
         return await workflow.execute_activity_method(
             RecordActivities.finish_deployment,
             FinishDeploymentInput(
@@ -413,6 +420,7 @@ class DeployWorkflow:
                 user=user,
                 image_ref=self._resolved.reference if self._resolved else None,
                 image_digest=self._resolved.digest if self._resolved else None,
+                steps=steps,
             ),
             summary=f"mark {plan.deployment_id} {status}",
             **self._cleanup(DB),

@@ -186,6 +186,9 @@ class FinishDeploymentInput(BaseModel):
     # The digest the tag resolved to, when this deployment resolved one.
     image_ref: str | None = None
     image_digest: str | None = None
+    # The workflow's progress steps as they stand with this outcome (kept with
+    # the row, so an ended deployment's steps are read without a query).
+    steps: list[dict[str, str]] | None = None
 
 
 class ScaleInput(BaseModel):

@@ -16,6 +16,8 @@ import uuid
 from datetime import timedelta
 from types import SimpleNamespace
 
+from temporalio.client import WorkflowExecutionStatus
+
 from api import streams
 from api.streams import ProgressHub, Snapshot, progress_events
 from conveyor.domain import errors
@@ -29,16 +31,20 @@ STEPS = ["resolve", "apply", "rollout", "finalize"]
 
 class Rows:
     """The deployments' (status, reason) as the hub reads them; the fakes'
-    `finish_deployment` writes them as the real one writes the row."""
+    `finish_deployment` writes them as the real one writes the row. Without
+    `with_steps`, as rows from before the steps were recorded with the
+    outcome (the stream then waits for the workflow to close)."""
 
-    def __init__(self) -> None:
-        self.rows: dict[str, tuple[str, str | None]] = {}
+    def __init__(self, with_steps: bool = False) -> None:
+        self.rows: dict[str, tuple[str, str | None] | streams.RowNow] = {}
+        self.with_steps = with_steps
 
-    async def __call__(self, deployment_id: str) -> tuple[str, str | None] | None:
+    async def __call__(self, deployment_id: str) -> tuple[str, str | None] | streams.RowNow | None:
         return self.rows.get(deployment_id)
 
     async def write(self, request: FinishDeploymentInput) -> str:
-        self.rows[request.deployment_id] = (request.status, request.reason)
+        steps = request.steps if self.with_steps else None
+        self.rows[request.deployment_id] = streams.RowNow(request.status, request.reason, progress=steps)
         return request.status
 
 
@@ -151,6 +157,33 @@ async def test_polls_between_the_row_and_the_workflow_end_do_not_end_the_stream(
             pass
         events = await asyncio.wait_for(reader, 10)
     assert_whole(events, plan)
+
+
+async def test_the_steps_recorded_with_the_outcome_end_the_stream_before_the_workflow_closes(client, task_queue):
+    """finish_deployment keeps the workflow's steps with the outcome (finalize
+    done among them): the first poll that reads the ended row sends every
+    step's last state and `end`, with no query of the workflow, which is
+    still running."""
+    fakes, rows = Fakes(client), Rows(with_steps=True)
+    plan = deployment(new_app(fakes))
+    rows.rows[plan.deployment_id] = ("deploying", None)
+    ended, gate = asyncio.Event(), asyncio.Event()
+    finish_until_released(fakes, rows, ended, gate)
+    hub = SteppedHub(rows)
+    async with running_worker(client, task_queue, fakes):
+        reader = asyncio.create_task(read_stream(hub, client, plan))
+        await hub.taken(1)
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        await asyncio.wait_for(ended.wait(), 10)
+        seen = await hub.poll()
+        assert (seen.status, state(seen.steps, "finalize"), seen.ended) == ("active", "done", True)
+        events = await asyncio.wait_for(reader, 10)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        gate.set()
+        assert await outcome(handle) == "active"
+    assert_whole(events, plan)
+    [finish] = fakes.named("finish_deployment")
+    assert [step["name"] for step in finish.input.steps] == STEPS
 
 
 async def test_a_release_that_runs_between_two_polls_is_sent_whole(client, task_queue):

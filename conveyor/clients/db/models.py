@@ -145,6 +145,9 @@ class Deployment(Base):
     workload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The Procfile's processes other than web (name → command) of the image built from source.
     procfile: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # The workflow's steps as they were when it recorded the outcome (since 0015):
+    # an ended deployment's progress, read without querying its closed workflow.
+    progress: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
     source_commit: Mapped[str | None] = mapped_column(String(64))
     build_id: Mapped[str | None] = mapped_column(String(40))
     rollback_of: Mapped[str | None] = mapped_column(String(40))
