@@ -60,7 +60,6 @@ def attributes_of(request: SyncSchedulesInput) -> TypedSearchAttributes:
 def schedule_of(settings: Settings, request: SyncSchedulesInput, entry: CronEntry) -> Schedule:
     """The Temporal Schedule of one cron entry: its spec and time zone, skip
     on overlap, and a run that is a `CronRunWorkflow` bounded by the entry's deadline."""
-    command = " ".join(entry.argv)
     return Schedule(
         action=ScheduleActionStartWorkflow(
             CRON_WORKFLOW,
@@ -74,7 +73,9 @@ def schedule_of(settings: Settings, request: SyncSchedulesInput, entry: CronEntr
         ),
         spec=ScheduleSpec(cron_expressions=[entry.schedule], time_zone_name=entry.timezone),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
-        state=ScheduleState(note=f"{request.app_name} cron {entry.name}: {command[:200]} (release {request.deployment_id})"),
+        # Not the command: a note is stored in the clear (payloads are sealed, notes are not),
+        # and a command may carry a secret. GET /apps/{id} shows it.
+        state=ScheduleState(note=f"{request.app_name} cron {entry.name} at {entry.schedule!r} (release {request.deployment_id})"),
     )
 
 

@@ -196,3 +196,6 @@ def test_the_schedule_of_a_cron_entry_skips_overlaps_and_bounds_its_runs():
     assert action.execution_timeout == timedelta(seconds=900) + timedelta(minutes=10)
     assert [arg.name for arg in action.args] == ["nightly"]
     assert {pair.key.name: pair.value for pair in action.typed_search_attributes} == {"AppId": "app_1", "ProjectId": "proj_default", "Operation": "cron"}
+    # Stored in the clear by Temporal: names the entry, never its command (which may carry a secret).
+    assert schedule.state.note == "shop cron nightly at '0 3 * * *' (release dep_1)"
+    assert "nightly.py" not in schedule.state.note and "nightly.py" not in (action.static_summary or "")
