@@ -5,6 +5,7 @@ uploaded source comes from the registry, so any worker can build it."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import os
@@ -26,7 +27,7 @@ from temporalio.exceptions import CancelledError
 
 from conveyor.builds import sandbox, sources
 from conveyor.builds.buildah import Buildah
-from conveyor.builds.cache import BuildCache, SharedCache, cache_repository, cache_tag, reused_images, tree_bytes
+from conveyor.builds.cache import BuildCache, SharedCache, cache_repository, cache_tag, reused_image, tree_bytes
 from conveyor.builds.git import failure_text as git_failure_text
 from conveyor.builds.git import git_env, pinned_config
 from conveyor.builds.logs import BuildLogWriter
@@ -58,6 +59,8 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # buildah's words for a pull or push the registry refused for good.
 PERMANENT_REGISTRY_ANSWERS = ("manifest unknown", "name unknown", "not found", "unauthorized", "denied", "forbidden")
 HEARTBEAT_SECONDS = 5.0
+# At most this long to pull the registry's layer cache, and again to share a build's.
+CACHE_SECONDS = 120.0
 # Writes one line to the build log (a BuildLogWriter).
 Log = Callable[[str], None]
 
@@ -81,6 +84,11 @@ def heartbeating(every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def _why(exc: Exception) -> str:
+    """A cache failure for the build log: the platform's own words, or the kind of an unexpected error."""
+    return str(exc) if isinstance(exc, (BuildFailed, BuildInterrupted, RegistryRefused, RegistryUnreachable)) else type(exc).__name__
 
 
 def _read_digest(path: Path) -> str:
@@ -263,53 +271,68 @@ class BuilderActivities:
         """buildah's flag for the platform's own registry when it is plain HTTP."""
         return ["--tls-verify=false"] if self.settings.registry_insecure else []
 
-    def _images(self, box: sandbox.BuildSandbox, log: Log, deadline: float) -> set[str]:
-        """The ids of every image in the build's store."""
+    def _images(self, box: sandbox.BuildSandbox, log: Log, deadline: float) -> dict[str, list[str]]:
+        """Every image in the build's store: its id and its names."""
         out = self._sandboxed(box, ["images", "--all", "--no-trunc", "--json"], "listing the build's images", log, deadline)
-        return {str(image["id"]).removeprefix("sha256:") for image in json.loads(out or "null") or []}
+        return {str(image["id"]).removeprefix("sha256:"): list(image.get("names") or []) for image in json.loads(out or "null") or []}
 
-    def _pull_shared_layers(self, box: sandbox.BuildSandbox, request: BuildInput, log: Log, deadline: float) -> None:
-        """The app's cache from the registry, for a build on a worker without
-        the app's store (another worker built it last). Never fails the build."""
+    def _cached_layers(self, box: sandbox.BuildSandbox, request: BuildInput, took_local: bool, log: Log, deadline: float) -> set[str] | None:
+        """The app's cached step images in the build's store: the host's (taken
+        already) or, on a worker without them, the registry's, pulled here (an
+        image whose id is not the one its tag names is dropped). None when the
+        registry's cache is off or the store cannot be read: the build then
+        shares nothing. Never fails the build."""
         if not self.shared.enabled:
-            return
+            return None
         reference = self.shared.reference(request.project_id, request.app_id)
+        if not took_local:
+            try:
+                tags = list_tags(self.settings, cache_repository(request.project_id, request.app_id))
+                if tags:
+                    until = min(deadline, time.monotonic() + CACHE_SECONDS)
+                    self._sandboxed(box, ["pull", "--all-tags", "--quiet", *self._platform_tls(), f"docker://{reference}"], "pulling the layer cache", log, until)
+                    log(f"==> layer cache: the layers of this app's last build come from the registry ({len(tags)} step images); unchanged steps are not run again")
+            except Exception as exc:  # noqa: BLE001 - the cache is never the build's failure
+                log(f"==> layer cache: not pulled from the registry ({_why(exc)}); building without it")
         try:
-            tags = list_tags(self.settings, cache_repository(request.project_id, request.app_id))
-            if not tags:
-                return
-            self._sandboxed(box, ["pull", "--all-tags", "--quiet", *self._platform_tls(), f"docker://{reference}"], "pulling the layer cache", log, deadline)
-        except (BuildFailed, BuildInterrupted, RegistryRefused, RegistryUnreachable) as exc:
-            log(f"==> layer cache: not pulled from the registry ({exc}); building without it")
-            return
-        log(f"==> layer cache: the layers of this app's last build come from the registry ({len(tags)} step images); unchanged steps are not run again")
+            listed = self._images(box, log, deadline)
+            forged = {i for i, names in listed.items() for name in names if name.startswith(f"{reference}:") and name != f"{reference}:{cache_tag(i)}"}
+            if forged:
+                self._sandboxed(box, ["rmi", "--force", *sorted(forged)], "dropping cache images that are not what their tags name", log, deadline)
+                log(f"==> layer cache: {len(forged)} images of the registry's cache were not what their tags name and are not used")
+        except Exception as exc:  # noqa: BLE001 - the cache is never the build's failure
+            log(f"==> layer cache: the build's images could not be listed ({_why(exc)}); its layers will not be shared")
+            return None
+        return set(listed) - forged
 
-    def _share_layers(self, box: sandbox.BuildSandbox, request: BuildInput, before: set[str], reused: set[str], size: int, log: Log, deadline: float) -> None:
-        """After a successful build: its step images (made or reused) into the
-        app's cache repository, the earlier build's tags out of it, so that
-        the next build on any worker finds them. Never fails the build."""
-        if not self.shared.enabled:
+    def _share_layers(
+        self, box: sandbox.BuildSandbox, request: BuildInput, before: set[str] | None, reused: set[str], size: int, log: Log, deadline: float
+    ) -> None:
+        """After a successful build: its step images (those it made, and those
+        of the cache it reused) into the app's cache repository, the earlier
+        build's tags out of it, so that the next build on any worker finds
+        them. Within the activity's time; never fails the build."""
+        if before is None:
             return
         if (over := self.cache.over_bound(size)) is not None:
             log(f"==> layer cache: not shared: {over}")
             return
         reference = self.shared.reference(request.project_id, request.app_id)
+        until = min(deadline + 60, time.monotonic() + CACHE_SECONDS)
         try:
-            chain = (self._images(box, log, deadline) - before) | (reused & before)
+            chain = (set(self._images(box, log, until)) - before) | reused
             for image_id in sorted(chain):
                 push = ["push", "--quiet", *self._platform_tls(), image_id, f"docker://{reference}:{cache_tag(image_id)}"]
-                self._sandboxed(box, push, "sharing the layer cache", log, deadline)
-            self.shared.drop_stale(request.project_id, request.app_id, {cache_tag(image_id) for image_id in chain})
-        except (BuildFailed, BuildInterrupted, RegistryRefused, RegistryUnreachable, ValueError) as exc:
-            log(f"==> layer cache: not shared in the registry ({exc})")
+                self._sandboxed(box, push, "sharing the layer cache", log, until)
+        except Exception as exc:  # noqa: BLE001 - the cache is never the build's failure
+            log(f"==> layer cache: not shared in the registry ({_why(exc)})")
             return
         log(f"==> layer cache: {len(chain)} step images shared in {reference} for the next build of this app on any worker")
         try:
-            if dropped := self.shared.sweep(self.url):
-                log(f"==> layer cache: removed the registry caches of {dropped} apps deleted or without a build for {self.settings.build_cache_days} days")
-        except Exception as exc:  # noqa: BLE001 - the sweep is housekeeping: never the build's failure
-            activity.logger.warning("the sweep of the registry's layer caches stopped: %s", exc)
-            log(f"==> layer cache: the sweep of the registry's caches stopped ({type(exc).__name__})")
+            self.shared.drop_stale(request.project_id, request.app_id, {cache_tag(image_id) for image_id in chain})
+        except Exception as exc:  # noqa: BLE001 - the cache is never the build's failure
+            log(f"==> layer cache: the earlier build's step images stay in the registry ({_why(exc)})")
+        self.shared.sweep_soon(self.url)
 
     @activity.defn(name="build_image")
     def build_image(self, request: BuildInput) -> BuiltImage:
@@ -348,18 +371,24 @@ class BuilderActivities:
                     box.prepare()
                 except sandbox.SandboxUnavailable as exc:
                     raise BuildFailed(str(exc)) from exc
-                if self.cache.take(request.project_id, request.app_id, box.storage):
+                took_local = self.cache.take(request.project_id, request.app_id, box.storage)
+                if took_local:
                     log("==> layer cache: the layers of this app's last build are here; unchanged steps are not run again")
-                else:
-                    self._pull_shared_layers(box, request, log, deadline)
+                cached = self._cached_layers(box, request, took_local, log, deadline)
                 self._pull_bases(box, dockerfile, log, deadline, request.project_id)
-                before = self._images(box, log, deadline) if self.shared.enabled else set()
+                before = None
+                if cached is not None:
+                    with contextlib.suppress(BuildFailed, BuildInterrupted, ValueError):
+                        before = set(self._images(box, log, deadline))
                 proc, description = box.popen_build(self.buildah.bud_args(src, image, dockerfile, pull=False))
                 log(f"==> {description}")
-                output: list[str] = []
+                # The cache's images the build says it reused (its output could
+                # say so of any image: only the cache's own count).
+                reused: set[str] = set()
 
                 def watched(line: str) -> None:
-                    output.append(line)
+                    if (image_id := reused_image(line)) is not None and cached is not None and image_id in cached:
+                        reused.add(image_id)
                     log(line)
 
                 self._run_streaming(proc, watched, deadline)
@@ -370,7 +399,7 @@ class BuilderActivities:
                 digest = _read_digest(digest_file)
                 log(f"==> pushed {image}@{digest}")
                 size = tree_bytes(box.storage)
-                self._share_layers(box, request, before, reused_images(output), size, log, deadline + 300)
+                self._share_layers(box, request, before, reused, size, log, deadline)
                 log(f"==> layer cache: {self.cache.keep(request.project_id, request.app_id, box.storage, size)}")
                 return BuiltImage(image=image, digest=digest, reference=f"{image}@{digest}", procfile=processes)
             except (BuildFailed, BuildInterrupted) as exc:

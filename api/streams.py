@@ -287,10 +287,12 @@ class ProgressHub:
                     poller.cancel()
 
     async def snapshot(self, temporal: Client, dep: Deployment, waited: float = 0.0) -> Snapshot:
-        """The deployment now. Once its row has ended, the steps are read after
-        its workflow has closed (however late this poll comes, the last steps
-        are then all there), or once `FINAL_WAIT_SECONDS` have passed since the
-        row ended: a workflow that no worker runs cannot close."""
+        """The deployment now. Once its row has ended, the steps are those
+        the workflow recorded with the outcome; for a row from before they
+        were recorded, they are read after its workflow has closed (however
+        late this poll comes, the last steps are then all there), or once
+        `FINAL_WAIT_SECONDS` have passed since the row ended: a workflow that
+        no worker runs cannot close."""
         self.polls += 1
         read = await self._status_of(dep.id)
         if read is None:

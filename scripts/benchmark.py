@@ -383,6 +383,10 @@ def cached_build(conveyor: Conveyor, settings: Settings) -> None:
         if status != "active":
             raise RuntimeError(f"the cached-build benchmark's build ended {status}")
         times.append(time.monotonic() - started)
+        log = conveyor.http.get(f"/apps/{app['id']}/build-log", params={"build_id": dep["build_id"]}).text
+        expected = [None, "layers of this app's last build are here", "come from the registry"][run]
+        if expected is not None and expected not in log:
+            raise RuntimeError(f"build {run + 1} of the cached-build benchmark did not use the cache it measures ({expected!r} not in its log)")
     row("build of a Dockerfile with a 5 s RUN step, first (upload -> active)", f"{times[0]:.1f} s")
     row("the same source built again (its layers cached on the worker)", f"{times[1]:.1f} s")
     row("the same source on a worker without them (the registry's layer cache)", f"{times[2]:.1f} s")
@@ -411,11 +415,14 @@ def sse_end_latency(conveyor: Conveyor, settings: Settings, runs: int) -> None:
         app.raise_for_status()
         conveyor.apps.append(app.json()["id"])
         [dep] = conveyor.http.get(f"/apps/{app.json()['id']}/deployments").json()
+        received = None
         with conveyor.http.stream("GET", f"/apps/{app.json()['id']}/deployments/{dep['id']}/progress", timeout=120) as stream:
             for line in stream.iter_lines():
                 if line == "event: end":
                     received = time.time()
                     break
+        if received is None:
+            raise RuntimeError(f"the progress stream of {dep['id']} closed without `end`")
         lags.append(received - asyncio.run(close_time(dep["workflow_id"])))
     row(f"SSE `end` after the deployment's workflow closed (median of {runs}; negative: before it)", f"{statistics.median(lags) * 1000:.0f} ms")
 

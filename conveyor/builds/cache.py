@@ -27,11 +27,12 @@ build's network, as the base images' pull and the image's push do.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
+import threading
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,12 +44,15 @@ from conveyor.clients.db.session import read_scope
 from conveyor.domain.errors import RegistryRefused, RegistryUnreachable
 from conveyor.settings import Settings
 
+log = logging.getLogger(__name__)
+
 SIZE_FILE = ".conveyor-cache-bytes"
 # buildah's line for a step it did not run again.
 USING_CACHE = re.compile(r"^--> Using cache ([0-9a-f]{64})\s*$")
 CACHE_TAG_PREFIX = "c-"
-# `<project>/cache/<app>`: a cache repository (the sweep's catalog filter).
-CACHE_REPOSITORY = re.compile(r"^(?P<project>[^/]+)/cache/(?P<app>[^/]+)$")
+# `<project>/cache/<app>`: a cache repository (the sweep's catalog filter;
+# a project's, never a shared repository that happens to be named `…/cache/…`).
+CACHE_REPOSITORY = re.compile(r"^(?P<project>proj_[a-z0-9_-]+)/cache/(?P<app>app_[0-9a-f]+)$")
 # How often one worker sweeps the registry's caches at most.
 SWEEP_EVERY_SECONDS = 3600.0
 
@@ -156,9 +160,12 @@ def cache_tag(image_id: str) -> str:
     return f"{CACHE_TAG_PREFIX}{image_id}"
 
 
-def reused_images(lines: Iterable[str]) -> set[str]:
-    """The ids of the images a build's log says it reused ("Using cache")."""
-    return {m.group(1) for line in lines if (m := USING_CACHE.match(line))}
+def reused_image(line: str) -> str | None:
+    """The id of the image a line of the build's output says it reused
+    ("Using cache"). A step's own output can print such a line too: callers
+    count only the ids of the cache's own images."""
+    found = USING_CACHE.match(line)
+    return found.group(1) if found else None
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -191,13 +198,9 @@ class SharedCache:
         return len(stale)
 
     def sweep(self, url: str) -> int:
-        """At most once an hour per worker: delete the caches of apps that
-        were deleted or have had no build for CONVEYOR_BUILD_CACHE_DAYS.
-        Returns how many apps' caches went."""
-        now = time.monotonic()
-        if self._swept_at and now - self._swept_at < SWEEP_EVERY_SECONDS:
-            return 0
-        self._swept_at = now
+        """Delete the caches of apps that were deleted or have had no build
+        for CONVEYOR_BUILD_CACHE_DAYS (only the cache's `c-` tags). Returns
+        how many apps' caches went."""
         found = {m.group("app"): name for name in oci_registry.catalog(self.settings) if (m := CACHE_REPOSITORY.match(name))}
         if not found:
             return 0
@@ -213,8 +216,26 @@ class SharedCache:
                 continue
             try:
                 for tag in oci_registry.list_tags(self.settings, repository):
-                    oci_registry.delete_tag(self.settings, repository, tag)
+                    if tag.startswith(CACHE_TAG_PREFIX):
+                        oci_registry.delete_tag(self.settings, repository, tag)
             except (RegistryRefused, RegistryUnreachable):
                 continue
             dropped += 1
         return dropped
+
+    def sweep_soon(self, url: str) -> None:
+        """The sweep in a thread of its own, at most once an hour per worker:
+        it is not the build's work, nor bounded by the build's time."""
+        now = time.monotonic()
+        if self._swept_at and now - self._swept_at < SWEEP_EVERY_SECONDS:
+            return
+        self._swept_at = now
+
+        def sweep() -> None:
+            try:
+                if dropped := self.sweep(url):
+                    log.info("removed the registry's layer caches of %d apps deleted or without a build for %d days", dropped, self.settings.build_cache_days)
+            except Exception:
+                log.exception("the sweep of the registry's layer caches stopped")
+
+        threading.Thread(target=sweep, name="layer-cache-sweep", daemon=True).start()

@@ -212,6 +212,7 @@ def test_the_layer_cache_is_shared_by_every_worker_through_the_registry(settings
     from conveyor.clients.oci_registry import list_tags
     from tests.support.api_client import Api
     from tests.support.production import api_and_worker, conveyor_env
+    from tests.support.registry_tags import point_tag
 
     queue = f"queue-{uuid.uuid4().hex[:8]}"
     homes = [settings.home / f"worker-{uuid.uuid4().hex[:8]}" for _ in range(2)]
@@ -238,10 +239,14 @@ def test_the_layer_cache_is_shared_by_every_worker_through_the_registry(settings
         assert "slow-step-42" in first and "step images shared in" in first, first
         # One image per step after FROM (the base is not the app's).
         assert len(shared) == 2 and all(tag.startswith("c-") for tag in shared), (shared, first)
+        # A tag that names another image than its own (written by anyone who
+        # can push to the registry): the build drops that image, and the tag goes.
+        point_tag(settings, repository, "c-" + "0" * 64, "busybox", "conveyor/base")
         with worker(homes[1], "second") as base_url:
             api = Api(base_url, admin_token, settings.registry)
             second = build(api, app, tarball({"Dockerfile": dockerfile}))
             assert "come from the registry" in second and "Using cache" in second, second
+            assert "1 images of the registry's cache were not what their tags name" in second, second
             assert "slow-step-42" not in second, second
             assert set(list_tags(settings, repository)) == shared
             # A changed last step: its new image replaces the old one's tag; the rest stay.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from conveyor.builds.cache import BuildCache, cache_repository, reused_images, tree_bytes
+from conveyor.builds.cache import CACHE_REPOSITORY, BuildCache, cache_repository, reused_image, tree_bytes
 from conveyor.builds.recipe import FromRule
 from conveyor.domain import images
 from conveyor.settings import Settings
@@ -69,15 +69,13 @@ def test_the_cache_can_be_turned_off(tmp_path):
     assert "off" in cache.keep("proj_a", "app_1", path, tree_bytes(path)) and path.exists()
 
 
-def test_the_steps_a_build_reused_are_read_from_its_log():
-    lines = [
-        "STEP 2/3: RUN make",
-        "--> Using cache " + "a" * 64,
-        "--> aaaaaaaaaaa",
-        "--> Using cache " + "b" * 63,  # not an image id
-        "echo --> Using cache " + "c" * 64,  # a step's own output, not buildah's line
-    ]
-    assert reused_images(lines) == {"a" * 64}
+def test_the_steps_a_build_reused_are_read_from_its_output():
+    assert reused_image("--> Using cache " + "a" * 64) == "a" * 64
+    assert reused_image("--> aaaaaaaaaaa") is None
+    assert reused_image("--> Using cache " + "b" * 63) is None  # not an image id
+    assert reused_image("STEP 2/3: RUN echo --> Using cache " + "c" * 64) is None
+    # A step can print buildah's line itself: the builder counts only ids of the cache's own images.
+    assert reused_image("--> Using cache " + "d" * 64 + "  ") == "d" * 64
 
 
 def test_an_apps_registry_cache_is_its_projects_and_no_other_project_may_start_from_it():
@@ -87,3 +85,10 @@ def test_an_apps_registry_cache_is_its_projects_and_no_other_project_may_start_f
     ref = images.parse(f"127.0.0.1:5000/{repository}:c-{'a' * 64}")
     assert rule.refusal(ref, "proj_a") is None
     assert "another project's image" in (rule.refusal(ref, "proj_b") or "")
+
+
+def test_the_sweep_reads_only_projects_cache_repositories():
+    assert CACHE_REPOSITORY.match(cache_repository("proj_a", "app_0123abcd"))
+    # A shared repository of no project that happens to be named so is not a cache.
+    assert CACHE_REPOSITORY.match("tools/cache/node") is None
+    assert CACHE_REPOSITORY.match("proj_a/cache/web") is None

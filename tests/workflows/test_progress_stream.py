@@ -134,12 +134,20 @@ def finish_until_released(fakes: Fakes, rows: Rows, ended: asyncio.Event, gate: 
     fakes.script("finish_deployment", finish)
 
 
-async def test_polls_between_the_row_and_the_workflow_end_do_not_end_the_stream(client, task_queue):
-    fakes, rows = Fakes(client), Rows()
+def held_at_finish(client, rows: Rows) -> tuple[Fakes, DeploymentPlan, asyncio.Event, asyncio.Event]:
+    """A release whose finish_deployment writes its row, sets `ended`, then
+    holds the workflow until `gate`."""
+    fakes = Fakes(client)
     plan = deployment(new_app(fakes))
     rows.rows[plan.deployment_id] = ("deploying", None)
     ended, gate = asyncio.Event(), asyncio.Event()
     finish_until_released(fakes, rows, ended, gate)
+    return fakes, plan, ended, gate
+
+
+async def test_polls_between_the_row_and_the_workflow_end_do_not_end_the_stream(client, task_queue):
+    rows = Rows()
+    fakes, plan, ended, gate = held_at_finish(client, rows)
     hub = SteppedHub(rows)
     async with running_worker(client, task_queue, fakes):
         reader = asyncio.create_task(read_stream(hub, client, plan))
@@ -164,11 +172,8 @@ async def test_the_steps_recorded_with_the_outcome_end_the_stream_before_the_wor
     done among them): the first poll that reads the ended row sends every
     step's last state and `end`, with no query of the workflow, which is
     still running."""
-    fakes, rows = Fakes(client), Rows(with_steps=True)
-    plan = deployment(new_app(fakes))
-    rows.rows[plan.deployment_id] = ("deploying", None)
-    ended, gate = asyncio.Event(), asyncio.Event()
-    finish_until_released(fakes, rows, ended, gate)
+    rows = Rows(with_steps=True)
+    fakes, plan, ended, gate = held_at_finish(client, rows)
     hub = SteppedHub(rows)
     async with running_worker(client, task_queue, fakes):
         reader = asyncio.create_task(read_stream(hub, client, plan))
