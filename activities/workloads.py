@@ -451,7 +451,10 @@ class KubeActivities:
             # A process besides web says which it is; web's words are as they always were.
             whose = "" if process == WEB else f"process {process} (Deployment {request.name}): "
             activity.heartbeat(give_up_at - request.deadline_seconds - 5, state.message, state.ready, state.desired)
-            if request.report_progress and info.workflow_id and (state.ready, state.desired) != reported and not state.done:
+            # Not before the first pod is ready: the workflow's step already
+            # says none is (a signal costs a workflow task and four history events).
+            changed = (state.ready, state.desired) != reported and (state.ready > 0 or reported is not None)
+            if request.report_progress and info.workflow_id and changed and not state.done:
                 reported = (state.ready, state.desired)
                 self._report(info.workflow_id, RolloutProgress(ready=state.ready, desired=state.desired, message=state.message, name=request.name))
             if state.done and process == WEB:

@@ -57,9 +57,13 @@ with workflow.unsafe.imports_passed_through():
         cancelled,
         failure_message,
         job_wait,
+        local,
         long_wait,
         until,
     )
+
+# begin_deployment runs as a local activity.
+LOCAL_BEGIN = "local-begin"
 
 
 @workflow.defn
@@ -153,12 +157,19 @@ class DeployWorkflow:
 
     @workflow.run
     async def run(self, op: Operation) -> str:
-        plan: DeploymentPlan = await workflow.execute_activity_method(
-            RecordActivities.begin_deployment,
-            BeginDeploymentInput(deployment_id=op.deployment_id),
-            summary=f"start {op.deployment_id}",
-            **DB,
-        )
+        # begin_deployment also resolves the image's tag when the release
+        # needs it (one round trip for both). An older history's plan has no
+        # `resolved`, so it resolves in a step of its own as it did.
+        begin = BeginDeploymentInput(deployment_id=op.deployment_id, resolve_image=True)
+        if workflow.patched(LOCAL_BEGIN):
+            # A local activity: run by the worker within the first workflow
+            # task and recorded as one marker (README: runbook). Nothing of
+            # the release is there to show or to pause before it has run.
+            plan: DeploymentPlan = await workflow.execute_local_activity_method(
+                RecordActivities.begin_deployment, begin, summary=f"start {op.deployment_id}", **local(DB)
+            )
+        else:
+            plan = await workflow.execute_activity_method(RecordActivities.begin_deployment, begin, summary=f"start {op.deployment_id}", **DB)
         if plan.status in TERMINAL:
             return plan.status
         self._deadline = plan.deadline
@@ -168,6 +179,12 @@ class DeployWorkflow:
                 image = await self._image_from_source(op, plan)
                 # The Procfile's other lines are processes of this release.
                 spec.image_ref, spec.processes = image.reference, with_procfile(spec.processes, image.procfile)
+            elif not plan.image_ref and plan.resolved is not None:
+                # Resolved by begin_deployment; finish_deployment records it.
+                self._step("resolve", "running", plan.image or "")
+                self._resolved = plan.resolved
+                spec.image_ref = plan.resolved.reference
+                self._step("resolve", "done", plan.resolved.reference)
             elif not plan.image_ref:
                 self._step("resolve", "running", plan.image or "")
                 resolved: ResolvedImage = await workflow.execute_activity_method(
@@ -404,6 +421,9 @@ class DeployWorkflow:
             return f"{reason}; restoring the previous deployment also failed: {failure_message(err)}"
 
     async def _finish(self, plan: DeploymentPlan, status: DeploymentStatus, reason: str | None, user: str) -> str:
+        # An activity of its own, not a local one: the progress query must
+        # answer while it runs (it is what cancels and failures end with),
+        # and a stuck one is a pending activity an operator can see.
         return await workflow.execute_activity_method(
             RecordActivities.finish_deployment,
             FinishDeploymentInput(
