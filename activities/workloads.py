@@ -130,6 +130,17 @@ RBAC_SETTLE_TRIES = 10
 MESSAGE_LIMIT = 500
 
 
+# The kubernetes client imports each API class on its first use (CoreV1Api's
+# module alone is some 30,000 lines): a worker loads them as it starts, not
+# in the first deploys it runs, and its startup heap freeze covers them.
+API_CLASSES = ("AppsV1Api", "AutoscalingV2Api", "BatchV1Api", "CoreV1Api", "NetworkingV1Api")
+
+
+def load_api_classes() -> None:
+    for name in API_CLASSES:
+        getattr(client, name)
+
+
 class KubeActivities:
     """One API client and one discovery cache per worker process."""
 

@@ -21,7 +21,7 @@ from activities.digests import RegistryActivities
 from activities.jobs import JobActivities
 from activities.records import RecordActivities
 from activities.schedules import ScheduleActivities
-from activities.workloads import KubeActivities, ProgressReporter
+from activities.workloads import KubeActivities, ProgressReporter, load_api_classes
 from conveyor.clients import telemetry
 from conveyor.clients.db import sealed
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool
@@ -141,6 +141,7 @@ async def run(settings: Settings) -> None:
         raise SystemExit(f"conveyor worker: {exc}") from None
     # Env values and registry passwords are sealed at rest with the payload keyring.
     sealed.use_keyring(await asyncio.to_thread(load_keyring, settings))
+    await asyncio.to_thread(load_api_classes)
     tracer = telemetry.tracer_provider("conveyor-worker", settings)
     client = await connect(settings, [telemetry.temporal_interceptor(tracer)])
     stop = asyncio.Event()
