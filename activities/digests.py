@@ -32,53 +32,60 @@ def project_credential(settings: Settings, project_id: str | None, registry: str
         return registry_auth.Credential(row.registry_host, row.username, row.password) if row is not None else None
 
 
+def resolve_image(settings: Settings, request: ResolveImageInput, timeout: float = 20.0) -> ResolvedImage:
+    """The digest the image's tag names now (each request given `timeout` seconds). Raises a named failure
+    (conveyor/domain/errors.py): transient when the registry is away,
+    permanent when it refuses or has no such manifest."""
+    try:
+        ref = images.parse(request.image)
+    except images.InvalidImageReference as exc:
+        raise errors.InvalidImage(f"image {request.image!r} is not valid: {exc}") from exc
+    credential = project_credential(settings, request.project_id, registry_auth.image_registry_key(ref))
+    url = f"{oci_registry.base_url(settings, ref.registry)}/v2/{ref.repository}/manifests/{ref.reference}"
+    policy = outbound.policy(settings)
+    try:
+        with outbound.registry_client(settings, timeout=timeout, policy_=policy) as client:
+            response = oci_registry.authorized_head(
+                settings,
+                client,
+                ref.registry,
+                ref.repository,
+                url,
+                {"Accept": MANIFEST_ACCEPT},
+                credential,
+                policy.allowance(egress.Purpose.REGISTRY),
+            )
+    except egress.OutboundRefused as exc:
+        raise errors.RegistryRefused(f"registry {ref.registry} {exc}") from None
+    except httpx.TransportError as exc:
+        # One message whatever went wrong (refused, timed out, TLS): the
+        # deployer reads it; the operator finds the cause in this log.
+        log.info("registry %s: %s: %s", ref.registry, type(exc).__name__, exc)
+        raise errors.RegistryUnreachable(f"registry {ref.registry} {egress.UNREACHABLE}") from None
+    if response.status_code == 404:
+        raise errors.RegistryRefused(
+            f"image {request.image} was not found: registry {ref.registry} has no "
+            f"{ref.repository}:{ref.reference}; push it or fix the image URL"
+        )
+    if response.status_code in (401, 403):
+        advice = (
+            "its credential was refused: log in again (conveyor registry login)"
+            if credential is not None
+            else "the project has no credential for it: an admin adds one (conveyor registry login)"
+        )
+        raise errors.RegistryRefused(f"registry {ref.registry} refused access to {ref.repository} ({response.status_code}); {advice}")
+    if response.status_code >= 500 or response.status_code == 429:
+        raise errors.RegistryUnreachable(f"registry {ref.registry} answered {response.status_code}")
+    if response.status_code != 200 or "docker-content-digest" not in response.headers:
+        raise errors.RegistryRefused(f"registry {ref.registry} gave no digest for {request.image} (HTTP {response.status_code})")
+    digest = response.headers["docker-content-digest"]
+    return ResolvedImage(image=request.image, digest=digest, reference=ref.pinned(digest))
+
+
 class RegistryActivities:
     def __init__(self, settings: Settings):
         self.settings = settings
 
     @activity.defn(name="resolve_image_digest")
     def resolve_image_digest(self, request: ResolveImageInput) -> ResolvedImage:
-        try:
-            ref = images.parse(request.image)
-        except images.InvalidImageReference as exc:
-            raise errors.InvalidImage(f"image {request.image!r} is not valid: {exc}") from exc
-        credential = project_credential(self.settings, request.project_id, registry_auth.image_registry_key(ref))
-        url = f"{oci_registry.base_url(self.settings, ref.registry)}/v2/{ref.repository}/manifests/{ref.reference}"
-        policy = outbound.policy(self.settings)
-        try:
-            with outbound.registry_client(self.settings, policy_=policy) as client:
-                response = oci_registry.authorized_head(
-                    self.settings,
-                    client,
-                    ref.registry,
-                    ref.repository,
-                    url,
-                    {"Accept": MANIFEST_ACCEPT},
-                    credential,
-                    policy.allowance(egress.Purpose.REGISTRY),
-                )
-        except egress.OutboundRefused as exc:
-            raise errors.RegistryRefused(f"registry {ref.registry} {exc}") from None
-        except httpx.TransportError as exc:
-            # One message whatever went wrong (refused, timed out, TLS): the
-            # deployer reads it; the operator finds the cause in this log.
-            log.info("registry %s: %s: %s", ref.registry, type(exc).__name__, exc)
-            raise errors.RegistryUnreachable(f"registry {ref.registry} {egress.UNREACHABLE}") from None
-        if response.status_code == 404:
-            raise errors.RegistryRefused(
-                f"image {request.image} was not found: registry {ref.registry} has no "
-                f"{ref.repository}:{ref.reference}; push it or fix the image URL"
-            )
-        if response.status_code in (401, 403):
-            advice = (
-                "its credential was refused: log in again (conveyor registry login)"
-                if credential is not None
-                else "the project has no credential for it: an admin adds one (conveyor registry login)"
-            )
-            raise errors.RegistryRefused(f"registry {ref.registry} refused access to {ref.repository} ({response.status_code}); {advice}")
-        if response.status_code >= 500 or response.status_code == 429:
-            raise errors.RegistryUnreachable(f"registry {ref.registry} answered {response.status_code}")
-        if response.status_code != 200 or "docker-content-digest" not in response.headers:
-            raise errors.RegistryRefused(f"registry {ref.registry} gave no digest for {request.image} (HTTP {response.status_code})")
-        digest = response.headers["docker-content-digest"]
-        return ResolvedImage(image=request.image, digest=digest, reference=ref.pinned(digest))
+        return resolve_image(self.settings, request)

@@ -3,12 +3,14 @@ safe to run twice (a repeated call finds the state already written)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from temporalio import activity
 
+from activities.digests import resolve_image
 from conveyor.clients.db.models import App, Build, Deployment, JobRun, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, release_spec
 from conveyor.clients.db.session import read_scope, session_scope
@@ -24,6 +26,8 @@ from conveyor.domain.payloads import (
     FinishDeploymentInput,
     RecordImageInput,
     RemoveAppInput,
+    ResolvedImage,
+    ResolveImageInput,
     ScaleRecordInput,
 )
 from conveyor.domain.vocabulary import (
@@ -38,6 +42,11 @@ from conveyor.domain.vocabulary import (
 )
 from conveyor.domain.workload import Workload
 from conveyor.settings import Settings
+
+log = logging.getLogger(__name__)
+# begin_deployment's try at the image's digest waits no longer than this for
+# the registry: a slow one is left to the step of its own, which retries.
+INLINE_RESOLVE_TIMEOUT = 5.0
 
 # Read with the row's operation (a str): a StrEnum key matches its plain string.
 VERBS: dict[str, str] = {
@@ -87,6 +96,25 @@ class RecordActivities:
 
     @activity.defn(name="begin_deployment")
     def begin_deployment(self, request: BeginDeploymentInput) -> DeploymentPlan:
+        plan = self._begin(request)
+        if request.resolve_image and plan.status not in TERMINAL and plan.build is None and not plan.image_ref and plan.image:
+            # After the commit: no transaction is held across the registry call.
+            plan.resolved = self._try_resolve(ResolveImageInput(image=plan.image, project_id=plan.project_id))
+        return plan
+
+    def _try_resolve(self, request: ResolveImageInput) -> ResolvedImage | None:
+        """The image's digest, or None when the registry does not give it at
+        once. The workflow then resolves it in the step of its own
+        (resolve_image_digest), whose retries and failure the operator sees,
+        pauses and resets as before; a permanent failure fails the release
+        there, with its reason."""
+        try:
+            return resolve_image(self.settings, request, timeout=INLINE_RESOLVE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - the separate step reports it
+            log.info("resolving %s while beginning the deployment: %s; the release resolves it in a step of its own", request.image, exc)
+            return None
+
+    def _begin(self, request: BeginDeploymentInput) -> DeploymentPlan:
         with session_scope(self.url) as session:
             dep = self._deployment(session, request.deployment_id)
             app = dep.app

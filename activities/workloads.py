@@ -130,6 +130,17 @@ RBAC_SETTLE_TRIES = 10
 MESSAGE_LIMIT = 500
 
 
+# The kubernetes client imports each API class on its first use (CoreV1Api's
+# module alone is some 30,000 lines): a worker loads them as it starts, not
+# in the first deploys it runs, and its startup heap freeze covers them.
+API_CLASSES = ("AppsV1Api", "AutoscalingV2Api", "BatchV1Api", "CoreV1Api", "NetworkingV1Api")
+
+
+def load_api_classes() -> None:
+    for name in API_CLASSES:
+        getattr(client, name)
+
+
 class KubeActivities:
     """One API client and one discovery cache per worker process."""
 
@@ -451,7 +462,10 @@ class KubeActivities:
             # A process besides web says which it is; web's words are as they always were.
             whose = "" if process == WEB else f"process {process} (Deployment {request.name}): "
             activity.heartbeat(give_up_at - request.deadline_seconds - 5, state.message, state.ready, state.desired)
-            if request.report_progress and info.workflow_id and (state.ready, state.desired) != reported and not state.done:
+            # Not before the first pod is ready: the workflow's step already
+            # says none is (a signal costs a workflow task and four history events).
+            changed = (state.ready, state.desired) != reported and (state.ready > 0 or reported is not None)
+            if request.report_progress and info.workflow_id and changed and not state.done:
                 reported = (state.ready, state.desired)
                 self._report(info.workflow_id, RolloutProgress(ready=state.ready, desired=state.desired, message=state.message, name=request.name))
             if state.done and process == WEB:

@@ -55,12 +55,14 @@ from conveyor.builds.cache import BuildCache
 from conveyor.clients.db import tokens
 from conveyor.clients.db.models import ApiToken, App, Project
 from conveyor.clients.db.session import session_scope
+from conveyor.clients.temporal_client import connect
 from conveyor.domain.ids import new_id, utcnow
 from conveyor.settings import Settings, get_settings
 from conveyor.stack import binaries
 from conveyor.stack.platform import Platform, format_bytes
 from conveyor.stack.processes import cpu_seconds, rss_bytes
 
+# The demo image in the platform's registry (CONVEYOR_REGISTRY; set in main()).
 IMAGE = "127.0.0.1:5000/demo/web:v1"
 KUBECTL_TRIES = 3
 CORES = len(os.sched_getaffinity(0))
@@ -292,6 +294,22 @@ class Conveyor:
                 errors += figures["errors"]
         return wall, errors
 
+    def history_events(self, settings: Settings, app_ids: list[str]) -> tuple[float, float]:
+        """Median events in the history of an app's deploy workflow
+        (`deploy-dep_…`) and of its lane (`app-…`), read after the run."""
+
+        async def lengths() -> tuple[list[int], list[int]]:
+            client = await connect(settings)
+            deploys, lanes = [], []
+            for app_id in app_ids:
+                dep_id = self.http.get(f"/apps/{app_id}/deployments").json()[-1]["id"]
+                deploys.append(len((await client.get_workflow_handle(f"deploy-{dep_id}").fetch_history()).events))
+                lanes.append(len((await client.get_workflow_handle(f"app-{app_id}").fetch_history()).events))
+            return deploys, lanes
+
+        deploys, lanes = asyncio.run(lengths())
+        return statistics.median(deploys), statistics.median(lanes)
+
     def clean(self) -> None:
         for app_id in self.apps:
             self.http.delete(f"/apps/{app_id}")
@@ -453,11 +471,13 @@ def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: 
         with peak_rss(pids) as peaks:
             ours, errors = asyncio.run(conveyor.deploy_many(size, 1, probes))
         cpu_used = {p["title"]: cpu_seconds(p["pid"]) - cpu_before[p["title"]] for p in parts}
+        deploy_events, lane_events = conveyor.history_events(settings, list(conveyor.apps))
         conveyor.clean()
         row(f"{size} concurrent deploys: kubectl wall time", f"{theirs:.1f} s ({retried} kubectl commands retried)")
         row(f"{size} concurrent deploys: Conveyor wall time (all active)", f"{ours:.1f} s")
         row(f"{size} concurrent deploys: Conveyor / kubectl", ratio(ours, theirs))
         row(f"{size} concurrent deploys: 5xx answers", str(errors))
+        row(f"{size} concurrent deploys: events per history, deploy workflow / app lane (medians)", f"{deploy_events:g} / {lane_events:g}")
         # CPU seconds per deploy: each orchestration part, the Kubernetes parts together, and their ratio.
         orchestration = {name: sum(used for title, used in cpu_used.items() if title == full) for full, name in ORCHESTRATION.items()}
         kubernetes = sum(used for title, used in cpu_used.items() if title.startswith("Kubernetes"))
@@ -539,6 +559,7 @@ def main() -> None:
     parser.add_argument("--skip-platform", action="store_true", help="do not restart the platform to time `conveyor up`")
     parser.add_argument("--skip-load", action="store_true", help="only the platform figures")
     parser.add_argument("--only-releases", action="store_true", help="only the single-deploy and web + worker rows")
+    parser.add_argument("--only-crowds", action="store_true", help="only the concurrent deploys (their wall time, CPU per deploy and probes)")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--crowds", default="50,200", help="sizes of the concurrent runs")
     parser.add_argument("--probe", nargs=3, metavar=("URL", "AUTHORIZATION", "OUT"), help=argparse.SUPPRESS)
@@ -547,6 +568,8 @@ def main() -> None:
         probe(*args.probe)
         return
     settings = get_settings()
+    global IMAGE
+    IMAGE = f"{settings.registry}/demo/web:v1"
     if args.cold_build:
         cold_build()
     platform = Platform(settings, progress=lambda message: None)
@@ -560,6 +583,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp:
             kubectl = Kubectl(settings, Path(tmp))
             try:
+                if args.only_crowds:
+                    crowds(settings, platform, conveyor, kubectl, [int(n) for n in args.crowds.split(",") if n])
+                    return print_rows()
                 single_deploys(conveyor, kubectl, args.runs)
                 process_releases(conveyor, kubectl, args.runs)
                 sse_end_latency(conveyor, settings, args.runs)

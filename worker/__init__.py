@@ -21,8 +21,8 @@ from activities.digests import RegistryActivities
 from activities.jobs import JobActivities
 from activities.records import RecordActivities
 from activities.schedules import ScheduleActivities
-from activities.workloads import KubeActivities, ProgressReporter
-from conveyor.clients import telemetry
+from activities.workloads import KubeActivities, ProgressReporter, load_api_classes
+from conveyor.clients import outbound, telemetry
 from conveyor.clients.db import sealed
 from conveyor.clients.db.session import SchemaOutdated, check_schema, configure_pool
 from conveyor.clients.payload_codec import load_keyring
@@ -106,6 +106,14 @@ def activities(settings: Settings, report_progress: ProgressReporter | None = No
     ]
 
 
+def warm_up(settings: Settings) -> None:
+    """What the first deploys after a start would otherwise load: the
+    kubernetes client's API classes, and a registry client (httpx imports
+    httpcore with its first transport; the registry's TLS context is made)."""
+    load_api_classes()
+    outbound.registry_client(settings).close()
+
+
 def workflow_runner() -> SandboxedWorkflowRunner:
     """The sandbox, with the payload models and the activity classes (which
     workflows name by reference) passed through: re-importing them, and
@@ -141,6 +149,7 @@ async def run(settings: Settings) -> None:
         raise SystemExit(f"conveyor worker: {exc}") from None
     # Env values and registry passwords are sealed at rest with the payload keyring.
     sealed.use_keyring(await asyncio.to_thread(load_keyring, settings))
+    await asyncio.to_thread(warm_up, settings)
     tracer = telemetry.tracer_provider("conveyor-worker", settings)
     client = await connect(settings, [telemetry.temporal_interceptor(tracer)])
     stop = asyncio.Event()

@@ -40,6 +40,27 @@ class ActivityOptions(TypedDict, total=False):
     retry_policy: RetryPolicy
 
 
+class LocalActivityOptions(TypedDict, total=False):
+    """The options of a local activity: no heartbeat (it runs inside a
+    workflow task, which the worker keeps alive while it runs)."""
+
+    start_to_close_timeout: timedelta
+    schedule_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
+
+
+def local(options: ActivityOptions) -> LocalActivityOptions:
+    """`options` for a local activity: the same timeouts and retry policy."""
+    converted = LocalActivityOptions()
+    if "start_to_close_timeout" in options:
+        converted["start_to_close_timeout"] = options["start_to_close_timeout"]
+    if "schedule_to_close_timeout" in options:
+        converted["schedule_to_close_timeout"] = options["schedule_to_close_timeout"]
+    if "retry_policy" in options:
+        converted["retry_policy"] = options["retry_policy"]
+    return converted
+
+
 # Database writes and reads: quick.
 DB = ActivityOptions(
     start_to_close_timeout=timedelta(seconds=30),

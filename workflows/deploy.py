@@ -57,10 +57,14 @@ with workflow.unsafe.imports_passed_through():
         cancelled,
         failure_message,
         job_wait,
+        local,
         long_wait,
         until,
         with_step,
     )
+
+# begin_deployment runs as a local activity.
+LOCAL_BEGIN = "local-begin"
 
 
 @workflow.defn
@@ -149,12 +153,19 @@ class DeployWorkflow:
 
     @workflow.run
     async def run(self, op: Operation) -> str:
-        plan: DeploymentPlan = await workflow.execute_activity_method(
-            RecordActivities.begin_deployment,
-            BeginDeploymentInput(deployment_id=op.deployment_id),
-            summary=f"start {op.deployment_id}",
-            **DB,
-        )
+        # begin_deployment also resolves the image's tag when the release
+        # needs it (one round trip for both). An older history's plan has no
+        # `resolved`, so it resolves in a step of its own as it did.
+        begin = BeginDeploymentInput(deployment_id=op.deployment_id, resolve_image=True)
+        if workflow.patched(LOCAL_BEGIN):
+            # A local activity: run by the worker within the first workflow
+            # task and recorded as one marker (README: runbook). Nothing of
+            # the release is there to show or to pause before it has run.
+            plan: DeploymentPlan = await workflow.execute_local_activity_method(
+                RecordActivities.begin_deployment, begin, summary=f"start {op.deployment_id}", **local(DB)
+            )
+        else:
+            plan = await workflow.execute_activity_method(RecordActivities.begin_deployment, begin, summary=f"start {op.deployment_id}", **DB)
         if plan.status in TERMINAL:
             return plan.status
         self._deadline = plan.deadline
@@ -164,6 +175,12 @@ class DeployWorkflow:
                 image = await self._image_from_source(op, plan)
                 # The Procfile's other lines are processes of this release.
                 spec.image_ref, spec.processes = image.reference, with_procfile(spec.processes, image.procfile)
+            elif not plan.image_ref and plan.resolved is not None:
+                # Resolved by begin_deployment; finish_deployment records it.
+                self._step("resolve", "running", plan.image or "")
+                self._resolved = plan.resolved
+                spec.image_ref = plan.resolved.reference
+                self._step("resolve", "done", plan.resolved.reference)
             elif not plan.image_ref:
                 self._step("resolve", "running", plan.image or "")
                 resolved: ResolvedImage = await workflow.execute_activity_method(
@@ -407,7 +424,10 @@ class DeployWorkflow:
         """Record the outcome, with the steps as they stand with it (`last`:
         the step the workflow marks once the outcome is recorded), so that an
         ended deployment's progress is read from its row. The steps travel in
-        the activity's input only: the commands, and so replay, are unchanged."""
+        the activity's input only: the commands, and so replay, are unchanged.
+        An activity of its own, not a local one: the progress query must
+        answer while it runs (it is what cancels and failures end with), and
+        a stuck one is a pending activity an operator can see."""
         steps = [dict(step) for step in self._steps]
         if last is not None:
             with_step(steps, *last, workflow.now().isoformat().replace("+00:00", "Z"))

@@ -131,14 +131,30 @@ class GuardedTransport(httpx.BaseTransport):
         self.inner.close()
 
 
+# One context per state of a CA directory: loading the system's CAs costs
+# tens of milliseconds of CPU, which every registry request paid.
+_ssl_cache: dict[Path, tuple[tuple[tuple[str, int, int], ...], ssl.SSLContext]] = {}
+
+
 def registry_ssl_context(settings: Settings) -> ssl.SSLContext:
-    """The system's CAs and those of the registry CA directory."""
+    """The system's CAs and those of the registry CA directory. Made again
+    when a file of the directory is added, removed or changed (the directory
+    is still read on every use); shared by the threads otherwise."""
+    directory = settings.effective_registry_ca_dir
+    files = ca_files(directory)
+    stamp = tuple((str(f), (st := f.stat()).st_mtime_ns, st.st_size) for f in files)
+    with _ca_lock:
+        cached = _ssl_cache.get(directory)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
     context = ssl.create_default_context()
-    for path in ca_files(settings.effective_registry_ca_dir):
+    for path in files:
         try:
             context.load_verify_locations(cafile=str(path))
         except (ssl.SSLError, OSError) as exc:
             log.warning("registry CA file %s is not usable: %s", path, exc)
+    with _ca_lock:
+        _ssl_cache[directory] = (stamp, context)
     return context
 
 

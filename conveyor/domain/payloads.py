@@ -86,6 +86,10 @@ class ReleaseSpec(BaseModel):
 
 class BeginDeploymentInput(BaseModel):
     deployment_id: str
+    # Also resolve the image's tag when the plan needs it (an image app's
+    # deploy), so that the release takes no separate round trip for it
+    # (False in histories recorded before).
+    resolve_image: bool = False
 
 
 class BuildPlan(BaseModel):
@@ -122,6 +126,10 @@ class DeploymentPlan(BaseModel):
     # Transient failures are retried until then (None in histories recorded
     # before deployments had a deadline).
     deadline: datetime | None = None
+    # The image's digest, resolved by begin_deployment when asked to; None
+    # when it was not asked, not needed, or the registry did not answer (the
+    # workflow then resolves it in a step of its own, which retries).
+    resolved: ResolvedImage | None = None
 
 
 class ResolveImageInput(BaseModel):

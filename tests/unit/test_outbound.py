@@ -201,3 +201,18 @@ def test_git_is_pinned_to_the_checked_address_and_refused_internal_ones(resolver
     tls = "fatal: unable to access 'https://git.example.com/x/': SSL certificate problem: self-signed certificate"
     assert failure_text(refused, "https://git.example.com/x") == failure_text(tls, "https://git.example.com/x") == "git host git.example.com is unreachable"
     assert failure_text("remote: Repository not found.\nfatal: repository not found", "https://git.example.com/x") is None
+
+
+def test_the_registry_tls_context_is_made_once_and_again_when_a_ca_is_added(tmp_path):
+    from tests.support.private_registry import self_signed
+
+    settings = Settings(home=tmp_path, registry="127.0.0.1:5300")
+    first = outbound.registry_ssl_context(settings)
+    assert outbound.registry_ssl_context(settings) is first, "the system's CAs are loaded once, not per request"
+    (tmp_path / "registry-ca").mkdir()
+    self_signed(tmp_path / "registry-ca")
+    added = outbound.registry_ssl_context(settings)
+    assert added is not first
+    subjects = [dict(field[0] for field in cert["subject"]) for cert in added.get_ca_certs()]
+    assert any(s.get("commonName", "").startswith("conveyor test registry") for s in subjects), subjects
+    assert outbound.registry_ssl_context(settings) is added

@@ -208,7 +208,18 @@ class Fakes:
 
     @activity.defn(name="begin_deployment")
     async def begin_deployment(self, request: BeginDeploymentInput) -> DeploymentPlan:
-        return await self._run("begin_deployment", request, lambda: self.plans[request.deployment_id].model_copy(deep=True))
+        def plan() -> DeploymentPlan:
+            found = self.plans[request.deployment_id].model_copy(deep=True)
+            # As the real one: the digest comes with the plan when asked for
+            # and the registry gives it at once. A test that scripts
+            # resolve_image_digest (to fail, say) gets no digest here, as when
+            # the registry did not answer: the workflow's own step then runs it.
+            wanted = request.resolve_image and found.build is None and not found.image_ref and found.image
+            if wanted and not self._script.get("resolve_image_digest"):
+                found.resolved = self.resolved(ResolveImageInput(image=found.image or "", project_id=found.project_id))
+            return found
+
+        return await self._run("begin_deployment", request, plan)
 
     @activity.defn(name="record_image_digest")
     async def record_image_digest(self, request: RecordImageInput) -> None:
@@ -240,13 +251,14 @@ class Fakes:
 
     # --- registry.py ------------------------------------------------------------
 
+    @staticmethod
+    def resolved(request: ResolveImageInput) -> ResolvedImage:
+        digest = digest_of(request.image)
+        return ResolvedImage(image=request.image, digest=digest, reference=f"{request.image}@{digest}")
+
     @activity.defn(name="resolve_image_digest")
     async def resolve_image_digest(self, request: ResolveImageInput) -> ResolvedImage:
-        def resolved() -> ResolvedImage:
-            digest = digest_of(request.image)
-            return ResolvedImage(image=request.image, digest=digest, reference=f"{request.image}@{digest}")
-
-        return await self._run("resolve_image_digest", request, resolved)
+        return await self._run("resolve_image_digest", request, lambda: self.resolved(request))
 
     # --- kube.py ----------------------------------------------------------------
 

@@ -58,6 +58,6 @@ async def test_a_deployment_that_has_ended_changes_nothing_and_keeps_its_reason(
         assert await outcome(handle) == "failed"
         progress = await handle.query(DeployWorkflow.progress)
 
-    assert fakes.names() == ["begin_deployment", "resolve_image_digest", "apply_manifests", "finish_deployment"]
+    assert fakes.names() == ["begin_deployment", "apply_manifests", "finish_deployment"]
     assert finished(fakes, handle.id) == [("failed", ended)]
     assert step(progress, "apply") == ("failed", ended)

@@ -39,7 +39,7 @@ async def test_the_release_command_runs_after_the_image_is_known_and_before_anyt
         assert await outcome(handle) == "active"
         progress = await handle.query(DeployWorkflow.progress)
         await record(handle, "deploy-release-command")
-    assert fakes.names(handle.id) == ["begin_deployment", "resolve_image_digest", "run_job", "apply_manifests", "wait_for_rollout", "finish_deployment"]
+    assert fakes.names(handle.id) == ["begin_deployment", "run_job", "apply_manifests", "wait_for_rollout", "finish_deployment"]
     job: JobSpec = call.input.job
     assert job.kind == JobKind.RELEASE and job.argv == ["/bin/sh", "-c", "python manage.py migrate"]
     # The image the release resolved, its env, one Job name per deployment.

@@ -54,7 +54,8 @@ KEPT = f"the previous deployment {PREVIOUS} keeps serving"
 # The activities of a release of an image, in order.
 # The app's Schedules and Jobs go first, then its workload, then its records.
 DELETED = ["load_app_target", "delete_app_schedules", "delete_app_jobs", "delete_app_resources", "remove_app"]
-RELEASED = ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", "finish_deployment"]
+# begin_deployment resolves the image's digest as it begins.
+RELEASED = ["begin_deployment", "apply_manifests", "wait_for_rollout", "finish_deployment"]
 
 
 async def record(handle: WorkflowHandle, name: str) -> None:
@@ -224,21 +225,21 @@ CANCELLED = ("cancelled", f"cancelled by an operator; {KEPT}")
         ),
         pytest.param(
             "apply_manifests",
-            ["begin_deployment", "resolve_image_digest", "apply_manifests", ASKED, *RESTORED, "finish_deployment"],
+            ["begin_deployment", "apply_manifests", ASKED, *RESTORED, "finish_deployment"],
             [CANCELLED],
             "cancelled",
             id="apply",
         ),
         pytest.param(
             "wait_for_rollout",
-            ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", ASKED, *RESTORED, "finish_deployment"],
+            ["begin_deployment", "apply_manifests", "wait_for_rollout", ASKED, *RESTORED, "finish_deployment"],
             [CANCELLED],
             "cancelled",
             id="rollout",
         ),
         pytest.param(
             "finish_deployment",
-            ["begin_deployment", "resolve_image_digest", "apply_manifests", "wait_for_rollout", "finish_deployment", "finish_deployment"],
+            ["begin_deployment", "apply_manifests", "wait_for_rollout", "finish_deployment", "finish_deployment"],
             # Too late to cancel: the release is out, and recorded so.
             [("active", None), ("active", None)],
             "active",
@@ -262,7 +263,7 @@ async def test_cancel_at_each_step_of_a_release(client, plain_client, task_queue
         await fakes.wait_for(lambda: held.outcome is not None)
         progress = await handle.query(DeployWorkflow.progress)
         if recorded:
-            await record(handle, "deploy-cancelled")
+            await record(handle, "deploy-cancelled-local-begin")
 
     assert held.outcome == "cancelled", "the running activity is cancelled too"
     assert fakes.names() == calls
@@ -345,6 +346,52 @@ async def test_a_transient_failure_is_retried_and_the_release_completes(client, 
     ]
 
 
+async def test_an_image_release_takes_its_digest_from_begin_and_begins_in_its_first_workflow_task(plain_client, task_queue):
+    """begin_deployment resolves the tag as it begins (a local activity: a
+    marker in the history, no activity task), finish_deployment records the
+    digest, and the progress shows the resolve step done."""
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    async with running_worker(plain_client, task_queue, fakes):
+        handle = await start_deploy(plain_client, task_queue, fakes, plan)
+        assert await outcome(handle) == "active"
+        progress = await handle.query(DeployWorkflow.progress)
+        history = await handle.fetch_history()
+        await record(handle, "deploy-image-local-begin")
+
+    assert fakes.names() == RELEASED
+    assert fakes.named("begin_deployment")[0].input.resolve_image
+    digest = digest_of(plan.image)
+    reference = f"{plan.image}@{digest}"
+    assert [(c.input.status, c.input.image_ref, c.input.image_digest) for c in fakes.named("finish_deployment")] == [("active", reference, digest)]
+    assert fakes.named("apply_manifests")[0].input.spec.image_ref == reference
+    assert step(progress, "resolve") == ("done", reference)
+    assert [s["name"] for s in progress] == ["resolve", "apply", "rollout", "finalize"]
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    assert scheduled == ["apply_manifests", "wait_for_rollout", "finish_deployment"]
+    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert markers.count("core_local_activity") == 1
+
+
+async def test_a_registry_that_does_not_answer_at_begin_is_retried_in_a_step_of_its_own(client, task_queue):
+    """No digest from begin_deployment (the registry was away): the
+    resolve_image_digest step runs, retries the transient failure as before,
+    and the digest it finds is the one recorded."""
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    fakes.script("resolve_image_digest", Fail(errors.RegistryUnreachable("registry registry.test cannot be reached")))
+    async with running_worker(client, task_queue, fakes):
+        handle = await start_deploy(client, task_queue, fakes, plan)
+        assert await outcome(handle) == "active"
+        progress = await handle.query(DeployWorkflow.progress)
+
+    assert fakes.names() == ["begin_deployment", "resolve_image_digest", "resolve_image_digest", *RELEASED[1:]]
+    assert [c.outcome for c in fakes.named("resolve_image_digest")] == ["failed", "returned"]
+    digest = digest_of(plan.image)
+    assert [(c.input.image_ref, c.input.image_digest) for c in fakes.named("finish_deployment")] == [(f"{plan.image}@{digest}", digest)]
+    assert step(progress, "resolve") == ("done", f"{plan.image}@{digest}")
+
+
 async def test_a_failed_rollout_without_an_earlier_release_scales_to_zero(client, task_queue):
     fakes = Fakes()
     plan = deployment(new_app(fakes), previous=False)
@@ -372,7 +419,7 @@ async def test_a_git_release_builds_its_image_and_deploys_it(plain_client, task_
     async with running_worker(plain_client, task_queue, fakes):
         handle = await start_deploy(plain_client, task_queue, fakes, plan)
         assert await outcome(handle) == "active"
-        await record(handle, "deploy-build")
+        await record(handle, "deploy-build-local-begin")
 
     assert fakes.names() == [
         "begin_deployment",
