@@ -558,7 +558,7 @@ def main() -> None:
     parser.add_argument("--cold-build", action="store_true")
     parser.add_argument("--skip-platform", action="store_true", help="do not restart the platform to time `conveyor up`")
     parser.add_argument("--skip-load", action="store_true", help="only the platform figures")
-    parser.add_argument("--only-releases", action="store_true", help="only the single-deploy and web + worker rows")
+    parser.add_argument("--only-releases", action="store_true", help="only the single-deploy, web + worker, SSE end and layer-cache rows")
     parser.add_argument("--only-crowds", action="store_true", help="only the concurrent deploys (their wall time, CPU per deploy and probes)")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--crowds", default="50,200", help="sizes of the concurrent runs")
