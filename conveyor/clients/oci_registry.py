@@ -114,16 +114,25 @@ def authorized_head(
     return client.head(url, headers={**headers, "Authorization": f"Bearer {token}"})
 
 
+def _sync_call(settings: Settings, method: str, path: str, what: str, **kwargs: object) -> httpx.Response:
+    """One blocking request to the platform's registry; its failures are the
+    domain's (a 404 is returned for the caller to read)."""
+    try:
+        response = httpx.request(method, f"{base_url(settings)}{path}", timeout=30.0, **kwargs)  # type: ignore[arg-type]
+    except httpx.TransportError as exc:
+        raise RegistryUnreachable(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
+    if response.status_code != 404:
+        _check(response, what)
+    return response
+
+
 def manifest_digest(settings: Settings, repository: str, reference: str) -> str | None:
-    """The digest a tag (or digest) resolves to in the platform's registry, or None when it does not exist."""
-    response = httpx.head(
-        f"{base_url(settings)}/v2/{repository}/manifests/{reference}",
-        headers={"Accept": MANIFEST_ACCEPT},
-        timeout=10.0,
-    )
+    """The digest a tag (or digest) resolves to in the platform's registry, or
+    None when it does not exist. The registry away (or answering 5xx) is
+    `RegistryUnreachable`, any other refusal `RegistryRefused`."""
+    response = _sync_call(settings, "HEAD", f"/v2/{repository}/manifests/{reference}", f"{repository}:{reference}", headers={"Accept": MANIFEST_ACCEPT})
     if response.status_code == 404:
         return None
-    response.raise_for_status()
     return response.headers["Docker-Content-Digest"]
 
 
@@ -214,16 +223,6 @@ def fetch_source(settings: Settings, reference: str, target: Path, max_bytes: in
 
 
 # --- the platform registry's tags (the shared layer cache) ---------------------
-
-
-def _sync_call(settings: Settings, method: str, path: str, what: str, **kwargs: object) -> httpx.Response:
-    try:
-        response = httpx.request(method, f"{base_url(settings)}{path}", timeout=30.0, **kwargs)  # type: ignore[arg-type]
-    except httpx.TransportError as exc:
-        raise RegistryUnreachable(f"registry {settings.registry} is unreachable: {type(exc).__name__}") from exc
-    if response.status_code != 404:
-        _check(response, what)
-    return response
 
 
 def list_tags(settings: Settings, repository: str) -> list[str]:
