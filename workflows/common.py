@@ -158,9 +158,10 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[T]]) -> None:
     await workflow.wait(tasks)
 
 
-def with_step(steps: list[dict[str, str]], name: str, state: str, detail: str, now: str) -> None:
-    """Set step `name` of a progress list to `state` and `detail` at `now`
-    (an ISO time), appending it when it is new."""
+def with_step(steps: list[dict[str, str]], name: str, state: str, detail: str) -> None:
+    """Set step `name` of a progress list to `state` and `detail` at the
+    workflow's time, appending it when it is new."""
+    now = workflow.now().isoformat().replace("+00:00", "Z")
     for step in steps:
         if step["name"] == name:
             step.update(state=state, detail=detail, updated_at=now)

@@ -106,7 +106,7 @@ class DeployWorkflow:
     def _step(self, name: str, state: str, detail: str = "") -> None:
         # Shown as the workflow's current details in the Temporal Web UI.
         workflow.set_current_details(f"{name}: {state}" + (f" ({detail})" if detail else ""))
-        with_step(self._steps, name, state, detail, workflow.now().isoformat().replace("+00:00", "Z"))
+        with_step(self._steps, name, state, detail)
 
     async def _rollout(self, spec: ReleaseSpec, stuck_seconds: int, deployment_id: str | None, step: str) -> RolloutResult:
         """Wait for every process's Deployment to roll out (web alone: one
@@ -430,7 +430,7 @@ class DeployWorkflow:
         a stuck one is a pending activity an operator can see."""
         steps = [dict(step) for step in self._steps]
         if last is not None:
-            with_step(steps, *last, workflow.now().isoformat().replace("+00:00", "Z"))
+            with_step(steps, *last)
         return await workflow.execute_activity_method(
             RecordActivities.finish_deployment,
             FinishDeploymentInput(
