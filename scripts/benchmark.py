@@ -491,11 +491,12 @@ def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: 
         if size == max(sizes):
             row(f"{size} concurrent deploys: /healthz p99 during the run", ms(p99(probes.get("/healthz", []))))
             row(f"{size} concurrent deploys: GET /apps?limit=50 p99 during the run", ms(p99(probes.get("/api/v1/apps", []))))
-            row(f"{size} concurrent deploys: /healthz answers timed", str(len(probes.get("/healthz", []))))
-            row(
-                f"{size} concurrent deploys: /healthz p99 in the first {BURST_SECONDS} s / after",
-                f"{ms(p99(probes.get('/healthz burst', [])))} / {ms(p99(probes.get('/healthz after', [])))}",
-            )
+            for path, label in (("/healthz", "/healthz"), ("/api/v1/apps", "GET /apps?limit=50")):
+                row(f"{size} concurrent deploys: {label} answers timed", str(len(probes.get(path, []))))
+                row(
+                    f"{size} concurrent deploys: {label} p99 in the first {BURST_SECONDS} s / after",
+                    f"{ms(p99(probes.get(path + ' burst', [])))} / {ms(p99(probes.get(path + ' after', [])))}",
+                )
             for name, peak in sorted(peaks.items()):
                 row(f"{size} concurrent deploys: peak RSS of the {name}", format_bytes(peak))
             # Where the machine's time went: CPU seconds of each part during

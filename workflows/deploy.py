@@ -63,7 +63,8 @@ with workflow.unsafe.imports_passed_through():
         with_step,
     )
 
-# begin_deployment runs as a local activity.
+# begin_deployment runs as a local activity: in releases whose operation says
+# so (`Operation.begins_locally`), and in those recorded with this patch.
 LOCAL_BEGIN = "local-begin"
 
 
@@ -157,7 +158,7 @@ class DeployWorkflow:
         # needs it (one round trip for both). An older history's plan has no
         # `resolved`, so it resolves in a step of its own as it did.
         begin = BeginDeploymentInput(deployment_id=op.deployment_id, resolve_image=True)
-        if workflow.patched(LOCAL_BEGIN):
+        if op.begins_locally or workflow.patched(LOCAL_BEGIN):
             # A local activity: run by the worker within the first workflow
             # task and recorded as one marker (README: runbook). Nothing of
             # the release is there to show or to pause before it has run.

@@ -171,6 +171,7 @@ def deployment_operation(caller: Caller, app: App, dep: Deployment) -> Operation
         deployment_id=dep.id,
         summary=f"{dep.operation} {app.name} → {dep.image_ref or dep.image} ×{app.replicas}",
         user=caller.name,
+        begins_locally=True,
     )
 
 

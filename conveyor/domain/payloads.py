@@ -29,6 +29,13 @@ class Operation(BaseModel):
     # W3C trace context of the request that asked for it, so the operation's
     # workflow joins that request's trace even when the lane runs already.
     trace_context: dict[str, str] = Field(default_factory=dict)
+    # Set on every release queued since begin_deployment runs as a local
+    # activity: its workflow takes that path because its input says so, not
+    # through `workflow.patched` (whose marker, and the TemporalChangeVersion
+    # search-attribute upsert that comes with it, cost two history events
+    # and a visibility write per release). False in operations queued
+    # before (outbox rows, lane queues): their histories decide by the patch.
+    begins_locally: bool = False
 
 
 class LaneInput(BaseModel):

@@ -88,6 +88,32 @@ def test_apps_are_listed_by_name_and_deployments_and_audit_newest_first(project,
     assert times == sorted(times, reverse=True)
 
 
+def test_an_app_in_the_list_is_exactly_the_app_as_get_shows_it(local):
+    """The list encodes rows itself (not through AppPublic): each item is the
+    app's GET body, for every kind of value a row holds (env sealed at rest
+    and masked, health checks and resources, none of them)."""
+    project = new_project(local.settings, local.app)
+    plain = project.admin.create_app(name="a-plain")
+    rich = project.admin.create_app(
+        name="b-rich",
+        env={"DATABASE_PASSWORD": "s3cr3t-value", "LOG_LEVEL": "debug"},
+        healthcheck={"type": "http", "path": "/healthz", "period_seconds": 5},
+        resources={"cpu": "250m", "memory": "128Mi"},
+    )
+    finish(local.settings, project.admin.deployments(rich["id"])[0]["id"])
+    listed = project.viewer.call("GET", "/apps", 200)
+    assert [a["name"] for a in listed.json()] == ["a-plain", "b-rich"]
+    for item in listed.json():
+        assert item == project.viewer.call("GET", f"/apps/{item['id']}", 200).json()
+    shown = listed.json()[1]
+    assert shown["env"] == {"DATABASE_PASSWORD": "********", "LOG_LEVEL": "debug"} and "s3cr3t-value" not in listed.text
+    assert shown["healthcheck"]["path"] == "/healthz" and shown["resources"]["cpu"] == "250m"
+    assert shown["last_deploy_at"] and shown["created_at"].endswith("Z") and listed.json()[0]["healthcheck"] is None
+    assert plain["env"] == {} and listed.json()[0]["env"] == {}
+    # One page is the same items.
+    assert project.viewer.call("GET", "/apps", 200, params={"limit": 1}).json() == listed.json()[:1]
+
+
 @pytest.mark.parametrize("limit", [0, -1, 201, "ten", 1.5])
 def test_limit_is_1_to_200(project, busy_app, limit):
     app = busy_app

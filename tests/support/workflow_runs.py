@@ -71,6 +71,8 @@ def operation(plan: DeploymentPlan) -> Operation:
         deployment_id=plan.deployment_id,
         summary=f"{plan.operation} web",
         user="ada",
+        # As the API queues a release.
+        begins_locally=True,
     )
 
 
