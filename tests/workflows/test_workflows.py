@@ -377,6 +377,25 @@ async def test_an_image_release_takes_its_digest_from_begin_and_begins_in_its_fi
     assert len(history.events) == 24
 
 
+async def test_a_release_queued_before_begins_locally_decides_by_the_patch(client, task_queue):
+    """An operation from before `begins_locally` (an outbox row, a lane's
+    queue: the field is absent, so False) still begins locally, through the
+    `local-begin` patch: its marker is in the history beside the local
+    activity's, and the release completes as any other."""
+    fakes = Fakes()
+    plan = deployment(new_app(fakes))
+    fakes.plans[plan.deployment_id] = plan
+    op = operation(plan).model_copy(update={"begins_locally": False})
+    async with running_worker(client, task_queue, fakes):
+        handle = await client.start_workflow(DeployWorkflow.run, op, id=op.workflow_id, task_queue=task_queue)
+        assert await outcome(handle) == "active"
+        history = await handle.fetch_history()
+
+    assert fakes.names() == RELEASED
+    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert markers == ["core_patch", "core_local_activity"]
+
+
 async def test_a_registry_that_does_not_answer_at_begin_is_retried_in_a_step_of_its_own(client, task_queue):
     """No digest from begin_deployment (the registry was away): the
     resolve_image_digest step runs, retries the transient failure as before,
