@@ -158,7 +158,17 @@ class DeployWorkflow:
         # needs it (one round trip for both). An older history's plan has no
         # `resolved`, so it resolves in a step of its own as it did.
         begin = BeginDeploymentInput(deployment_id=op.deployment_id, resolve_image=True)
-        if op.begins_locally or workflow.patched(LOCAL_BEGIN):
+        if op.begins_locally:
+            # It begins locally, and records no patch marker. A worker from
+            # before this field (in a rolling upgrade) ignored it and recorded
+            # one: a replay must match it, and `patched` does (with no marker
+            # in the history it adds nothing).
+            if workflow.unsafe.is_replaying():
+                workflow.patched(LOCAL_BEGIN)
+            locally = True
+        else:
+            locally = workflow.patched(LOCAL_BEGIN)
+        if locally:
             # A local activity: run by the worker within the first workflow
             # task and recorded as one marker (README: runbook). Nothing of
             # the release is there to show or to pause before it has run.

@@ -92,6 +92,10 @@ def test_secret_env_is_ciphertext_in_every_history_and_the_codec_client_reads_it
     for path in (f"/apps/{app['id']}/deployments/{first['id']}", f"/apps/{app['id']}/audit", f"/apps/{app['id']}"):
         assert password not in api.call("GET", path, 200).text
     assert api.call("GET", f"/apps/{app['id']}", 200).json()["env"]["DATABASE_URL"] == "********"
+    # The list reads the sealed env as stored text and opens it itself (on
+    # this run's database, SQLite or PostgreSQL): the same body as GET.
+    listed = api.call("GET", "/apps", 200, params={"name": app["name"]})
+    assert listed.json() == [api.call("GET", f"/apps/{app['id']}", 200).json()] and password not in listed.text
 
 
 def test_the_codec_endpoint_decodes_for_an_admin_and_refuses_others(api, settings, make_token, app_with_secret):
