@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
+from pathlib import Path
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
@@ -51,12 +52,15 @@ async def test_workflow_with_activity_runs_and_is_listed_by_search_attributes(pl
 
 
 def test_the_dev_server_keeps_its_state_in_a_write_ahead_log(platform, settings):
-    """`conveyor up` starts Temporal with its SQLite file in WAL mode (a
-    commit appends to the log; README: Temporal): the mode is the file's own,
-    and the log beside it holds what the server committed."""
+    """`conveyor up` starts Temporal with its SQLite file in WAL mode, synced
+    at checkpoints (README: Temporal): the running server was given both
+    pragmas (the journal mode alone would also be the file's own from an
+    earlier start), and the file is in WAL mode with its log beside it."""
+    pid = next(part["pid"] for part in platform.status()["parts"] if part["name"] == "temporal")
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    pragmas = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--sqlite-pragma"]
+    assert pragmas == ["journal_mode=wal", "synchronous=normal"], argv
     path = settings.home / "temporal.db"
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert path.with_name("temporal.db-wal").exists()
-    command = temporal.server_command(settings)
-    assert "journal_mode=wal" in command and "synchronous=normal" in command

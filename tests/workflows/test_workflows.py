@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -56,6 +56,11 @@ KEPT = f"the previous deployment {PREVIOUS} keeps serving"
 DELETED = ["load_app_target", "delete_app_schedules", "delete_app_jobs", "delete_app_resources", "remove_app"]
 # begin_deployment resolves the image's digest as it begins.
 RELEASED = ["begin_deployment", "apply_manifests", "wait_for_rollout", "finish_deployment"]
+
+
+def markers(history: WorkflowHistory) -> list[str]:
+    """The names of a history's markers, in order (a patch's `core_patch`, a local activity's `core_local_activity`)."""
+    return [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
 
 
 async def record(handle: WorkflowHandle, name: str) -> None:
@@ -371,8 +376,7 @@ async def test_an_image_release_takes_its_digest_from_begin_and_begins_in_its_fi
     assert scheduled == ["apply_manifests", "wait_for_rollout", "finish_deployment"]
     # The operation says the release begins locally: no patch marker, and
     # so no TemporalChangeVersion upsert (the visibility write it costs).
-    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
-    assert markers == ["core_local_activity"]
+    assert markers(history) == ["core_local_activity"]
     assert not [e for e in history.events if e.HasField("upsert_workflow_search_attributes_event_attributes")]
     assert len(history.events) == 24
 
@@ -392,8 +396,7 @@ async def test_a_release_queued_before_begins_locally_decides_by_the_patch(clien
         history = await handle.fetch_history()
 
     assert fakes.names() == RELEASED
-    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
-    assert markers == ["core_patch", "core_local_activity"]
+    assert markers(history) == ["core_patch", "core_local_activity"]
 
 
 async def test_a_registry_that_does_not_answer_at_begin_is_retried_in_a_step_of_its_own(client, task_queue):
