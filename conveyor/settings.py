@@ -100,15 +100,20 @@ class Settings(BaseSettings):
     database_url: str | None = None
 
     # PostgreSQL connection pool of each API or worker process. The API's
-    # thread pool (`api_threads`) should not exceed pool size + overflow.
+    # threads (`api_threads` + `api_read_threads`) should not exceed pool
+    # size + overflow.
     db_pool_size: int = 10
     db_max_overflow: int = 30
 
     # API and apps
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    # Threads that run the API's database work (and plain `def` routes).
-    api_threads: int = 40
+    # Threads that run the API's writes (and plain `def` routes).
+    api_threads: int = 30
+    # Threads of their own for the API's short reads (the caller's token,
+    # lists, GETs of async routes), so that writes queued on the database
+    # never hold a read up.
+    api_read_threads: int = 10
     # Operations committed but not handed to Temporal this long (a crash, or
     # Temporal away) are handed off by the reconciler, which looks this often.
     # (longer than a request waits for its own hand-off, so the two do not race)

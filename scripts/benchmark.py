@@ -254,6 +254,10 @@ class Conveyor:
                 for path, out in outputs.items()
             ]
             try:
+                # The crowd starts once every probe has had its first answer:
+                # a probe starting late (this module's imports take seconds on
+                # a busy machine) would miss the burst of POSTs.
+                await probes_ready(list(outputs.values()))
                 async with httpx.AsyncClient(base_url=self.base, headers=self.headers, timeout=300) as http:
 
                     async def one(i: int) -> str:
@@ -341,8 +345,24 @@ def peak_rss(pids: dict[str, int]):
         thread.join()
 
 
+PROBE_START_SECONDS = 120
+
+
+async def probes_ready(outputs: list[Path]) -> None:
+    deadline = time.monotonic() + PROBE_START_SECONDS
+    while not all(ready_marker(out).exists() for out in outputs):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the latency probes did not answer within {PROBE_START_SECONDS} s")
+        await asyncio.sleep(0.05)
+
+
+def ready_marker(out: Path) -> Path:
+    return out.with_suffix(".ready")
+
+
 def probe(url: str, authorization: str, out: str) -> None:
-    """Time GET `url` every 100 ms until SIGTERM, then write the latencies to `out`."""
+    """Time GET `url` every 100 ms until SIGTERM, then write the latencies to
+    `out`; `<out>.ready` says that the first answer came."""
     latencies: list[float] = []
     at: list[float] = []
     errors = 0
@@ -358,6 +378,8 @@ def probe(url: str, authorization: str, out: str) -> None:
                 errors += 1
             latencies.append(time.monotonic() - started)
             at.append(started)
+            if len(latencies) == 1:
+                ready_marker(Path(out)).touch()
             stop.wait(0.1)
     Path(out).write_text(json.dumps({"latencies": latencies, "at": at, "errors": errors}))
 

@@ -33,7 +33,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 
-from api.deps import Caller, SettingsDep, caller_of, check_role, get_caller, read_off_loop
+from api.deps import Caller, SettingsDep, bearer_secret, caller_by_secret, caller_of, check_role, read_off_loop
 from conveyor.clients.db import tokens
 from conveyor.clients.db.session import read_scope
 from conveyor.clients.payload_codec import EncryptionCodec, PayloadKeyError
@@ -167,7 +167,8 @@ def codec_caller(
 ) -> Caller:
     """An admin, by bearer token (CLI) or by the signed-in browser's cookie (Web UI)."""
     if authorization is not None:
-        return check_role(get_caller(settings, authorization), "admin")
+        with read_scope(settings.effective_database_url) as session:
+            return check_role(caller_by_secret(session, bearer_secret(authorization)), "admin")
     cookie = request.cookies.get(COOKIE)
     if cookie is None:
         raise _unauthorized(f"missing Authorization: Bearer <token> header, or sign in at {COOKIE_PATH}/login")
