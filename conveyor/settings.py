@@ -110,9 +110,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # Threads that run the API's writes (and plain `def` routes).
     api_threads: int = 30
-    # Threads of their own for the API's short reads (the caller's token,
-    # lists, GETs of async routes), so that writes queued on the database
-    # never hold a read up.
+    # Threads of their own for the API's short reads (the caller's token, the
+    # reads of `async` routes such as the app list), so that writes queued on
+    # the database never hold those up.
     api_read_threads: int = 10
     # Operations committed but not handed to Temporal this long (a crash, or
     # Temporal away) are handed off by the reconciler, which looks this often.
