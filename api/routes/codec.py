@@ -33,9 +33,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 
-from api.deps import Caller, SettingsDep, bearer_secret, caller_by_secret, caller_of, check_role, read_off_loop
+from api.deps import Caller, SettingsDep, caller_of, check_role, get_caller, read_off_loop
 from conveyor.clients.db import tokens
-from conveyor.clients.db.session import read_scope
 from conveyor.clients.payload_codec import EncryptionCodec, PayloadKeyError
 from conveyor.settings import Settings
 
@@ -162,13 +161,13 @@ def _lookup(session, how: Callable, value: str) -> Caller | None:
     return caller_of(token) if token is not None else None
 
 
-def codec_caller(
+async def codec_caller(
     request: Request, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
 ) -> Caller:
-    """An admin, by bearer token (CLI) or by the signed-in browser's cookie (Web UI)."""
+    """An admin, by bearer token (CLI) or by the signed-in browser's cookie
+    (Web UI); its token is read on the API's read threads, as every caller's."""
     if authorization is not None:
-        with read_scope(settings.effective_database_url) as session:
-            return check_role(caller_by_secret(session, bearer_secret(authorization)), "admin")
+        return check_role(await get_caller(settings, authorization), "admin")
     cookie = request.cookies.get(COOKIE)
     if cookie is None:
         raise _unauthorized(f"missing Authorization: Bearer <token> header, or sign in at {COOKIE_PATH}/login")
@@ -176,8 +175,7 @@ def codec_caller(
     token_id = session_token_id(_session_key(request), cookie, time.time())
     if token_id is None:
         raise _unauthorized(f"codec session: invalid or expired; sign in again at {COOKIE_PATH}/login")
-    with read_scope(settings.effective_database_url) as session:
-        caller = _lookup(session, tokens.find_token_by_id, token_id)
+    caller = await read_off_loop(settings, _lookup, tokens.find_token_by_id, token_id)
     if caller is None:
         raise _unauthorized(f"codec session: its token was revoked; sign in again at {COOKIE_PATH}/login")
     return check_role(caller, "admin")
