@@ -34,3 +34,19 @@ def test_a_list_answers_while_every_write_thread_is_taken(local, project):
             holder.result(timeout=30)
     assert listed.status_code == 200, listed.text
     assert [a["id"] for a in listed.json()] == [app["id"]]
+
+
+def test_more_readers_at_once_than_read_threads_all_answer(local, project):
+    """Readers beyond `api_read_threads` wait their turn, none is refused or
+    lost; a crowd with a bad token among them gets its 401s meanwhile."""
+    app = project.admin.create_app()
+    good = {"Authorization": f"Bearer {project.tokens['viewer']}"}
+    bad = {"Authorization": "Bearer not-a-token"}
+    crowd = 4 * local.settings.api_read_threads
+    with ThreadPoolExecutor(crowd) as pool:
+        answers = list(pool.map(lambda i: local.http.get("/api/v1/apps?limit=50", headers=bad if i % 4 == 0 else good), range(crowd)))
+    for i, answer in enumerate(answers):
+        if i % 4 == 0:
+            assert answer.status_code == 401 and "not-a-token" not in answer.text
+        else:
+            assert answer.status_code == 200 and [a["id"] for a in answer.json()] == [app["id"]]
