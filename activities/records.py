@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 
 from activities.digests import resolve_image
+from conveyor.clients.db import turns
 from conveyor.clients.db.models import App, Build, Deployment, JobRun, Project
 from conveyor.clients.db.queries import active_deployment, add_audit, delete_workflow_id, release_spec
 from conveyor.clients.db.session import read_scope, session_scope
@@ -142,6 +143,9 @@ class RecordActivities:
                 dep.replicas = app.replicas
                 if dep.image_from is not None:
                     self._take_running_image(session, dep)
+            if dep.status in TERMINAL:
+                # Cancelled before it began: the release ends here, and gives the app's turn on.
+                turns.release(session, app.id, operation_key())
             previous = active_deployment(session, app.id)
             replicas = dep.replicas if dep.replicas is not None else app.replicas
             build = None
@@ -220,6 +224,8 @@ class RecordActivities:
     def finish_deployment(self, request: FinishDeploymentInput) -> str:
         with session_scope(self.url) as session:
             dep = self._deployment(session, request.deployment_id)
+            # The release's last step: the app's next operation may begin.
+            turns.release(session, dep.app_id, operation_key())
             if request.image_ref and not dep.image_ref:
                 dep.image_ref, dep.image_digest = request.image_ref, request.image_digest
             if dep.status in TERMINAL:
@@ -291,6 +297,7 @@ class RecordActivities:
             app = session.get(App, request.app_id)
             if app is None:
                 return
+            turns.release(session, app.id, operation_key())
             of = f" {request.process}" if request.process else ""
             if request.outcome == "done":
                 add_audit(
@@ -316,6 +323,8 @@ class RecordActivities:
         """Leave the app where DELETE can be tried again, saying why this attempt failed."""
         with session_scope(self.url) as session:
             app = session.get(App, request.app_id)
+            if app is not None:
+                turns.release(session, app.id, operation_key())
             if app is None or app.status != AppStatus.DELETING or delete_workflow_id(app.id, app.delete_attempts) != request.workflow_id:
                 # Gone, recorded already, or a newer attempt runs: nothing to say.
                 return False

@@ -4,14 +4,16 @@
    row per operation it queues (`write`), then commits. Nothing reaches
    Temporal before that commit, and no transaction is open while Temporal is
    called.
-2. After the commit, each operation is signalled to its app's lane
-   (`signal_lane`: signal-with-start, deterministic workflow ids) and its
-   `handoffs` row is deleted (`HandoffReconciler.deliver`).
+2. After the commit, each operation is handed to Temporal (`hand_off`,
+   deterministic workflow ids): its own workflow starts when it has the
+   app's turn (conveyor/clients/db/turns.py), else it is signalled to the
+   app's lane (signal-with-start). Its `handoffs` row is then deleted
+   (`HandoffReconciler.deliver`).
 3. If the process dies between 1 and 2, or Temporal is away, the row stays;
    the reconciler running in every API process hands it off again
    (`HandoffReconciler.reconcile`). A second hand-off never runs an operation
-   twice: the lane ignores an operation it holds already, and an operation
-   whose workflow exists is only crossed off.
+   twice: a workflow id starts once, the lane ignores an operation it holds
+   already, and an operation whose workflow exists is only crossed off.
 
 So a `202` means the operation is committed and will run; an error means
 nothing was written.
@@ -28,16 +30,18 @@ from opentelemetry import propagate
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import TemporalConnector
+from conveyor.clients.db import turns
 from conveyor.clients.db.models import Handoff
 from conveyor.clients.db.session import read_scope, session_scope
 from conveyor.domain.ids import utcnow
 from conveyor.domain.payloads import LaneInput, Operation
 from conveyor.settings import Settings
-from workflows.lane import AppLaneWorkflow
+from workflows.lane import WORKFLOWS, AppLaneWorkflow, search_attributes
 
 log = logging.getLogger("conveyor.handoff")
 # How long one signal-with-start may take before the reconciler takes over.
@@ -59,11 +63,33 @@ def lane_attributes(app_id: str, project_id: str) -> TypedSearchAttributes:
     )
 
 
+async def hand_off(client: Client, settings: Settings, op: Operation) -> None:
+    """Start the operation's workflow when it has the app's turn, else hand
+    it to the app's lane. Either is safe to repeat."""
+    if op.direct:
+        try:
+            await client.start_workflow(
+                WORKFLOWS[op.kind],
+                op,
+                id=op.workflow_id,
+                task_queue=settings.temporal_task_queue,
+                search_attributes=search_attributes(op),
+                static_summary=op.summary,
+                # An operation runs once, even when its workflow has ended.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                rpc_timeout=HANDOFF_RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # handed off before; only its crossing-off was lost
+        return
+    await signal_lane(client, settings, op)
+
+
 async def signal_lane(client: Client, settings: Settings, op: Operation) -> None:
     """Signal-with-start the app's lane: it runs operations one at a time, in order."""
     await client.start_workflow(
         AppLaneWorkflow.run,
-        LaneInput(app_id=op.app_id, project_id=op.project_id),
+        LaneInput(app_id=op.app_id, project_id=op.project_id, turns=True),
         id=lane_id(op.app_id),
         task_queue=settings.temporal_task_queue,
         start_signal="enqueue",
@@ -76,8 +102,11 @@ async def signal_lane(client: Client, settings: Settings, op: Operation) -> None
 
 def write(session: Session, op: Operation) -> None:
     """The `handoffs` row of `op`, committed with the rows of the request that
-    queues it; `op` carries the request's trace, so its workflow joins it."""
+    queues it, and where it runs: at once if it has the app's turn, else in
+    the app's lane. `op` carries the request's trace, so its workflow joins it."""
     propagate.inject(op.trace_context)
+    place = turns.route(session, op.app_id, op.workflow_id)
+    op.direct, op.lane_seq = place is None, place or 0
     session.add(Handoff(workflow_id=op.workflow_id, app_id=op.app_id, operation=op.model_dump(), created_at=utcnow()))
 
 
@@ -110,7 +139,7 @@ class HandoffReconciler:
         for op in ops:
             try:
                 client = await self.temporal.client()
-                await signal_lane(client, self.settings, op)
+                await hand_off(client, self.settings, op)
             except Exception as exc:  # noqa: BLE001 - the row stays; the reconciler retries
                 log.warning("hand-off of %s to Temporal failed, will retry: %s", op.workflow_id, exc)
                 await run_in_threadpool(_note_failure, self.url, op.workflow_id, str(exc))

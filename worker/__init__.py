@@ -21,6 +21,7 @@ from activities.digests import RegistryActivities
 from activities.jobs import JobActivities
 from activities.records import RecordActivities
 from activities.schedules import ScheduleActivities
+from activities.turns import TurnActivities
 from activities.workloads import KubeActivities, ProgressReporter, load_api_classes
 from conveyor.clients import outbound, telemetry
 from conveyor.clients.db import sealed
@@ -80,6 +81,8 @@ def activities(settings: Settings, report_progress: ProgressReporter | None = No
     job_runs = JobActivities(settings, kube)
     # The Schedules are written through the worker's own Temporal client.
     schedules = ScheduleActivities(settings, client)
+    # The lane asks Temporal whether the holder of the app's turn still runs.
+    app_turns = TurnActivities(settings, client)
     return [
         builder.resolve_git_commit,
         builder.find_built_image,
@@ -103,6 +106,8 @@ def activities(settings: Settings, report_progress: ProgressReporter | None = No
         job_runs.delete_app_jobs,
         schedules.sync_schedules,
         schedules.delete_app_schedules,
+        app_turns.take_turn,
+        app_turns.release_turn,
     ]
 
 

@@ -81,6 +81,15 @@ KUBE_WRITE = ActivityOptions(
 )
 
 
+# The lane waiting for the app's turn: each attempt waits a few minutes
+# (activities/turns.py), heartbeating; there is no limit on how long in all.
+TURN = ActivityOptions(
+    start_to_close_timeout=timedelta(minutes=5),
+    heartbeat_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)),
+)
+
+
 def long_wait(seconds: int) -> ActivityOptions:
     """Options for a heartbeating wait bounded by `seconds` of work. Each
     attempt may take the whole wait; the wait's own deadline (RolloutInput.

@@ -1,6 +1,12 @@
 """One lane per app: its cluster-changing operations run one at a time, in
 the order they were requested. Each runs as a child workflow with its own id
-(`deploy-dep_…`), so operators can watch or cancel it on its own."""
+(`deploy-dep_…`), so operators can watch or cancel it on its own.
+
+An operation of an app that has none in flight does not come here: its
+workflow starts at once, holding the app's turn (conveyor/clients/db/turns.py).
+The lane gets the operations committed while another holds the turn; it
+takes the turn before running them (a delete cancels the holder), and gives
+it back once it has run every one handed to it."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 from temporalio.types import MethodAsyncSingleParam
 from temporalio.workflow import ParentClosePolicy
 
@@ -18,8 +24,10 @@ with workflow.unsafe.imports_passed_through():
     from opentelemetry import context as otel_context
     from opentelemetry import propagate
 
-    from conveyor.domain.payloads import LaneInput, Operation
+    from activities.turns import TurnActivities
+    from conveyor.domain.payloads import LaneInput, Operation, TurnInput
     from conveyor.domain.vocabulary import OperationKind
+    from workflows.common import DB, TURN, cancelled
     from workflows.delete import DeleteAppWorkflow
     from workflows.deploy import DeployWorkflow
     from workflows.scale import ScaleWorkflow
@@ -57,6 +65,11 @@ class AppLaneWorkflow:
         # whether a delete cancelled it.
         self._running: asyncio.Task[Any] | None = None
         self._superseded = False
+        # Lanes started since turns (LaneInput.turns): whether this one holds
+        # the app's turn, and the last place in the lane it has received.
+        self._turns = False
+        self._holds_turn = False
+        self._seq = 0
 
     @workflow.signal
     def enqueue(self, op: Operation) -> None:
@@ -64,6 +77,7 @@ class AppLaneWorkflow:
             self._current is not None and self._current.workflow_id == op.workflow_id
         ):
             return
+        self._seq = max(self._seq, op.lane_seq)
         if op.kind == OperationKind.DELETE and workflow.patched("delete-supersedes"):
             # A delete supersedes what the app still had to do: the operations
             # waiting (their deployments were cancelled with the DELETE), and
@@ -86,7 +100,18 @@ class AppLaneWorkflow:
     @workflow.run
     async def run(self, lane: LaneInput) -> None:
         self._queue = list(lane.pending) + self._queue
+        self._turns = lane.turns
+        self._seq = max([self._seq, lane.seq] + [op.lane_seq for op in self._queue])
         while True:
+            if not self._queue and self._holds_turn:
+                # Run them all: give the turn back, unless one more is on its way.
+                self._holds_turn = not await workflow.execute_activity_method(
+                    TurnActivities.release_turn, TurnInput(app_id=lane.app_id, seq=self._seq), summary="give back the app's turn", **DB
+                )
+                if not self._holds_turn:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    if not self._queue:
+                        return
             if not self._queue:
                 try:
                     await workflow.wait_condition(lambda: bool(self._queue), timeout=IDLE)
@@ -102,23 +127,14 @@ class AppLaneWorkflow:
             token = otel_context.attach(propagate.extract(op.trace_context)) if op.trace_context else None
             # A task, so that a delete can cancel it; the await ends once the
             # cancelled child has recorded its outcome (WAIT_CANCELLATION_COMPLETED).
-            self._running = asyncio.create_task(
-                workflow.execute_child_workflow(
-                    WORKFLOWS[op.kind],
-                    op,
-                    id=op.workflow_id,
-                    search_attributes=search_attributes(op),
-                    static_summary=op.summary,
-                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                )
-            )
+            self._running = asyncio.create_task(self._run_operation(lane, op))
             try:
                 await self._running
             except ChildWorkflowError as err:
                 # The child recorded its own outcome (failed or cancelled).
                 workflow.logger.info("operation %s ended: %s", op.workflow_id, err)
-            except asyncio.CancelledError:
-                if not self._superseded:
+            except (asyncio.CancelledError, ActivityError) as err:
+                if not (self._superseded and cancelled(err)):
                     raise
                 workflow.logger.info("operation %s cancelled by the app's delete", op.workflow_id)
             finally:
@@ -126,10 +142,32 @@ class AppLaneWorkflow:
                     otel_context.detach(token)
                 self._running, self._superseded = None, False
             self._current = None
-            if op.kind == OperationKind.DELETE and not self._queue:
+            if op.kind == OperationKind.DELETE and not self._queue and not self._holds_turn:
                 # The app is gone (or its delete failed and waits for another
                 # DELETE, which starts a new lane run). A new delete attempt that
                 # arrived meanwhile is in the queue and must still run.
                 return
-            if workflow.info().get_current_history_length() > MAX_HISTORY:
-                workflow.continue_as_new(LaneInput(app_id=lane.app_id, project_id=lane.project_id, pending=self._queue))
+            if workflow.info().get_current_history_length() > MAX_HISTORY and (self._queue or not self._turns):
+                # The next run takes the turn again (it holds it already, or takes it
+                # at once). With nothing left to run, this one gives it back and ends.
+                workflow.continue_as_new(
+                    LaneInput(app_id=lane.app_id, project_id=lane.project_id, pending=self._queue, turns=True, seq=self._seq)
+                )
+
+    async def _run_operation(self, lane: LaneInput, op: Operation) -> Any:
+        """Take the app's turn (lanes since turns), then run `op` as a child workflow."""
+        while self._turns and not self._holds_turn:
+            self._holds_turn = await workflow.execute_activity_method(
+                TurnActivities.take_turn,
+                TurnInput(app_id=lane.app_id, supersede=op.kind == OperationKind.DELETE),
+                summary=f"take the app's turn for {op.workflow_id}",
+                **TURN,
+            )
+        return await workflow.execute_child_workflow(
+            WORKFLOWS[op.kind],
+            op,
+            id=op.workflow_id,
+            search_attributes=search_attributes(op),
+            static_summary=op.summary,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        )

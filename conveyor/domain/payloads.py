@@ -36,12 +36,33 @@ class Operation(BaseModel):
     # and a visibility write per release). False in operations queued
     # before (outbox rows, lane queues): their histories decide by the patch.
     begins_locally: bool = False
+    # Where it runs (conveyor/clients/db/turns.py): its own workflow started
+    # at once (`direct`: it had the app's turn), or the app's lane, where
+    # `lane_seq` is its place. Both unset in operations queued before turns.
+    direct: bool = False
+    lane_seq: int = 0
 
 
 class LaneInput(BaseModel):
     app_id: str
     project_id: str
     pending: list[Operation] = Field(default_factory=list)
+    # Lanes started since turns take the app's turn before each operation and
+    # give it back when they have run them all; `seq` is the last place
+    # (Operation.lane_seq) the run had received. An older lane run keeps the
+    # way it started with (its history replays unchanged).
+    turns: bool = False
+    seq: int = 0
+
+
+class TurnInput(BaseModel):
+    """The app's lane asks for, or gives back, the app's turn."""
+
+    app_id: str
+    # For a delete: the operation holding the turn is cancelled (a delete supersedes it).
+    supersede: bool = False
+    # release: the last place in the lane the lane has received.
+    seq: int = 0
 
 
 class ReleaseSpec(BaseModel):

@@ -48,6 +48,7 @@ from conveyor.domain.payloads import (
     RolloutResult,
     ScaleInput,
     ScaleRecordInput,
+    TurnInput,
 )
 from worker.failures import to_application_error
 from workflows.deploy import DeployWorkflow
@@ -202,6 +203,8 @@ class Fakes:
             self.delete_app_jobs,
             self.sync_schedules,
             self.delete_app_schedules,
+            self.take_turn,
+            self.release_turn,
         ]
 
     # --- records.py -------------------------------------------------------------
@@ -248,6 +251,17 @@ class Fakes:
     @activity.defn(name="record_delete_failed")
     async def record_delete_failed(self, request: DeleteFailedInput) -> bool:
         return await self._run("record_delete_failed", request, lambda: True)
+
+    # --- turns.py ---------------------------------------------------------------
+
+    @activity.defn(name="take_turn")
+    async def take_turn(self, request: TurnInput) -> bool:
+        # The lane has the app's turn at once (the real wait is tested on the platform).
+        return await self._run("take_turn", request, lambda: True)
+
+    @activity.defn(name="release_turn")
+    async def release_turn(self, request: TurnInput) -> bool:
+        return await self._run("release_turn", request, lambda: True)
 
     # --- registry.py ------------------------------------------------------------
 

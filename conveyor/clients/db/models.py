@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from conveyor.clients.db.sealed import Sealed
@@ -80,6 +80,13 @@ class App(Base):
     running_image: Mapped[str | None] = mapped_column(String(600))
     # Each DELETE attempt runs its own workflow (delete-<app id>-<attempt>).
     delete_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Whose turn it is to change the app in the cluster (conveyor/clients/db/turns.py):
+    # None, the workflow id of an operation that runs on its own, or "lane".
+    turn: Mapped[str | None] = mapped_column(String(200))
+    # How many operations have been handed to the app's lane, and whether the
+    # lane has some it has not run yet.
+    lane_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lane_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_deploy_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
