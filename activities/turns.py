@@ -81,7 +81,10 @@ class TurnActivities:
                 superseded = holder
             now = time.monotonic()
             if now >= next_check:
-                next_check = now + HOLDER_CHECK_SECONDS
+                # A holder cancelled for a delete may end without giving the
+                # turn back (a scale, or a release cancelled before it began):
+                # then it is looked at every second.
+                next_check = now + (1.0 if superseded else HOLDER_CHECK_SECONDS)
                 if await self._ended(holder):
                     ended = holder
                     took, holder = await asyncio.to_thread(self._take, request.app_id, ended)

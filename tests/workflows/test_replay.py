@@ -21,7 +21,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_there_is_a_history_of_each_workflow_type():
     names = {path.stem for path in HISTORIES}
-    assert {"deploy-first", "deploy-failed", "deploy-build", "deploy-cancelled", "lane", "scale", "delete", "cron-run"} <= names
+    assert {"deploy-first", "deploy-failed", "deploy-build", "deploy-cancelled", "lane", "lane-turns", "scale", "delete", "cron-run"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)

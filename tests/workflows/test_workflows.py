@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowHistory
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -150,6 +150,76 @@ async def test_a_delete_supersedes_the_running_release_and_what_waits_and_nothin
     assert status == "cancelled" and "being deleted" in reason
     assert fakes.names(update.workflow_id) == [] and fakes.names(scale.workflow_id) == []
     assert fakes.names(delete.workflow_id) == DELETED
+
+
+async def test_a_lane_takes_the_apps_turn_before_it_runs_and_gives_it_back_once_it_has_run_all(plain_client, task_queue):
+    """The lane waits while another holds the app's turn (take_turn answers
+    False after an attempt's wait; the lane asks again), runs what it holds
+    in order, and gives the turn back only when release_turn says nothing
+    more is on its way; until then it waits for the operation that is."""
+    client = plain_client
+    fakes = Fakes()
+    app_id = new_app(fakes)
+    settings = Settings(temporal_task_queue=task_queue)
+    first, second = deployment(app_id), deployment(app_id)
+    fakes.plans.update({first.deployment_id: first, second.deployment_id: second})
+    deploy, update = operation(first), operation(second).model_copy(update={"kind": "update"})
+    scale = app_operation("scale", app_id)
+
+    async def not_yet(_request):
+        return False
+
+    fakes.script("take_turn", not_yet)
+    fakes.script("release_turn", not_yet)
+    hold = Block()
+    fakes.script("begin_deployment", hold)
+    async with running_worker(client, task_queue, fakes):
+        await signal_lane(client, settings, deploy)
+        await fakes.started("begin_deployment")
+        await signal_lane(client, settings, scale)
+        hold.release()
+        # Both ran; the lane was told one more is on its way: it waits for it.
+        await fakes.started("release_turn")
+        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
+        assert (await lane.describe()).status == WorkflowExecutionStatus.RUNNING
+        await signal_lane(client, settings, update)
+        await asyncio.wait_for(lane.result(), 10)
+        await record(lane, "lane-turns")
+
+    lane_calls = [c for c in fakes.calls if c.workflow_id == lane.id]
+    assert [(c.name, c.outcome) for c in lane_calls] == [
+        ("take_turn", "returned"),
+        ("take_turn", "returned"),
+        ("release_turn", "returned"),
+        ("release_turn", "returned"),
+    ]
+    assert not any(c.input.supersede for c in lane_calls)
+    assert runs_in_turn(fakes) == [deploy.workflow_id, scale.workflow_id, update.workflow_id]
+    assert finished(fakes, update.workflow_id) == [("active", None)]
+
+
+async def test_a_delete_stops_the_lanes_wait_for_the_turn_and_takes_it_superseding_the_holder(client, task_queue):
+    fakes = Fakes()
+    app_id = new_app(fakes)
+    settings = Settings(temporal_task_queue=task_queue)
+    waiting = deployment(app_id)
+    fakes.plans[waiting.deployment_id] = waiting
+    deploy, delete = operation(waiting), app_operation("delete", app_id)
+    # Another operation holds the app's turn (a release stuck in its rollout, started on its own).
+    fakes.script("take_turn", Block())
+    async with running_worker(client, task_queue, fakes):
+        await signal_lane(client, settings, deploy)
+        await fakes.started("take_turn")
+        fakes.deleting.add(app_id)
+        await signal_lane(client, settings, delete)
+        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
+        await asyncio.wait_for(lane.result(), 10)
+
+    takes = [(c.outcome, c.input.supersede) for c in fakes.named("take_turn")]
+    assert takes == [("cancelled", False), ("returned", True)], "the delete asks for the turn, cancelling its holder"
+    assert fakes.names(deploy.workflow_id) == [], "the release that waited never started"
+    assert fakes.names(delete.workflow_id) == DELETED
+    assert [c.name for c in fakes.calls if c.workflow_id == lane.id][-1] == "release_turn"
 
 
 async def test_a_cancel_by_an_operator_still_restores(client, task_queue):
