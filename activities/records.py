@@ -4,9 +4,10 @@ safe to run twice (a repeated call finds the state already written)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 from temporalio import activity
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 # begin_deployment's try at the image's digest waits no longer than this for
 # the registry: a slow one is left to the step of its own, which retries.
 INLINE_RESOLVE_TIMEOUT = 5.0
+# Tells the lane of an app (by its id) that the app's turn is its own now.
+TurnOffer = Callable[[str], None]
 
 # Read with the row's operation (a str): a StrEnum key matches its plain string.
 VERBS: dict[str, str] = {
@@ -74,9 +77,19 @@ def _set_status(app: App, status: AppStatus) -> None:
 
 
 class RecordActivities:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, offer_turn: TurnOffer | None = None):
         self.settings = settings
         self.url = settings.effective_database_url
+        # Tells an app's lane that it has the app's turn (the worker signals it).
+        self._offer_turn = offer_turn
+
+    def _give_turn_on(self, session: Session, app_id: str) -> None:
+        """The operation's last record: the app's turn goes on with it. When
+        it goes to the app's lane, the lane is told once this commits (a lost
+        word costs the lane a wait of TURN_POLL, no more)."""
+        offer = self._offer_turn
+        if turns.release(session, app_id, operation_key()) and offer is not None:
+            event.listen(session, "after_commit", lambda _session: offer(app_id), once=True)
 
     def _deployment(self, session: Session, deployment_id: str) -> Deployment:
         dep = session.get(Deployment, deployment_id)
@@ -145,7 +158,7 @@ class RecordActivities:
                     self._take_running_image(session, dep)
             if dep.status in TERMINAL:
                 # Cancelled before it began: the release ends here, and gives the app's turn on.
-                turns.release(session, app.id, operation_key())
+                self._give_turn_on(session, app.id)
             previous = active_deployment(session, app.id)
             replicas = dep.replicas if dep.replicas is not None else app.replicas
             build = None
@@ -225,7 +238,7 @@ class RecordActivities:
         with session_scope(self.url) as session:
             dep = self._deployment(session, request.deployment_id)
             # The release's last step: the app's next operation may begin.
-            turns.release(session, dep.app_id, operation_key())
+            self._give_turn_on(session, dep.app_id)
             if request.image_ref and not dep.image_ref:
                 dep.image_ref, dep.image_digest = request.image_ref, request.image_digest
             if dep.status in TERMINAL:
@@ -297,7 +310,7 @@ class RecordActivities:
             app = session.get(App, request.app_id)
             if app is None:
                 return
-            turns.release(session, app.id, operation_key())
+            self._give_turn_on(session, app.id)
             of = f" {request.process}" if request.process else ""
             if request.outcome == "done":
                 add_audit(
@@ -324,7 +337,7 @@ class RecordActivities:
         with session_scope(self.url) as session:
             app = session.get(App, request.app_id)
             if app is not None:
-                turns.release(session, app.id, operation_key())
+                self._give_turn_on(session, app.id)
             if app is None or app.status != AppStatus.DELETING or delete_workflow_id(app.id, app.delete_attempts) != request.workflow_id:
                 # Gone, recorded already, or a newer attempt runs: nothing to say.
                 return False

@@ -1,20 +1,20 @@
-"""The app's lane takes the app's turn, and gives it back
+"""The app's lane asks for the app's turn, and gives it back
 (conveyor/clients/db/turns.py says what a turn is).
 
-`take_turn` waits while an operation that started on its own holds the
-turn, reading the app's row a few times a second. It is an ordinary
-activity, heartbeating, so the Web UI shows the lane waiting ("take the
-app's turn") and an operator can cancel or reset it there. A holder whose
-workflow has ended without giving the turn back (terminated from the Web
-UI) loses it to the lane; one whose workflow has not started yet (its
-hand-off still in the outbox) keeps it.
+`take_turn` is one short attempt: the lane has the turn, or not yet. The
+lane asks again when the holder gives the turn on (its outcome's
+transaction signals the lane, `turn_offered`) or after a while. A holder
+whose workflow has ended without giving the turn back (terminated in the
+Web UI, or gone from Temporal with its history) loses it to the lane; one
+whose hand-off still waits in the outbox keeps it. For a delete, the
+holder is cancelled each time the lane asks (the cancel of a workflow not
+started yet has nothing to reach).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -26,12 +26,6 @@ from conveyor.domain.payloads import TurnInput
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.turns")
-# How often the waiting lane reads the app's row, and asks Temporal whether the holder still runs.
-POLL_SECONDS = 0.2
-HOLDER_CHECK_SECONDS = 5.0
-# An attempt returns after this long without the turn; the lane asks again
-# (a history event pair every few minutes, and a fresh attempt on a fresh worker).
-ATTEMPT_SECONDS = 240.0
 
 
 class TurnActivities:
@@ -52,50 +46,16 @@ class TurnActivities:
             return False, turns.holder(session, app_id)
 
     async def _ended(self, workflow_id: str) -> bool:
-        """The holder's workflow has ended (not merely: has not started yet)."""
+        """The holder's workflow is not running: it ended, or Temporal has no
+        such workflow (take_for_lane still leaves the turn to one whose
+        hand-off waits in the outbox)."""
         try:
             described = await self.client.get_workflow_handle(workflow_id).describe()
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                return False
+                return True
             raise
         return described.status != WorkflowExecutionStatus.RUNNING
-
-    @activity.defn(name="take_turn")
-    async def take_turn(self, request: TurnInput) -> bool:
-        """True once the lane has the app's turn; False after an attempt's
-        time without it (the lane asks again)."""
-        give_up_at = time.monotonic() + ATTEMPT_SECONDS
-        next_check = 0.0
-        superseded: str | None = None
-        while True:
-            took, holder = await asyncio.to_thread(self._take, request.app_id)
-            if took:
-                return True
-            assert holder is not None, "a turn the lane could not take has a holder"
-            if request.supersede and holder != superseded:
-                # A delete supersedes the operation running: cancel it (it
-                # restores nothing, sees the app being deleted, and gives the turn on).
-                log.info("cancelling %s: the app %s is being deleted", holder, request.app_id)
-                await self._cancel(holder)
-                superseded = holder
-            now = time.monotonic()
-            if now >= next_check:
-                # A holder cancelled for a delete may end without giving the
-                # turn back (a scale, or a release cancelled before it began):
-                # then it is looked at every second.
-                next_check = now + (1.0 if superseded else HOLDER_CHECK_SECONDS)
-                if await self._ended(holder):
-                    ended = holder
-                    took, holder = await asyncio.to_thread(self._take, request.app_id, ended)
-                    if took:
-                        log.warning("%s ended without giving back the turn of app %s; its lane took it", ended, request.app_id)
-                        return True
-                    assert holder is not None, "a turn the lane could not take has a holder"
-            if now >= give_up_at:
-                return False
-            activity.heartbeat(holder)
-            await asyncio.sleep(POLL_SECONDS)
 
     async def _cancel(self, workflow_id: str) -> None:
         try:
@@ -103,6 +63,26 @@ class TurnActivities:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
+
+    @activity.defn(name="take_turn")
+    async def take_turn(self, request: TurnInput) -> bool:
+        """True when the lane has the app's turn now."""
+        took, holder = await asyncio.to_thread(self._take, request.app_id)
+        if took:
+            return True
+        if holder is None or holder == turns.LANE:
+            return False  # it changed hands as we looked: ask again
+        if request.supersede:
+            # A delete supersedes the operation running: it restores nothing,
+            # sees the app being deleted, and gives the turn on.
+            log.info("cancelling %s: app %s is being deleted", holder, request.app_id)
+            await self._cancel(holder)
+        if await self._ended(holder):
+            took, _ = await asyncio.to_thread(self._take, request.app_id, holder)
+            if took:
+                log.warning("%s ended without giving back the turn of app %s; its lane took it", holder, request.app_id)
+            return took
+        return False
 
     @activity.defn(name="release_turn")
     def release_turn(self, request: TurnInput) -> bool:

@@ -41,16 +41,11 @@ from conveyor.clients.db.session import read_scope, session_scope
 from conveyor.domain.ids import utcnow
 from conveyor.domain.payloads import LaneInput, Operation
 from conveyor.settings import Settings
-from workflows.lane import WORKFLOWS, AppLaneWorkflow, search_attributes
+from workflows.lane import WORKFLOWS, AppLaneWorkflow, lane_id, search_attributes
 
 log = logging.getLogger("conveyor.handoff")
 # How long one signal-with-start may take before the reconciler takes over.
 HANDOFF_RPC_TIMEOUT = timedelta(seconds=5)
-
-
-def lane_id(app_id: str) -> str:
-    """The workflow id of the app's lane."""
-    return f"app-{app_id}"
 
 
 def lane_attributes(app_id: str, project_id: str) -> TypedSearchAttributes:

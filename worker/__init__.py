@@ -19,7 +19,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.builder import BuilderActivities
 from activities.digests import RegistryActivities
 from activities.jobs import JobActivities
-from activities.records import RecordActivities
+from activities.records import RecordActivities, TurnOffer
 from activities.schedules import ScheduleActivities
 from activities.turns import TurnActivities
 from activities.workloads import KubeActivities, ProgressReporter, load_api_classes
@@ -35,7 +35,7 @@ from worker.failures import FailureInterceptor
 from workflows.cron import CronRunWorkflow
 from workflows.delete import DeleteAppWorkflow
 from workflows.deploy import DeployWorkflow
-from workflows.lane import AppLaneWorkflow
+from workflows.lane import AppLaneWorkflow, lane_id
 from workflows.scale import ScaleWorkflow
 
 WORKFLOWS = [AppLaneWorkflow, DeployWorkflow, ScaleWorkflow, DeleteAppWorkflow, CronRunWorkflow]
@@ -72,11 +72,26 @@ def progress_reporter(client: Client, loop: asyncio.AbstractEventLoop) -> Progre
 
 def _log_signal_failure(future: concurrent.futures.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        logging.getLogger(__name__).info("a rollout progress signal was not delivered: %s", future.exception())
+        logging.getLogger(__name__).info("a signal to a workflow was not delivered: %s", future.exception())
 
 
-def activities(settings: Settings, report_progress: ProgressReporter | None = None, client: Client | None = None) -> list[Callable[..., Any]]:
-    kube, records, registry = KubeActivities(settings, report_progress), RecordActivities(settings), RegistryActivities(settings)
+def turn_offer(client: Client, loop: asyncio.AbstractEventLoop) -> TurnOffer:
+    """Lets a record of an operation's outcome (a sync activity) tell the
+    app's lane that the app's turn is its own, on the worker's event loop.
+    Sent, not awaited; the lane asks for the turn again on its own after a
+    while, so a lost signal only delays it."""
+
+    def offer(app_id: str) -> None:
+        signal = client.get_workflow_handle(lane_id(app_id)).signal(AppLaneWorkflow.turn_offered)
+        asyncio.run_coroutine_threadsafe(signal, loop).add_done_callback(_log_signal_failure)
+
+    return offer
+
+
+def activities(
+    settings: Settings, report_progress: ProgressReporter | None = None, client: Client | None = None, offer_turn: TurnOffer | None = None
+) -> list[Callable[..., Any]]:
+    kube, records, registry = KubeActivities(settings, report_progress), RecordActivities(settings, offer_turn), RegistryActivities(settings)
     builder = BuilderActivities(settings)
     job_runs = JobActivities(settings, kube)
     # The Schedules are written through the worker's own Temporal client.
@@ -136,7 +151,9 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=activities(settings, progress_reporter(client, asyncio.get_running_loop()), client),
+        activities=activities(
+            settings, progress_reporter(client, asyncio.get_running_loop()), client, turn_offer(client, asyncio.get_running_loop())
+        ),
         activity_executor=executor,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,

@@ -81,12 +81,12 @@ KUBE_WRITE = ActivityOptions(
 )
 
 
-# The lane waiting for the app's turn: each attempt waits a few minutes
-# (activities/turns.py), heartbeating; there is no limit on how long in all.
+# The lane asking for the app's turn, or giving it back: one short database
+# transaction (and a look at the holder's workflow), retried for as long as
+# it takes: a lane that gave up would leave its app's operations waiting.
 TURN = ActivityOptions(
-    start_to_close_timeout=timedelta(minutes=5),
-    heartbeat_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)),
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)),
 )
 
 

@@ -27,13 +27,26 @@ with workflow.unsafe.imports_passed_through():
     from activities.turns import TurnActivities
     from conveyor.domain.payloads import LaneInput, Operation, TurnInput
     from conveyor.domain.vocabulary import OperationKind
-    from workflows.common import DB, TURN, cancelled
+    from workflows.common import TURN, cancelled
     from workflows.delete import DeleteAppWorkflow
     from workflows.deploy import DeployWorkflow
     from workflows.scale import ScaleWorkflow
 
 IDLE = timedelta(minutes=5)
 MAX_HISTORY = 5000
+# While another operation holds the app's turn, the lane asks for it again
+# when the holder gives it on (the `turn_offered` signal) or after this long
+# (a holder that ended without a word, a signal lost with its worker); for a
+# delete, whose cancel may end the holder without a word, sooner.
+TURN_POLL = timedelta(seconds=30)
+TURN_POLL_FOR_DELETE = timedelta(seconds=2)
+# What `_run_operation` returns when the lane's history grew too long while it waited.
+WAITED_LONG = "continue as new while waiting for the app's turn"
+
+
+def lane_id(app_id: str) -> str:
+    """The workflow id of the app's lane."""
+    return f"app-{app_id}"
 # Which workflow runs each kind of operation.
 WORKFLOWS: dict[str, MethodAsyncSingleParam[Any, Operation, str]] = {
     OperationKind.DEPLOY: DeployWorkflow.run,
@@ -70,6 +83,7 @@ class AppLaneWorkflow:
         self._turns = False
         self._holds_turn = False
         self._seq = 0
+        self._offered = False
 
     @workflow.signal
     def enqueue(self, op: Operation) -> None:
@@ -89,6 +103,11 @@ class AppLaneWorkflow:
                 self._running.cancel()
         self._queue.append(op)
 
+    @workflow.signal
+    def turn_offered(self) -> None:
+        """The holder of the app's turn gave it to the lane (activities/records.py)."""
+        self._offered = True
+
     @workflow.query
     def queued(self) -> list[str]:
         return [op.workflow_id for op in self._queue]
@@ -106,7 +125,7 @@ class AppLaneWorkflow:
             if not self._queue and self._holds_turn:
                 # Run them all: give the turn back, unless one more is on its way.
                 self._holds_turn = not await workflow.execute_activity_method(
-                    TurnActivities.release_turn, TurnInput(app_id=lane.app_id, seq=self._seq), summary="give back the app's turn", **DB
+                    TurnActivities.release_turn, TurnInput(app_id=lane.app_id, seq=self._seq), summary="give back the app's turn", **TURN
                 )
                 if not self._holds_turn:
                     await workflow.wait_condition(workflow.all_handlers_finished)
@@ -128,8 +147,9 @@ class AppLaneWorkflow:
             # A task, so that a delete can cancel it; the await ends once the
             # cancelled child has recorded its outcome (WAIT_CANCELLATION_COMPLETED).
             self._running = asyncio.create_task(self._run_operation(lane, op))
+            outcome = None
             try:
-                await self._running
+                outcome = await self._running
             except ChildWorkflowError as err:
                 # The child recorded its own outcome (failed or cancelled).
                 workflow.logger.info("operation %s ended: %s", op.workflow_id, err)
@@ -142,6 +162,11 @@ class AppLaneWorkflow:
                     otel_context.detach(token)
                 self._running, self._superseded = None, False
             self._current = None
+            if outcome == WAITED_LONG:
+                # A long wait for the turn: the next run waits on, with `op` first.
+                workflow.continue_as_new(
+                    LaneInput(app_id=lane.app_id, project_id=lane.project_id, pending=[op, *self._queue], turns=True, seq=self._seq)
+                )
             if op.kind == OperationKind.DELETE and not self._queue and not self._holds_turn:
                 # The app is gone (or its delete failed and waits for another
                 # DELETE, which starts a new lane run). A new delete attempt that
@@ -156,13 +181,24 @@ class AppLaneWorkflow:
 
     async def _run_operation(self, lane: LaneInput, op: Operation) -> Any:
         """Take the app's turn (lanes since turns), then run `op` as a child workflow."""
+        delete = op.kind == OperationKind.DELETE
         while self._turns and not self._holds_turn:
+            # Cleared before asking, so that an offer made while it asks is not missed.
+            self._offered = False
             self._holds_turn = await workflow.execute_activity_method(
                 TurnActivities.take_turn,
-                TurnInput(app_id=lane.app_id, supersede=op.kind == OperationKind.DELETE),
+                TurnInput(app_id=lane.app_id, supersede=delete),
                 summary=f"take the app's turn for {op.workflow_id}",
                 **TURN,
             )
+            if self._holds_turn:
+                break
+            try:
+                await workflow.wait_condition(lambda: self._offered, timeout=TURN_POLL_FOR_DELETE if delete else TURN_POLL)
+            except TimeoutError:
+                pass
+            if workflow.info().get_current_history_length() > MAX_HISTORY:
+                return WAITED_LONG
         return await workflow.execute_child_workflow(
             WORKFLOWS[op.kind],
             op,

@@ -18,7 +18,6 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Caller, TemporalConnector
-from api.outbox import lane_id
 from api.schemas import AppCreate, AppPublic, DeploymentPublic, env_problem, slugify
 from api.serializers import app_public
 from api.services.releases import (
@@ -46,6 +45,7 @@ from conveyor.domain.planning import AppFacts, ImageSource, plan_update
 from conveyor.domain.vocabulary import NOT_STARTED, AppStatus, DeploymentStatus, OperationKind
 from conveyor.domain.workload import WEB, Demand, Workload, above_default_limits, cpu_request, over_quota
 from conveyor.settings import Settings
+from workflows.lane import lane_id
 
 
 def unprocessable(field: str, message: str, where: str = "body") -> HTTPException:

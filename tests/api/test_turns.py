@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor.clients.db.models import App, Deployment
-from conveyor.clients.db.session import read_scope
+from conveyor.clients.db.session import read_scope, session_scope
 from conveyor.clients.temporal_client import connect
 from tests.support.api_client import start_never_ready_deploy
 from tests.support.waiting import eventually
@@ -84,3 +84,15 @@ def test_a_holder_terminated_in_the_web_ui_loses_the_turn_to_the_next_change(api
     assert dep_id != stuck["id"]
     assert api.wait_finished(app["id"], dep_id, timeout=120)["status"] == "active"
     eventually(lambda: app_row(settings, app["id"]).turn is None, 30, what="the lane to give the app's turn back")
+
+
+def test_a_holder_temporal_has_no_record_of_loses_the_turn_unless_its_hand_off_waits(api, settings, deployed_app):
+    app, _first = deployed_app
+    # Its history is gone (past the namespace's retention, or Temporal's store was lost).
+    with session_scope(settings.effective_database_url) as session:
+        session.execute(update(App).where(App.id == app["id"]).values(turn="update-dep_lost_long_ago"))
+    api.call("PATCH", f"/apps/{app['id']}", 202, json={"replicas": 3})
+    eventually(lambda: app_row(settings, app["id"]).turn is None, 60, what="the lane to take the turn, scale and give it back")
+    assert api.call("GET", f"/apps/{app['id']}", 200).json()["replicas"] == 3
+    lane = asyncio.run(described(settings, f"app-{app['id']}"))
+    assert lane is not None and lane.status == WorkflowExecutionStatus.COMPLETED

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from temporalio.testing import ActivityEnvironment
 
 from activities.records import RecordActivities
@@ -21,8 +21,9 @@ from activities.turns import TurnActivities
 from conveyor.clients.db import turns
 from conveyor.clients.db.models import App, Handoff
 from conveyor.clients.db.session import read_scope, session_scope
-from conveyor.domain.payloads import BeginDeploymentInput, FinishDeploymentInput, Operation, TurnInput
+from conveyor.domain.payloads import BeginDeploymentInput, FinishDeploymentInput, Operation, ScaleRecordInput, TurnInput
 from conveyor.domain.vocabulary import DeploymentStatus
+from tests.support.in_process import fail_delete
 
 
 def run_as(workflow_id: str, fn, request):
@@ -103,7 +104,11 @@ def test_only_the_holder_gives_the_turn_away_and_the_lane_takes_it_from_one_that
         assert not turns.take_for_lane(session, app["id"])
         assert turns.holder(session, app["id"]) == holder
     with session_scope(settings.effective_database_url) as session:
-        # Its workflow ended without a word (terminated in the Web UI): the lane takes it.
+        # Unknown to Temporal because its hand-off still waits in the outbox: it keeps the turn.
+        assert not turns.take_for_lane(session, app["id"], ended_holder=holder)
+        session.execute(delete(Handoff).where(Handoff.workflow_id == holder))
+    with session_scope(settings.effective_database_url) as session:
+        # Handed off, and its workflow ended without a word (terminated in the Web UI): the lane takes it.
         assert turns.take_for_lane(session, app["id"], ended_holder=holder)
     with session_scope(settings.effective_database_url) as session:
         # The old holder's late outcome does not take it back from the lane.
@@ -130,3 +135,27 @@ def test_a_crowd_routing_at_once_gets_one_holder_and_distinct_places(local, proj
     assert sorted(p for p in places if p is not None) == list(range(1, crowd))
     holder = f"op-{places.index(None)}"
     assert turn_of(settings, app["id"]) == (holder, crowd - 1, True)
+
+
+def free_turn(settings, app_id: str) -> None:
+    """As if the app's first release had ended: nothing in flight."""
+    with session_scope(settings.effective_database_url) as session:
+        session.execute(App.__table__.update().where(App.id == app_id).values(turn=None, lane_seq=0, lane_pending=False))
+
+
+def test_a_scale_and_a_failed_delete_give_the_turn_on_with_their_records(local, project):
+    settings = local.settings
+    app = project.admin.create_app()
+    free_turn(settings, app["id"])
+    project.admin.call("PATCH", f"/apps/{app['id']}", 202, json={"replicas": 2})
+    [scale] = [op for op in handed(settings, app["id"]).values() if op.kind == "scale"]
+    assert scale.direct and turn_of(settings, app["id"])[0] == scale.workflow_id
+    record = ScaleRecordInput(app_id=app["id"], replicas=2, previous_replicas=1, user="test", outcome="done")
+    run_as(scale.workflow_id, RecordActivities(settings).record_scale, record)
+    assert turn_of(settings, app["id"])[0] is None
+
+    project.admin.call("DELETE", f"/apps/{app['id']}", 202)
+    [removal] = [op for op in handed(settings, app["id"]).values() if op.kind == "delete"]
+    assert removal.direct and turn_of(settings, app["id"])[0] == removal.workflow_id
+    fail_delete(settings, app["id"], "the test says no")
+    assert turn_of(settings, app["id"])[0] is None

@@ -20,13 +20,13 @@ import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows.lane
-from api.outbox import lane_id, signal_lane
+from api.outbox import signal_lane
 from conveyor.domain import errors
 from conveyor.settings import Settings
 from tests.support.workflow_runs import (
@@ -47,7 +47,7 @@ from tests.support.workflow_runs import (
 from tests.workflows.fakes import Block, Fail, Fakes, digest_of
 from worker import WORKFLOWS, workflow_runner
 from workflows.deploy import DeployWorkflow
-from workflows.lane import AppLaneWorkflow
+from workflows.lane import AppLaneWorkflow, lane_id
 
 HISTORIES = Path(__file__).parent / "histories"
 KEPT = f"the previous deployment {PREVIOUS} keeps serving"
@@ -154,9 +154,10 @@ async def test_a_delete_supersedes_the_running_release_and_what_waits_and_nothin
 
 async def test_a_lane_takes_the_apps_turn_before_it_runs_and_gives_it_back_once_it_has_run_all(plain_client, task_queue):
     """The lane waits while another holds the app's turn (take_turn answers
-    False after an attempt's wait; the lane asks again), runs what it holds
-    in order, and gives the turn back only when release_turn says nothing
-    more is on its way; until then it waits for the operation that is."""
+    False; the lane asks again when the holder offers it the turn), runs
+    what it holds in order, and gives the turn back only when release_turn
+    says nothing more is on its way; until then it waits for the operation
+    that is."""
     client = plain_client
     fakes = Fakes()
     app_id = new_app(fakes)
@@ -175,13 +176,16 @@ async def test_a_lane_takes_the_apps_turn_before_it_runs_and_gives_it_back_once_
     fakes.script("begin_deployment", hold)
     async with running_worker(client, task_queue, fakes):
         await signal_lane(client, settings, deploy)
+        await fakes.wait_for(lambda: [c.outcome for c in fakes.named("take_turn")] == ["returned"])
+        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
+        assert fakes.named("begin_deployment") == [], "nothing runs before the lane has the turn"
+        # The holder's last record offers the turn (the worker signals the lane).
+        await lane.signal(AppLaneWorkflow.turn_offered)
         await fakes.started("begin_deployment")
         await signal_lane(client, settings, scale)
         hold.release()
         # Both ran; the lane was told one more is on its way: it waits for it.
-        await fakes.started("release_turn")
-        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
-        assert (await lane.describe()).status == WorkflowExecutionStatus.RUNNING
+        await fakes.wait_for(lambda: [c.outcome for c in fakes.named("release_turn")] == ["returned"])
         await signal_lane(client, settings, update)
         await asyncio.wait_for(lane.result(), 10)
         await record(lane, "lane-turns")

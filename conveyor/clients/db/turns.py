@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, case, select, update
+from sqlalchemy import CursorResult, case, exists, select, update
 from sqlalchemy.orm import Session
 
-from conveyor.clients.db.models import App
+from conveyor.clients.db.models import App, Handoff
 
 LANE = "lane"
 
@@ -57,11 +57,11 @@ def route(session: Session, app_id: str, workflow_id: str) -> int | None:
 
 def release(session: Session, app_id: str, workflow_id: str) -> bool:
     """`workflow_id` is done with the app: the turn goes to the lane if the
-    lane has operations waiting, else to nobody. False when it did not hold it."""
-    return _changed(
-        session,
-        _set(app_id, App.turn == workflow_id, turn=case((App.lane_pending, LANE), else_=None)),
-    )
+    lane has operations waiting, else to nobody. True when it went to the
+    lane (the caller tells the lane once this commits)."""
+    if not _changed(session, _set(app_id, App.turn == workflow_id, turn=case((App.lane_pending, LANE), else_=None))):
+        return False  # it did not hold the turn
+    return holder(session, app_id) == LANE
 
 
 def holder(session: Session, app_id: str) -> str | None:
@@ -71,13 +71,16 @@ def holder(session: Session, app_id: str) -> str | None:
 
 def take_for_lane(session: Session, app_id: str, ended_holder: str | None = None) -> bool:
     """The lane takes the turn: when it is free or the lane's already, or
-    from `ended_holder`, whose workflow has ended without giving it back.
-    True also when the app is gone (its lane has nothing left to wait for)."""
+    from `ended_holder`, whose workflow is not running (ended without giving
+    it back, or unknown to Temporal), unless that one's hand-off still waits
+    in the outbox. True also when the app is gone (its lane has nothing left
+    to wait for)."""
     if session.get(App, app_id) is None:
         return True
     free = App.turn.is_(None) | (App.turn == LANE)
     if ended_holder is not None:
-        free = free | (App.turn == ended_holder)
+        not_handed_off = ~exists().where(Handoff.workflow_id == ended_holder)
+        free = free | ((App.turn == ended_holder) & not_handed_off)
     return _changed(session, _set(app_id, free, turn=LANE))
 
 
