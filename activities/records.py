@@ -89,7 +89,14 @@ class RecordActivities:
         word costs the lane a wait of TURN_POLL, no more)."""
         offer = self._offer_turn
         if turns.release(session, app_id, operation_key()) and offer is not None:
-            event.listen(session, "after_commit", lambda _session: offer(app_id), once=True)
+
+            def tell_the_lane(_session: Session) -> None:
+                try:
+                    offer(app_id)
+                except Exception as exc:  # noqa: BLE001 - committed already; the lane asks again on its own
+                    log.info("could not tell the lane of %s that it has the turn: %s", app_id, exc)
+
+            event.listen(session, "after_commit", tell_the_lane, once=True)
 
     def _deployment(self, session: Session, deployment_id: str) -> Deployment:
         dep = session.get(Deployment, deployment_id)

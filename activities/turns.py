@@ -39,16 +39,20 @@ class TurnActivities:
         assert self._client is not None, "the worker hands its Temporal client to the turn activities"
         return self._client
 
-    def _take(self, app_id: str, ended_holder: str | None = None) -> tuple[bool, str | None]:
+    def _take(self, app_id: str, ended_holder: str | None = None) -> tuple[bool, str | None, bool]:
+        """Whether the lane took the turn; else who holds it, and whether that
+        one's hand-off is still in the outbox (read before Temporal is asked:
+        a workflow not started yet is unknown to it, and the row goes only
+        once it has started)."""
         with session_scope(self.url) as session:
             if turns.take_for_lane(session, app_id, ended_holder):
-                return True, None
-            return False, turns.holder(session, app_id)
+                return True, None, False
+            holder = turns.holder(session, app_id)
+            return False, holder, holder is not None and turns.handoff_waits(session, holder)
 
     async def _ended(self, workflow_id: str) -> bool:
-        """The holder's workflow is not running: it ended, or Temporal has no
-        such workflow (take_for_lane still leaves the turn to one whose
-        hand-off waits in the outbox)."""
+        """The holder's workflow, handed off already, is not running: it
+        ended, or Temporal has no record of it any more."""
         try:
             described = await self.client.get_workflow_handle(workflow_id).describe()
         except RPCError as exc:
@@ -67,18 +71,20 @@ class TurnActivities:
     @activity.defn(name="take_turn")
     async def take_turn(self, request: TurnInput) -> bool:
         """True when the lane has the app's turn now."""
-        took, holder = await asyncio.to_thread(self._take, request.app_id)
+        took, holder, waiting = await asyncio.to_thread(self._take, request.app_id)
         if took:
             return True
-        if holder is None or holder == turns.LANE:
-            return False  # it changed hands as we looked: ask again
+        if holder is None or holder == turns.LANE or waiting:
+            # It changed hands as we looked, or its workflow has not started
+            # yet (nothing to cancel or ask about): ask again later.
+            return False
         if request.supersede:
             # A delete supersedes the operation running: it restores nothing,
             # sees the app being deleted, and gives the turn on.
             log.info("cancelling %s: app %s is being deleted", holder, request.app_id)
             await self._cancel(holder)
         if await self._ended(holder):
-            took, _ = await asyncio.to_thread(self._take, request.app_id, holder)
+            took, _, _ = await asyncio.to_thread(self._take, request.app_id, holder)
             if took:
                 log.warning("%s ended without giving back the turn of app %s; its lane took it", holder, request.app_id)
             return took

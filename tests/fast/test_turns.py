@@ -8,6 +8,7 @@ run all it was handed. A crowd routing at once gets one holder."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -159,3 +160,16 @@ def test_a_scale_and_a_failed_delete_give_the_turn_on_with_their_records(local, 
     assert removal.direct and turn_of(settings, app["id"])[0] == removal.workflow_id
     fail_delete(settings, app["id"], "the test says no")
     assert turn_of(settings, app["id"])[0] is None
+
+
+def test_the_lane_leaves_the_turn_to_a_holder_whose_hand_off_waits_and_asks_temporal_nothing(local, project):
+    """Its workflow may be starting this very moment: Temporal not knowing it
+    yet must not count as its end, and a delete has nothing to cancel yet.
+    (The activity has no Temporal client here: asking would fail.)"""
+    settings = local.settings
+    app = project.admin.create_app()
+    [first] = project.admin.deployments(app["id"])
+    lanes = TurnActivities(settings, None)
+    for supersede in (False, True):
+        assert asyncio.run(run_as(f"app-{app['id']}", lanes.take_turn, TurnInput(app_id=app["id"], supersede=supersede))) is False
+    assert turn_of(settings, app["id"])[0] == f"deploy-{first['id']}"

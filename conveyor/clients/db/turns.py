@@ -64,6 +64,15 @@ def release(session: Session, app_id: str, workflow_id: str) -> bool:
     return holder(session, app_id) == LANE
 
 
+def _exists(session: Session, app_id: str) -> bool:
+    return session.scalar(select(App.id).where(App.id == app_id)) is not None
+
+
+def handoff_waits(session: Session, workflow_id: str) -> bool:
+    """The operation's hand-off is still in the outbox: its workflow may not have started."""
+    return session.scalar(select(Handoff.workflow_id).where(Handoff.workflow_id == workflow_id)) is not None
+
+
 def holder(session: Session, app_id: str) -> str | None:
     """Who holds the app's turn (None: nobody, or the app is gone)."""
     return session.scalar(select(App.turn).where(App.id == app_id))
@@ -75,12 +84,11 @@ def take_for_lane(session: Session, app_id: str, ended_holder: str | None = None
     it back, or unknown to Temporal), unless that one's hand-off still waits
     in the outbox. True also when the app is gone (its lane has nothing left
     to wait for)."""
-    if session.get(App, app_id) is None:
+    if not _exists(session, app_id):
         return True
     free = App.turn.is_(None) | (App.turn == LANE)
     if ended_holder is not None:
-        not_handed_off = ~exists().where(Handoff.workflow_id == ended_holder)
-        free = free | ((App.turn == ended_holder) & not_handed_off)
+        free = free | ((App.turn == ended_holder) & ~exists().where(Handoff.workflow_id == ended_holder))
     return _changed(session, _set(app_id, free, turn=LANE))
 
 
@@ -88,7 +96,7 @@ def release_lane(session: Session, app_id: str, last_received: int) -> bool:
     """The lane gives the turn back, unless an operation was handed to it
     after `last_received` (it is on its way as a signal). True also when
     the app is gone or the lane did not hold the turn."""
-    if session.get(App, app_id) is None:
+    if not _exists(session, app_id):
         return True
     lane_has_it = App.turn == LANE
     if _changed(
