@@ -129,7 +129,7 @@ class HandoffReconciler:
         self.url = settings.effective_database_url
 
     async def deliver(self, ops: list[Operation]) -> list[str]:
-        """Signal each operation to its lane; returns the workflow ids handed off."""
+        """Hand each operation off (its workflow, or its app's lane); returns the workflow ids handed off."""
         delivered = []
         for op in ops:
             try:
@@ -178,7 +178,7 @@ class HandoffReconciler:
         started: list[Operation] = []
         for op in ops:
             try:
-                # Its workflow exists: the lane had it; only the crossing-off was lost.
+                # Its workflow exists: it was handed off; only the crossing-off was lost.
                 (started if await self._started(client, op.workflow_id) else pending).append(op)
             except Exception as exc:  # noqa: BLE001 - this one waits for the next round; the others go on
                 await run_in_threadpool(_note_failure, self.url, op.workflow_id, str(exc))

@@ -7,7 +7,7 @@
    request against the rows, writes them and returns an `Answer` with the
    operations it queues; their `handoffs` rows are written in the same
    transaction (`api/outbox.py`), and the answer is recorded for the key;
-3. after the commit, the queued operations are handed to their lanes (for at
+3. after the commit, the queued operations are handed to Temporal (for at
    most `HANDOFF_WAIT_SECONDS`; the reconciler has whatever is left);
 4. the route returns the answer's body, its status set on the response, so
    the route's `response_model` shapes every answer, replayed ones too.
@@ -47,7 +47,7 @@ P = ParamSpec("P")
 @dataclass(frozen=True)
 class Answer(Generic[Body]):
     """What a service answers: the status, the response model, and the
-    operations it queued for the app's lane (committed with its rows)."""
+    operations it queued (committed with its rows)."""
 
     status_code: int
     body: Body

@@ -1,7 +1,7 @@
 """What the apps routes do. Each mutation runs in the request's transaction
 (`Mutation.run`, api/unit_of_work.py) as `service(session, caller, ...)`:
 it checks the request against the app, writes the rows, and answers with
-the operations it queues on the app's lane.
+the operations it queues for the app.
 
 What a PATCH means is decided by `conveyor.domain.planning.plan_update` (pure);
 what a release deploys, by api/services/releases.py."""
@@ -364,7 +364,7 @@ async def delete_attempt_over(temporal: TemporalConnector, app_id: str, attempt:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-        # Not started: the app's lane holds it while it runs earlier operations.
+        # Not started: the app's lane holds it while earlier operations run.
         lane = await client.get_workflow_handle(lane_id(app_id)).describe()
         return lane.status != WorkflowExecutionStatus.RUNNING
     except RPCError as exc:

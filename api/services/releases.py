@@ -1,5 +1,5 @@
 """Releases: what a new deployment rolls out, where its image comes from, and
-how it is recorded and queued on the app's lane.
+how it is recorded and queued for the app.
 
 A deployment's image comes from one of three places (`ReleaseSource`):
 - the app's source, as `deploy` takes it (`source_release`): an image app's
@@ -162,7 +162,7 @@ def new_deployment(session: Session, caller: Caller, app: App, release: Release)
 
 
 def deployment_operation(caller: Caller, app: App, dep: Deployment) -> Operation:
-    """The operation the app's lane runs for `dep`."""
+    """The operation that runs `dep` (on its own, or in the app's lane)."""
     return Operation(
         kind=OperationKind(dep.operation),
         app_id=app.id,
@@ -176,6 +176,6 @@ def deployment_operation(caller: Caller, app: App, dep: Deployment) -> Operation
 
 
 def release(session: Session, caller: Caller, app: App, what: Release) -> Answer[DeploymentPublic]:
-    """Record a new deployment and queue it on the app's lane: 202 and its record."""
+    """Record a new deployment and queue it for the app: 202 and its record."""
     dep = new_deployment(session, caller, app, what)
     return Answer(202, deployment_public(dep), [deployment_operation(caller, app, dep)])

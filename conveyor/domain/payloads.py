@@ -13,7 +13,7 @@ from conveyor.domain.workload import Autoscaling, Probe, Process, ProjectLimits,
 
 
 class Operation(BaseModel):
-    """One cluster-changing request queued on an app's lane."""
+    """One cluster-changing request of an app: run on its own, or in the app's lane."""
 
     kind: OperationKind
     app_id: str

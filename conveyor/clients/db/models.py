@@ -264,7 +264,7 @@ class Handoff(Base):
     """An operation committed by the API and not yet accepted by Temporal.
 
     Written in the same transaction as the rows it acts on; deleted once the
-    app's lane has the operation. Whatever stays here (the API died between
+    operation's workflow, or the app's lane, has it. Whatever stays here (the API died between
     the commit and the hand-off, or Temporal was away) is handed off again by
     the API's reconciler. The workflow id is deterministic, so a second
     hand-off never starts a second workflow."""
