@@ -121,6 +121,16 @@ async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_du
     assert finished(fakes, update.workflow_id) == [("active", None)]
 
 
+async def delete_through_the_lane(client, settings: Settings, fakes: Fakes, delete) -> WorkflowHandle:
+    """As the API does: mark the app being deleted and hand its DELETE to the
+    lane; returns the lane once its run has ended."""
+    fakes.deleting.add(delete.app_id)
+    await signal_lane(client, settings, delete)
+    lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(delete.app_id))
+    await asyncio.wait_for(lane.result(), 10)
+    return lane
+
+
 async def test_a_delete_supersedes_the_running_release_and_what_waits_and_nothing_is_restored(client, task_queue):
     fakes = Fakes()
     app_id = new_app(fakes)
@@ -135,11 +145,7 @@ async def test_a_delete_supersedes_the_running_release_and_what_waits_and_nothin
         for op in (deploy, update, scale):
             await signal_lane(client, settings, op)
         await fakes.started("wait_for_rollout")
-        # As the API marks the app with its DELETE.
-        fakes.deleting.add(app_id)
-        await signal_lane(client, settings, delete)
-        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
-        await asyncio.wait_for(lane.result(), 10)
+        await delete_through_the_lane(client, settings, fakes, delete)
 
     assert runs_in_turn(fakes) == [deploy.workflow_id, delete.workflow_id]
     assert fakes.named("wait_for_rollout")[0].outcome == "cancelled"
@@ -214,10 +220,7 @@ async def test_a_delete_stops_the_lanes_wait_for_the_turn_and_takes_it_supersedi
     async with running_worker(client, task_queue, fakes):
         await signal_lane(client, settings, deploy)
         await fakes.started("take_turn")
-        fakes.deleting.add(app_id)
-        await signal_lane(client, settings, delete)
-        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
-        await asyncio.wait_for(lane.result(), 10)
+        lane = await delete_through_the_lane(client, settings, fakes, delete)
 
     takes = [(c.outcome, c.input.supersede) for c in fakes.named("take_turn")]
     assert takes == [("cancelled", False), ("returned", True)], "the delete asks for the turn, cancelling its holder"
