@@ -508,7 +508,7 @@ def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: 
         row(f"{size} concurrent deploys: 5xx answers", str(errors))
         row(
             f"{size} concurrent deploys: events per deploy workflow (median) / apps that needed a lane",
-            f"{deploy_events:g} / {lane_events} of {len(conveyor.apps)}",
+            f"{deploy_events:g} / {lane_events} of {size}",
         )
         # CPU seconds per deploy: each orchestration part, the Kubernetes parts together, and their ratio.
         orchestration = {name: sum(used for title, used in cpu_used.items() if title == full) for full, name in ORCHESTRATION.items()}
