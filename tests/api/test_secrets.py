@@ -77,7 +77,7 @@ def test_secret_env_is_ciphertext_in_every_history_and_the_codec_client_reads_it
         return stored, apply_inputs, decoded
 
     stored, apply_inputs, decoded = asyncio.run(read_histories())
-    assert first["workflow_id"] in stored and len(stored) >= 2, list(stored)
+    assert first["workflow_id"] in stored, list(stored)
     events = [event for history in stored.values() for event in history]
     assert len(events) > 20
     for event in events:
