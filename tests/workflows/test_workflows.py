@@ -28,6 +28,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import workflows.lane
 from api.outbox import signal_lane
 from conveyor.domain import errors
+from conveyor.domain.payloads import Operation
 from conveyor.settings import Settings
 from tests.support.workflow_runs import (
     PREVIOUS,
@@ -88,14 +89,20 @@ def runs_in_turn(fakes: Fakes) -> list[str]:
     return order
 
 
-async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_duplicates(client, task_queue):
+def app_with_operations(task_queue: str) -> tuple[Fakes, str, Settings, tuple[Operation, Operation, Operation, Operation]]:
+    """An app with two releases planned, and its operations: a deploy, an
+    update, a scale and a delete."""
     fakes = Fakes()
     app_id = new_app(fakes)
-    settings = Settings(temporal_task_queue=task_queue)
     first, second = deployment(app_id), deployment(app_id)
     fakes.plans.update({first.deployment_id: first, second.deployment_id: second})
     deploy, update = operation(first), operation(second).model_copy(update={"kind": "update"})
     scale, delete = app_operation("scale", app_id), app_operation("delete", app_id)
+    return fakes, app_id, Settings(temporal_task_queue=task_queue), (deploy, update, scale, delete)
+
+
+async def test_lane_runs_operations_one_at_a_time_in_signal_order_and_ignores_duplicates(client, task_queue):
+    fakes, app_id, settings, (deploy, update, scale, delete) = app_with_operations(task_queue)
     hold = Block()
     fakes.script("begin_deployment", hold)
     async with running_worker(client, task_queue, fakes):
@@ -132,13 +139,7 @@ async def delete_through_the_lane(client, settings: Settings, fakes: Fakes, dele
 
 
 async def test_a_delete_supersedes_the_running_release_and_what_waits_and_nothing_is_restored(client, task_queue):
-    fakes = Fakes()
-    app_id = new_app(fakes)
-    settings = Settings(temporal_task_queue=task_queue)
-    running, waiting = deployment(app_id), deployment(app_id)
-    fakes.plans.update({running.deployment_id: running, waiting.deployment_id: waiting})
-    deploy, update = operation(running), operation(waiting).model_copy(update={"kind": "update"})
-    scale, delete = app_operation("scale", app_id), app_operation("delete", app_id)
+    fakes, app_id, settings, (deploy, update, scale, delete) = app_with_operations(task_queue)
     # The running release is stuck in its rollout (a never-ready image, a registry away).
     fakes.script("wait_for_rollout", Block())
     async with running_worker(client, task_queue, fakes):
@@ -165,13 +166,7 @@ async def test_a_lane_takes_the_apps_turn_before_it_runs_and_gives_it_back_once_
     says nothing more is on its way; until then it waits for the operation
     that is."""
     client = plain_client
-    fakes = Fakes()
-    app_id = new_app(fakes)
-    settings = Settings(temporal_task_queue=task_queue)
-    first, second = deployment(app_id), deployment(app_id)
-    fakes.plans.update({first.deployment_id: first, second.deployment_id: second})
-    deploy, update = operation(first), operation(second).model_copy(update={"kind": "update"})
-    scale = app_operation("scale", app_id)
+    fakes, app_id, settings, (deploy, update, scale, _delete) = app_with_operations(task_queue)
 
     async def not_yet(_request):
         return False
