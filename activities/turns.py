@@ -30,7 +30,6 @@ log = logging.getLogger("conveyor.turns")
 
 class TurnActivities:
     def __init__(self, settings: Settings, client: Client | None):
-        self.settings = settings
         self.url = settings.effective_database_url
         self._client = client
 

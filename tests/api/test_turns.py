@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 
+from kubernetes import client
 from sqlalchemy import select, update
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from conveyor.clients.db.models import App, Deployment
 from conveyor.clients.db.session import read_scope, session_scope
+from conveyor.clients.kubernetes import namespace_for
 from conveyor.clients.temporal_client import connect
 from tests.support.api_client import start_never_ready_deploy
 from tests.support.waiting import eventually
@@ -43,7 +45,12 @@ def deployment_rows(settings, app_id: str) -> list[Deployment]:
         return list(session.scalars(select(Deployment).where(Deployment.app_id == app_id).order_by(Deployment.number)).all())
 
 
-def test_a_lone_deploy_runs_without_a_lane_and_a_burst_runs_one_at_a_time_in_order(api, settings, deployed_app):
+def replicas_in_the_cluster(kube_api, settings, app) -> int:
+    deployment = client.AppsV1Api(kube_api).read_namespaced_deployment(app["slug"], namespace_for(settings, "proj_default"))
+    return deployment.spec.replicas
+
+
+def test_a_lone_deploy_runs_without_a_lane_and_a_burst_runs_one_at_a_time_in_order(api, kube_api, settings, deployed_app):
     app, first = deployed_app
     # Nothing else was in flight: the release ran on its own, started by the API.
     assert asyncio.run(described(settings, f"app-{app['id']}")) is None
@@ -65,7 +72,8 @@ def test_a_lone_deploy_runs_without_a_lane_and_a_burst_runs_one_at_a_time_in_ord
     # One at a time, in the order asked for: each began after the one before it ended.
     for before, after in zip(ran, ran[1:], strict=False):
         assert before.finished_at is not None and after.started_at is not None and before.finished_at <= after.started_at
-    assert api.call("GET", f"/apps/{app['id']}", 200).json()["replicas"] == 3
+    # The scale ran in its place: the last release rolled out at the new count.
+    assert replicas_in_the_cluster(kube_api, settings, app) == 3
     lane = asyncio.run(described(settings, f"app-{app['id']}"))
     assert lane is not None and lane.status == WorkflowExecutionStatus.COMPLETED
     row = app_row(settings, app["id"])
@@ -86,13 +94,13 @@ def test_a_holder_terminated_in_the_web_ui_loses_the_turn_to_the_next_change(api
     eventually(lambda: app_row(settings, app["id"]).turn is None, 30, what="the lane to give the app's turn back")
 
 
-def test_a_holder_temporal_has_no_record_of_loses_the_turn_unless_its_hand_off_waits(api, settings, deployed_app):
+def test_a_holder_temporal_has_no_record_of_loses_the_turn_unless_its_hand_off_waits(api, kube_api, settings, deployed_app):
     app, _first = deployed_app
     # Its history is gone (past the namespace's retention, or Temporal's store was lost).
     with session_scope(settings.effective_database_url) as session:
         session.execute(update(App).where(App.id == app["id"]).values(turn="update-dep_lost_long_ago"))
     api.call("PATCH", f"/apps/{app['id']}", 202, json={"replicas": 3})
     eventually(lambda: app_row(settings, app["id"]).turn is None, 60, what="the lane to take the turn, scale and give it back")
-    assert api.call("GET", f"/apps/{app['id']}", 200).json()["replicas"] == 3
+    assert replicas_in_the_cluster(kube_api, settings, app) == 3
     lane = asyncio.run(described(settings, f"app-{app['id']}"))
     assert lane is not None and lane.status == WorkflowExecutionStatus.COMPLETED
