@@ -42,6 +42,9 @@ TURN_POLL = timedelta(seconds=30)
 TURN_POLL_FOR_DELETE = timedelta(seconds=2)
 # What `_run_operation` returns when the lane's history grew too long while it waited.
 WAITED_LONG = "continue as new while waiting for the app's turn"
+# What `_run_operation` returns when a delete superseded the operation
+# before it started (while it waited for the app's turn).
+SUPERSEDED = "superseded by the app's delete before it started"
 
 
 def lane_id(app_id: str) -> str:
@@ -156,11 +159,13 @@ class AppLaneWorkflow:
             except (asyncio.CancelledError, ActivityError) as err:
                 if not (self._superseded and cancelled(err)):
                     raise
-                workflow.logger.info("operation %s cancelled by the app's delete", op.workflow_id)
+                outcome = SUPERSEDED
             finally:
                 if token is not None:
                     otel_context.detach(token)
                 self._running, self._superseded = None, False
+            if outcome == SUPERSEDED:
+                workflow.logger.info("operation %s cancelled by the app's delete", op.workflow_id)
             self._current = None
             if outcome == WAITED_LONG:
                 # A long wait for the turn: the next run waits on, with `op` first.
@@ -182,7 +187,7 @@ class AppLaneWorkflow:
     async def _run_operation(self, lane: LaneInput, op: Operation) -> Any:
         """Take the app's turn (lanes since turns), then run `op` as a child workflow."""
         delete = op.kind == OperationKind.DELETE
-        while self._turns and not self._holds_turn:
+        while self._turns and not self._holds_turn and not self._superseded:
             # Cleared before asking, so that an offer made while it asks is not missed.
             self._offered = False
             self._holds_turn = await workflow.execute_activity_method(
@@ -191,14 +196,19 @@ class AppLaneWorkflow:
                 summary=f"take the app's turn for {op.workflow_id}",
                 **TURN,
             )
-            if self._holds_turn:
+            if self._holds_turn or self._superseded:
                 break
             try:
-                await workflow.wait_condition(lambda: self._offered, timeout=TURN_POLL_FOR_DELETE if delete else TURN_POLL)
+                await workflow.wait_condition(lambda: self._offered or self._superseded, timeout=TURN_POLL_FOR_DELETE if delete else TURN_POLL)
             except TimeoutError:
                 pass
-            if workflow.info().get_current_history_length() > MAX_HISTORY:
+            if not self._superseded and workflow.info().get_current_history_length() > MAX_HISTORY:
                 return WAITED_LONG
+        if self._superseded:
+            # A delete came while this waited for the turn. Its cancel of this
+            # task does not always reach it: when take_turn's answer comes in
+            # the same workflow task as the DELETE, the answer wins.
+            return SUPERSEDED
         return await workflow.execute_child_workflow(
             WORKFLOWS[op.kind],
             op,

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -222,6 +223,44 @@ async def test_a_delete_stops_the_lanes_wait_for_the_turn_and_takes_it_supersedi
     assert fakes.names(deploy.workflow_id) == [], "the release that waited never started"
     assert fakes.names(delete.workflow_id) == DELETED
     assert [c.name for c in fakes.calls if c.workflow_id == lane.id][-1] == "release_turn"
+
+
+async def test_a_delete_that_comes_with_the_answer_of_take_turn_still_supersedes_the_wait(client, task_queue):
+    """The DELETE and take_turn's `False` reach the lane in one workflow task
+    (no worker polled in between, as when they come within a millisecond):
+    the delete's cancel of the waiting operation finds its activity already
+    answered, and the lane must still stop waiting and run the delete."""
+    fakes = Fakes()
+    app_id = new_app(fakes)
+    settings = Settings(temporal_task_queue=task_queue)
+    waiting = deployment(app_id)
+    fakes.plans[waiting.deployment_id] = waiting
+    deploy, delete = operation(waiting), app_operation("delete", app_id)
+    asked: list[bytes] = []
+
+    async def answer_later(_request):
+        asked.append(activity.info().task_token)
+        activity.raise_complete_async()
+
+    fakes.script("take_turn", answer_later)
+    async with running_worker(client, task_queue, fakes):
+        await signal_lane(client, settings, deploy)
+        await fakes.wait_for(lambda: bool(asked))
+    fakes.deleting.add(app_id)
+    await signal_lane(client, settings, delete)
+    await client.get_async_activity_handle(task_token=asked[0]).complete(False)
+    async with running_worker(client, task_queue, fakes):
+        lane = client.get_workflow_handle_for(AppLaneWorkflow.run, lane_id(app_id))
+        await asyncio.wait_for(lane.result(), 30)
+
+    history = await lane.fetch_history()
+    tasks = [e for e in history.events if e.HasField("workflow_task_completed_event_attributes")]
+    signals = [e.event_id for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    [answered] = [e.event_id for e in history.events if e.HasField("activity_task_completed_event_attributes")][:1]
+    assert not [t for t in tasks if signals[-1] < t.event_id < answered], "the DELETE and the answer came in one workflow task"
+    assert [c.input.supersede for c in fakes.named("take_turn")] == [False, True]
+    assert fakes.names(deploy.workflow_id) == [], "the release that waited never started"
+    assert fakes.names(delete.workflow_id) == DELETED
 
 
 async def test_a_cancel_by_an_operator_still_restores(client, task_queue):
