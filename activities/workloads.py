@@ -141,6 +141,22 @@ def load_api_classes() -> None:
         getattr(client, name)
 
 
+def read_raw(read: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """An object as the API server sent it, a dict: the client's models cost
+    several times the CPU of the JSON, and the activities read only a few
+    fields. Raises ApiException as the model's read does."""
+    body: dict[str, Any] = json.loads(read(*args, **kwargs, _preload_content=False).read())
+    return body
+
+
+class DictWatch(watch.Watch):
+    """A watch whose events carry the object as a dict only (`raw_object`),
+    not decoded into the client's models as well."""
+
+    def get_return_type(self, func: Any) -> None:
+        return None
+
+
 class KubeActivities:
     """One API client and one discovery cache per worker process."""
 
@@ -205,27 +221,26 @@ class KubeActivities:
     def _uploaded_tls_secrets(self, namespace: str, app_id: str) -> set[str]:
         """The TLS Secrets Conveyor wrote for the app's uploaded certificates, as the cluster has them."""
         selector = f"{manifests.LABEL_APP_ID}={app_id},{manifests.LABEL_TLS}={manifests.TLS_UPLOADED}"
-        return self._names(lambda: client.CoreV1Api(self.api).list_namespaced_secret(namespace, label_selector=selector), "the app's TLS Secrets")
+        return self._names("the app's TLS Secrets", client.CoreV1Api(self.api).list_namespaced_secret, namespace, label_selector=selector)
 
-    def _names(self, listing: Callable[[], Any], what: str) -> set[str]:
+    def _names(self, what: str, listing: Callable[..., Any], *args: Any, **kwargs: Any) -> set[str]:
         """The names of the objects a list call finds."""
         try:
-            found = listing()
+            found = read_raw(listing, *args, **kwargs)
         except ApiException as exc:
             raise api_error(exc, f"listing {what}") from None
-        return {item.metadata.name for item in found.items if item.metadata is not None and item.metadata.name}
+        return {item["metadata"]["name"] for item in found.get("items") or []}
 
     def _tls_secrets_of(self, namespace: str, slug: str) -> set[str]:
         """Every TLS Secret of the app's domains: those of uploaded certificates
         and those cert-manager filled (which it leaves behind when its
         Certificate goes). `<slug>.tls.` is no other app's prefix."""
         try:
-            found = client.CoreV1Api(self.api).list_namespaced_secret(namespace)
+            found = read_raw(client.CoreV1Api(self.api).list_namespaced_secret, namespace)
         except ApiException as exc:
             raise api_error(exc, "listing the app's TLS Secrets") from None
         prefix = f"{slug}.tls."
-        names = (item.metadata.name for item in found.items if item.metadata is not None)
-        return {name for name in names if name is not None and name.startswith(prefix)}
+        return {item["metadata"]["name"] for item in found.get("items") or [] if item["metadata"]["name"].startswith(prefix)}
 
     def docker_config(self, project_id: str) -> str:
         with read_scope(self.settings.effective_database_url) as session:
@@ -298,19 +313,19 @@ class KubeActivities:
         `<slug>-<process>`, say, from a Procfile line the API could not see)
         is never taken over: the release fails, naming it."""
         try:
-            live = client.AppsV1Api(self.api).read_namespaced_deployment(name, namespace)
+            live = read_raw(client.AppsV1Api(self.api).read_namespaced_deployment, name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return
             raise api_error(exc, f"reading Deployment {name}") from None
-        owner = ((live.metadata.labels or {}) if live.metadata is not None else {}).get(manifests.LABEL_APP_ID)
+        owner = (live.get("metadata", {}).get("labels") or {}).get(manifests.LABEL_APP_ID)
         if owner is not None and owner != app_id:
             raise errors.KubernetesRefused(f"Deployment {name} belongs to another app ({owner}); rename the process or the app")
 
     def _process_deployments(self, namespace: str, app_id: str) -> set[str]:
         """The Deployments of the app's processes other than web, as the cluster has them."""
         selector = f"{manifests.LABEL_APP_ID}={app_id},{manifests.LABEL_PROCESS},{manifests.LABEL_PROCESS}!={WEB}"
-        return self._names(lambda: client.AppsV1Api(self.api).list_namespaced_deployment(namespace, label_selector=selector), "the app's process Deployments")
+        return self._names("the app's process Deployments", client.AppsV1Api(self.api).list_namespaced_deployment, namespace, label_selector=selector)
 
     def _delete_scaler(self, namespace: str, name: str) -> None:
         self._delete_if_there(
@@ -328,13 +343,15 @@ class KubeActivities:
         name = obj["metadata"]["name"]
         for attempt in itertools.count():
             try:
+                # The answer is read (so the connection goes back to the pool), not decoded.
                 resource.server_side_apply(
                     body=obj,
                     name=name,
                     namespace=obj["metadata"].get("namespace"),
                     field_manager=FIELD_MANAGER,
                     force_conflicts=True,
-                )
+                    serialize=False,
+                ).read()
                 return
             except ApiException as exc:
                 if settle and attempt < RBAC_SETTLE_TRIES and exc.status == 403 and missing_permission(_full_status_message(exc)):
@@ -374,13 +391,9 @@ class KubeActivities:
                 raise api_error(exc, f"removing the old env ConfigMap of {request.name}") from None
 
     def _stuck_pod(self, request: RolloutInput, first_seen: dict[str, float], stuck_after: float) -> str | None:
-        core = client.CoreV1Api(self.api)
-        pods = core.list_namespaced_pod(
-            request.namespace, label_selector=f"{manifests.LABEL_APP}={request.name}"
-        ).items
+        pods = read_raw(client.CoreV1Api(self.api).list_namespaced_pod, request.namespace, label_selector=f"{manifests.LABEL_APP}={request.name}")
         now = time.monotonic()
-        for item in pods:
-            pod: dict[str, Any] = self.api.sanitize_for_serialization(item)  # type: ignore[no-untyped-call]
+        for pod in pods.get("items") or []:
             name: str = pod["metadata"]["name"]
             annotations = pod["metadata"].get("annotations") or {}
             if request.deployment_id and annotations.get(manifests.ANNOTATION_DEPLOYMENT) != request.deployment_id:
@@ -400,14 +413,13 @@ class KubeActivities:
         apps = client.AppsV1Api(self.api)
         while True:
             try:
-                current = apps.read_namespaced_deployment(request.name, request.namespace)
+                obj = read_raw(apps.read_namespaced_deployment, request.name, request.namespace)
             except ApiException as exc:
                 raise api_error(exc, f"reading Deployment {request.name}") from None
-            obj: dict[str, Any] = self.api.sanitize_for_serialization(current)  # type: ignore[no-untyped-call]
             yield obj
             version = obj["metadata"]["resourceVersion"]
             while version is not None:
-                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                stream = DictWatch().stream(  # type: ignore[no-untyped-call]
                     apps.list_namespaced_deployment,
                     request.namespace,
                     field_selector=f"metadata.name={request.name}",
@@ -511,6 +523,17 @@ class KubeActivities:
         # The count the API server recorded (a webhook may have changed it).
         return scale.spec.replicas if scale.spec is not None and scale.spec.replicas is not None else request.replicas
 
+    @staticmethod
+    def _still_there(kind: str, _delete: Any, read: Callable[..., Any], name: str, namespace: str) -> bool:
+        """Whether the object exists (its body is read, not decoded into a model)."""
+        try:
+            read(name, namespace, _preload_content=False).read()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise api_error(exc, f"reading {kind} {name}") from None
+            return False
+        return True
+
     @activity.defn(name="delete_app_resources")
     @concise_errors
     def delete_app_resources(self, request: DeleteResourcesInput) -> list[str]:
@@ -548,23 +571,29 @@ class KubeActivities:
                 if exc.status != 404:
                     raise api_error(exc, f"deleting {kind} {name}") from None
         deadline = time.monotonic() + request.timeout_seconds
+        # Each look reads the objects in order up to the first still there:
+        # the rest wait for a later look. An object found gone stays gone
+        # (nothing of the app is applied while it is being deleted).
+        present = targets
         while True:
-            remaining = []
-            for kind, _delete, read, name in targets:
-                try:
-                    read(name, ns)
-                    remaining.append(f"{kind}/{name}")
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise api_error(exc, f"reading {kind} {name}") from None
-            pods = core.list_namespaced_pod(ns, label_selector=f"{manifests.LABEL_APP}={slug}").items
-            if request.app_id is not None:
-                pods += core.list_namespaced_pod(ns, label_selector=f"{manifests.LABEL_APP_ID}={request.app_id},{manifests.LABEL_APP}!={slug}").items
-            remaining += [f"Pod/{p.metadata.name}" for p in pods if p.metadata is not None]
+            while present and not self._still_there(*present[0], ns):
+                present = present[1:]
+            remaining = [f"{kind}/{name}" for kind, _delete, _read, name in present]
+            # A Deployment deleted in the foreground goes only once its pods
+            # have: while one is left, its pods need no look of their own.
+            if not any(kind == "Deployment" for kind, *_ in present):
+                selectors = [f"{manifests.LABEL_APP}={slug}"]
+                if request.app_id is not None:
+                    selectors.append(f"{manifests.LABEL_APP_ID}={request.app_id},{manifests.LABEL_APP}!={slug}")
+                for selector in selectors:
+                    pods = read_raw(core.list_namespaced_pod, ns, label_selector=selector).get("items") or []
+                    remaining += [f"Pod/{pod['metadata']['name']}" for pod in pods]
             activity.heartbeat(remaining)
             if not remaining:
                 return [f"{kind}/{name}" for kind, _d, _r, name in targets]
             if time.monotonic() > deadline:
                 # Waiting again would wait on the same finalizer: fail, so the app can be deleted again later.
-                raise errors.DeletionStuck(f"still present after {request.timeout_seconds}s: {', '.join(remaining)}")
+                stuck = [f"{target[0]}/{target[3]}" for target in present if self._still_there(*target, ns)]
+                stuck += [name for name in remaining if name.startswith("Pod/")]
+                raise errors.DeletionStuck(f"still present after {request.timeout_seconds}s: {', '.join(stuck)}")
             time.sleep(0.5)
