@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import select
@@ -180,3 +182,36 @@ def test_delete_terminated_in_the_web_ui_can_be_started_again(api, kube_api, set
         30,
         what="the second attempt to complete",
     )
+
+
+def test_a_delete_that_waits_past_its_timeout_names_only_what_is_still_there(kube_api, settings):
+    """The delete's step on the cluster (run here as the worker runs it, on
+    the platform's Kubernetes): a Service a finalizer holds outlasts the
+    wait, the Secret beside it goes, and the failure names the Service only."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.workloads import KubeActivities
+    from conveyor.domain import errors
+    from conveyor.domain.payloads import DeleteResourcesInput
+
+    namespace = namespace_for(settings, "proj_default")
+    slug = f"held-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_service(
+        namespace, {"metadata": {"name": slug, "finalizers": ["conveyor.test/hold"]}, "spec": {"ports": [{"port": 80}]}}
+    )
+    core.create_namespaced_secret(namespace, {"metadata": {"name": manifests.env_secret_name(slug)}, "stringData": {"X": "1"}})
+    heartbeats: list[object] = []
+    environment = ActivityEnvironment()
+    environment.on_heartbeat = lambda *details: heartbeats.append(details[0])
+    try:
+        with pytest.raises(errors.DeletionStuck) as stuck:
+            environment.run(KubeActivities(settings).delete_app_resources, DeleteResourcesInput(namespace=namespace, slug=slug, timeout_seconds=2))
+        assert str(stuck.value) == f"still present after 2s: Service/{slug}"
+        # What the Web UI shows of the waiting step: from the first object still there on (found gone before it).
+        assert heartbeats[-1][0] == f"Service/{slug}" and not [h for h in heartbeats[-1] if h.split("/")[0] in ("HorizontalPodAutoscaler", "Deployment")]
+        with pytest.raises(ApiException) as gone:
+            core.read_namespaced_secret(manifests.env_secret_name(slug), namespace)
+        assert gone.value.status == 404
+    finally:
+        core.patch_namespaced_service(slug, namespace, {"metadata": {"finalizers": None}})
