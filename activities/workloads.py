@@ -570,30 +570,39 @@ class KubeActivities:
             except ApiException as exc:
                 if exc.status != 404:
                     raise api_error(exc, f"deleting {kind} {name}") from None
+        selectors = [f"{manifests.LABEL_APP}={slug}"]
+        if request.app_id is not None:
+            selectors.append(f"{manifests.LABEL_APP_ID}={request.app_id},{manifests.LABEL_APP}!={slug}")
+
+        def pods_left() -> list[str]:
+            found = (read_raw(core.list_namespaced_pod, ns, label_selector=selector).get("items") or [] for selector in selectors)
+            return [f"Pod/{pod['metadata']['name']}" for pods in found for pod in pods]
+
+        def still_there(among: list[tuple[str, Any, Any, str]]) -> list[tuple[str, Any, Any, str]]:
+            return [target for target in among if self._still_there(*target, ns)]
+
         deadline = time.monotonic() + request.timeout_seconds
         # Each look reads the objects in order up to the first still there:
-        # the rest wait for a later look. An object found gone stays gone
-        # (nothing of the app is applied while it is being deleted).
+        # the rest wait for a later look. When none is left, one last look
+        # at them all and at the pods says they are gone.
         present = targets
         while True:
             while present and not self._still_there(*present[0], ns):
                 present = present[1:]
-            remaining = [f"{kind}/{name}" for kind, _delete, _read, name in present]
             # A Deployment deleted in the foreground goes only once its pods
             # have: while one is left, its pods need no look of their own.
-            if not any(kind == "Deployment" for kind, *_ in present):
-                selectors = [f"{manifests.LABEL_APP}={slug}"]
-                if request.app_id is not None:
-                    selectors.append(f"{manifests.LABEL_APP_ID}={request.app_id},{manifests.LABEL_APP}!={slug}")
-                for selector in selectors:
-                    pods = read_raw(core.list_namespaced_pod, ns, label_selector=selector).get("items") or []
-                    remaining += [f"Pod/{pod['metadata']['name']}" for pod in pods]
+            waiting_on_deployments = any(kind == "Deployment" for kind, *_ in present)
+            remaining = [f"{kind}/{name}" for kind, _delete, _read, name in present] + ([] if waiting_on_deployments else pods_left())
+            if not remaining:
+                present = still_there(targets)
+                remaining = [f"{kind}/{name}" for kind, _delete, _read, name in present] + pods_left()
             activity.heartbeat(remaining)
             if not remaining:
                 return [f"{kind}/{name}" for kind, _d, _r, name in targets]
             if time.monotonic() > deadline:
-                # Waiting again would wait on the same finalizer: fail, so the app can be deleted again later.
-                stuck = [f"{target[0]}/{target[3]}" for target in present if self._still_there(*target, ns)]
-                stuck += [name for name in remaining if name.startswith("Pod/")]
-                raise errors.DeletionStuck(f"still present after {request.timeout_seconds}s: {', '.join(stuck)}")
+                # What holds it, as it is now (the pods too, which may be what a Deployment waits on).
+                stuck = [f"{kind}/{name}" for kind, _delete, _read, name in still_there(present)] + pods_left()
+                if stuck:
+                    # Waiting again would wait on the same finalizer: fail, so the app can be deleted again later.
+                    raise errors.DeletionStuck(f"still present after {request.timeout_seconds}s: {', '.join(stuck)}")
             time.sleep(0.5)

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
-import compileall
 import concurrent.futures
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
+from types import CodeType, ModuleType
+from typing import Any, ClassVar
 
 from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-import workflows
 from activities.builder import BuilderActivities
 from activities.digests import RegistryActivities
 from activities.jobs import JobActivities
@@ -140,23 +137,45 @@ def warm_up(settings: Settings) -> None:
     httpcore with its first transport; the registry's TLS context is made)."""
     load_api_classes()
     outbound.registry_client(settings).close()
-    sandbox_bytecode()
+    keep_workflow_code()
 
 
-def sandbox_bytecode() -> None:
+class _WorkflowCode(importlib.machinery.SourceFileLoader):
+    """A workflow module's code, compiled (or read from its bytecode) once
+    per process; the sandbox runs it afresh in each workflow run."""
+
+    compiled: ClassVar[dict[str, CodeType]] = {}
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        code = self.compiled.get(self.path)
+        if code is None:
+            code = super().get_code(fullname)
+            if code is not None:
+                self.compiled[self.path] = code
+        return code
+
+
+class WorkflowCodeFinder(importlib.abc.MetaPathFinder):
     """The sandbox imports the workflow modules afresh for every workflow
-    run. Without their bytecode (PYTHONDONTWRITEBYTECODE, a tree the worker
-    cannot write) it compiles them from source each time, some 7 ms of CPU
-    per release. Then the worker compiles them once, into a directory of its
-    own that Python reads bytecode from (the image ships it beside them)."""
-    package = Path(next(iter(workflows.__path__)))
-    if all(Path(importlib.util.cache_from_source(str(source))).exists() for source in package.glob("*.py")):
-        return
-    if sys.pycache_prefix is None:
-        cache = tempfile.mkdtemp(prefix="conveyor-bytecode-")
-        atexit.register(shutil.rmtree, cache, ignore_errors=True)
-        sys.pycache_prefix = cache
-    compileall.compile_dir(package, maxlevels=0, quiet=1)
+    run. Where Python may not write bytecode (PYTHONDONTWRITEBYTECODE, a
+    read-only tree) it compiled them from source each time, some 7 ms of
+    CPU per release; with bytecode it still read and checked the files.
+    This finder hands it the code of the first import instead."""
+
+    def find_spec(self, fullname: str, path: Any, target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "workflows" and not fullname.startswith("workflows."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.origin is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return spec
+        return importlib.util.spec_from_file_location(
+            fullname, spec.origin, loader=_WorkflowCode(fullname, spec.origin), submodule_search_locations=spec.submodule_search_locations
+        )
+
+
+def keep_workflow_code() -> None:
+    if not any(isinstance(finder, WorkflowCodeFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, WorkflowCodeFinder())
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
