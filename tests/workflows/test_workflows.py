@@ -204,17 +204,8 @@ async def test_a_lane_takes_the_apps_turn_before_it_runs_and_gives_it_back_once_
     assert finished(fakes, update.workflow_id) == [("active", None)]
 
 
-def a_release_and_a_delete(task_queue: str) -> tuple[Fakes, str, Settings, tuple[Operation, Operation]]:
-    """An app with a release planned, its deploy and its delete."""
-    fakes = Fakes()
-    app_id = new_app(fakes)
-    waiting = deployment(app_id)
-    fakes.plans[waiting.deployment_id] = waiting
-    return fakes, app_id, Settings(temporal_task_queue=task_queue), (operation(waiting), app_operation("delete", app_id))
-
-
 async def test_a_delete_stops_the_lanes_wait_for_the_turn_and_takes_it_superseding_the_holder(client, task_queue):
-    fakes, app_id, settings, (deploy, delete) = a_release_and_a_delete(task_queue)
+    fakes, app_id, settings, (deploy, _update, _scale, delete) = app_with_operations(task_queue)
     # Another operation holds the app's turn (a release stuck in its rollout, started on its own).
     fakes.script("take_turn", Block())
     async with running_worker(client, task_queue, fakes):
@@ -234,7 +225,7 @@ async def test_a_delete_that_comes_with_the_answer_of_take_turn_still_supersedes
     (no worker polled in between, as when they come within a millisecond):
     the delete's cancel of the waiting operation finds its activity already
     answered, and the lane must still stop waiting and run the delete."""
-    fakes, app_id, settings, (deploy, delete) = a_release_and_a_delete(task_queue)
+    fakes, app_id, settings, (deploy, _update, _scale, delete) = app_with_operations(task_queue)
     asked: list[bytes] = []
 
     async def answer_later(_request):
