@@ -524,8 +524,9 @@ class KubeActivities:
         return scale.spec.replicas if scale.spec is not None and scale.spec.replicas is not None else request.replicas
 
     @staticmethod
-    def _still_there(kind: str, _delete: Any, read: Callable[..., Any], name: str, namespace: str) -> bool:
-        """Whether the object exists (its body is read, not decoded into a model)."""
+    def _still_there(target: tuple[str, Any, Callable[..., Any], str], namespace: str) -> bool:
+        """Whether the object of a delete's target exists (its body is read, not decoded into a model)."""
+        kind, _delete, read, name = target
         try:
             read(name, namespace, _preload_content=False).read()
         except ApiException as exc:
@@ -579,7 +580,7 @@ class KubeActivities:
             return [f"Pod/{pod['metadata']['name']}" for pods in found for pod in pods]
 
         def still_there(among: list[tuple[str, Any, Any, str]]) -> list[tuple[str, Any, Any, str]]:
-            return [target for target in among if self._still_there(*target, ns)]
+            return [target for target in among if self._still_there(target, ns)]
 
         deadline = time.monotonic() + request.timeout_seconds
         # Each look reads the objects in order up to the first still there:
@@ -587,7 +588,7 @@ class KubeActivities:
         # at them all and at the pods says they are gone.
         present = targets
         while True:
-            while present and not self._still_there(*present[0], ns):
+            while present and not self._still_there(present[0], ns):
                 present = present[1:]
             # A Deployment deleted in the foreground goes only once its pods
             # have: while one is left, its pods need no look of their own.
