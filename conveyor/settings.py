@@ -205,6 +205,10 @@ class Settings(BaseSettings):
 
     # OpenTelemetry collector base URL (OTLP over HTTP), e.g. http://127.0.0.1:4318
     otlp_endpoint: str | None = None
+    # Run workflow code in Temporal's sandbox, which refuses a clock, random or
+    # I/O call in it as it happens (README: "The workflow sandbox"). Off, the
+    # worker saves about 8 ms of CPU per release; the tests run it on.
+    workflow_sandbox: bool = False
     # Activities one worker runs at once (threads): every rollout wait holds one.
     max_concurrent_activities: int = 100
     # On SIGTERM the worker stops polling and gives running activities this

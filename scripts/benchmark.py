@@ -24,8 +24,10 @@ same cluster):
   the layers come from the registry's cache), each from upload to `active`;
 - N concurrent deploys of distinct apps (1 replica each, so that the
   simulated nodes hold every pod) against N concurrent kubectl runs: wall
-  time until all are active, ratio, 5xx count, p99 of `/healthz` and
-  `GET /apps` during the largest run, peak RSS of the API and the worker;
+  time until all are active, ratio, 5xx count, CPU seconds per deploy of
+  each part, peak RSS of the API and the worker; then the largest run once
+  more with probes timing `/healthz` and `GET /apps?limit=50` (p99) while
+  it runs (the probes' requests are kept out of the first run's CPU);
 - 10,000 apps (rows written straight into the database, in a project of
   their own): p99 of `GET /apps?limit=50` and of the whole list.
 """
@@ -244,11 +246,13 @@ class Conveyor:
                 raise RuntimeError(f"app {app_id} ended {status}")
             time.sleep(0.02)
 
-    async def deploy_many(self, count: int, replicas: int, probes: dict[str, list[float]]) -> tuple[float, int]:
-        """(wall time until every app runs, 5xx answers seen). `/healthz` and
-        `GET /apps?limit=50` are timed meanwhile by probe processes of their
-        own, so that this client's own load does not count as the API's."""
-        errors = 0
+    async def deploy_many(self, count: int, replicas: int, probes: dict[str, list[float]] | None = None) -> tuple[float, int]:
+        """(wall time until every app runs, 5xx answers seen). With `probes`,
+        `/healthz` and `GET /apps?limit=50` are timed meanwhile by probe
+        processes of their own, so that this client's own load does not count
+        as the API's; their answers land in `probes`."""
+        if probes is None:
+            return await self._crowd(count, replicas)
         with tempfile.TemporaryDirectory(prefix="conveyor-probe-") as tmp:
             outputs = {path: Path(tmp) / f"{i}.json" for i, path in enumerate(("/healthz", "/api/v1/apps?limit=50"))}
             probers = [
@@ -260,32 +264,8 @@ class Conveyor:
                 # a probe starting late (this module's imports take seconds on
                 # a busy machine) would miss the burst of POSTs.
                 await probes_ready(list(outputs.values()))
-                async with httpx.AsyncClient(base_url=self.base, headers=self.headers, timeout=300) as http:
-
-                    async def one(i: int) -> str:
-                        nonlocal errors
-                        response = await http.post(
-                            "/api/v1/apps",
-                            json={"name": f"crowd-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": replicas},
-                        )
-                        errors += response.status_code >= 500
-                        response.raise_for_status()
-                        return response.json()["id"]
-
-                    started = time.monotonic()
-                    ids = await asyncio.gather(*(one(i) for i in range(count)))
-                    self.apps += ids
-                    waiting = set(ids)
-                    while waiting:
-                        await asyncio.sleep(0.25)
-                        response = await http.get("/api/v1/apps")
-                        errors += response.status_code >= 500
-                        statuses = {a["id"]: a["status"] for a in response.json()} if response.status_code == 200 else {}
-                        broken = [i for i in waiting if statuses.get(i) in ("failed", "stopped")]
-                        if broken:
-                            raise RuntimeError(f"{len(broken)} apps failed to deploy")
-                        waiting = {i for i in waiting if statuses.get(i) != "running"}
-                    wall = time.monotonic() - started
+                started = time.monotonic()
+                wall, errors = await self._crowd(count, replicas)
             finally:
                 for proc in probers:
                     proc.terminate()
@@ -299,6 +279,37 @@ class Conveyor:
                 probes[path.split("?")[0] + " after"] = figures["latencies"][len(burst):]
                 errors += figures["errors"]
         return wall, errors
+
+    async def _crowd(self, count: int, replicas: int) -> tuple[float, int]:
+        """`count` apps created at once, followed (one list every 250 ms, as
+        a dashboard would) until every one runs."""
+        errors = 0
+        async with httpx.AsyncClient(base_url=self.base, headers=self.headers, timeout=300) as http:
+
+            async def one(i: int) -> str:
+                nonlocal errors
+                response = await http.post(
+                    "/api/v1/apps",
+                    json={"name": f"crowd-{uuid.uuid4().hex[:8]}", "image_url": IMAGE, "port": 8080, "replicas": replicas},
+                )
+                errors += response.status_code >= 500
+                response.raise_for_status()
+                return response.json()["id"]
+
+            started = time.monotonic()
+            ids = await asyncio.gather(*(one(i) for i in range(count)))
+            self.apps += ids
+            waiting = set(ids)
+            while waiting:
+                await asyncio.sleep(0.25)
+                response = await http.get("/api/v1/apps")
+                errors += response.status_code >= 500
+                statuses = {a["id"]: a["status"] for a in response.json()} if response.status_code == 200 else {}
+                broken = [i for i in waiting if statuses.get(i) in ("failed", "stopped")]
+                if broken:
+                    raise RuntimeError(f"{len(broken)} apps failed to deploy")
+                waiting = {i for i in waiting if statuses.get(i) != "running"}
+            return time.monotonic() - started, errors
 
     def history_events(self, settings: Settings, app_ids: list[str]) -> tuple[float, int]:
         """Median events in the history of an app's deploy workflow
@@ -496,17 +507,26 @@ def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: 
     for size in sizes:
         theirs, retried = asyncio.run(kubectl.deploy_many(size, 1))
         kubectl.clean()
-        probes: dict[str, list[float]] = {}
+        # Wall time and CPU from a run with only the crowd on the API (as the
+        # kubectl run has only kubectl on the cluster): the latency probes'
+        # own requests are no deploy's work. They get a run of their own.
         cpu_before = {p["title"]: cpu_seconds(p["pid"]) for p in parts}
         with peak_rss(pids) as peaks:
-            ours, errors = asyncio.run(conveyor.deploy_many(size, 1, probes))
+            ours, errors = asyncio.run(conveyor.deploy_many(size, 1))
         cpu_used = {p["title"]: cpu_seconds(p["pid"]) - cpu_before[p["title"]] for p in parts}
         deploy_events, lane_events = conveyor.history_events(settings, list(conveyor.apps))
         conveyor.clean()
+        probes: dict[str, list[float]] = {}
+        if size == max(sizes):
+            with peak_rss(pids) as probed_peaks:
+                probed_wall, probed_errors = asyncio.run(conveyor.deploy_many(size, 1, probes))
+            conveyor.clean()
+            errors += probed_errors
+            peaks = {name: max(peak, probed_peaks[name]) for name, peak in peaks.items()}
         row(f"{size} concurrent deploys: kubectl wall time", f"{theirs:.1f} s ({retried} kubectl commands retried)")
         row(f"{size} concurrent deploys: Conveyor wall time (all active)", f"{ours:.1f} s")
         row(f"{size} concurrent deploys: Conveyor / kubectl", ratio(ours, theirs))
-        row(f"{size} concurrent deploys: 5xx answers", str(errors))
+        row(f"{size} concurrent deploys: 5xx answers" + (" (both runs, probes too)" if size == max(sizes) else ""), str(errors))
         row(
             f"{size} concurrent deploys: events per deploy workflow (median) / apps that needed a lane",
             f"{deploy_events:g} / {lane_events} of {size}",
@@ -522,6 +542,7 @@ def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: 
             f"{sum(orchestration.values()) / kubernetes:.2f}" if kubernetes else "n/a (no Kubernetes CPU measured)",
         )
         if size == max(sizes):
+            row(f"{size} concurrent deploys, again with the latency probes: Conveyor wall time", f"{probed_wall:.1f} s")
             row(f"{size} concurrent deploys: /healthz p99 during the run", ms(p99(probes.get("/healthz", []))))
             row(f"{size} concurrent deploys: GET /apps?limit=50 p99 during the run", ms(p99(probes.get("/api/v1/apps", []))))
             for path, label in (("/healthz", "/healthz"), ("/api/v1/apps", "GET /apps?limit=50")):

@@ -15,6 +15,11 @@ from kubernetes import client, config
 from conveyor.settings import Settings  # noqa: E402
 from conveyor.stack.platform import Platform  # noqa: E402
 
+# The platform the tests start runs workflow code in Temporal's sandbox, so
+# that a clock, random or I/O call in it fails the tests (a production worker
+# runs it unsandboxed by default: README, "The workflow sandbox").
+os.environ.setdefault("CONVEYOR_WORKFLOW_SANDBOX", "1")
+
 # tests/image needs the image `make image` builds; it runs there, not in `make test`.
 collect_ignore = [] if os.environ.get("CONVEYOR_IMAGE_UNDER_TEST") else ["image"]
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.builder import BuilderActivities
@@ -183,14 +183,25 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     workflows name by reference) passed through: re-importing them, and
     building the pydantic models again, for every workflow run cost about
     150 ms of CPU per run. The workflow modules themselves stay sandboxed, so
-    the sandbox still catches a clock, random or I/O call in workflow code."""
+    the sandbox still catches a clock, random or I/O call in workflow code.
+    The workflow tests and every replay of a recorded history run in it."""
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules("conveyor", "activities", "pydantic", "pydantic_core")
     )
 
 
-def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor, tracer: TracerProvider) -> Worker:
-    """Called on the worker's event loop."""
+def worker_runner(settings: Settings) -> WorkflowRunner:
+    """The running worker's: the sandbox when CONVEYOR_WORKFLOW_SANDBOX is on
+    (the tests' platform runs it). Off, workflow code runs as it is: the
+    same code, without the sandbox's fresh import of the workflow modules
+    for each run and its patched builtins in every activation (about 8 ms of
+    the worker's CPU per release, a tenth of it)."""
+    return workflow_runner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner()
+
+
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor, tracer: TracerProvider | None) -> Worker:
+    """Called on the worker's event loop. `tracer`: None when the worker's
+    spans would go nowhere (see `telemetry.worker_tracer`)."""
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -199,11 +210,11 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
             settings, progress_reporter(client, asyncio.get_running_loop()), client, turn_offer(client, asyncio.get_running_loop())
         ),
         activity_executor=executor,
-        workflow_runner=workflow_runner(),
+        workflow_runner=worker_runner(settings),
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
         # Inside the tracing interceptor, so the span records the failure Temporal sees.
-        interceptors=[telemetry.temporal_interceptor(tracer), FailureInterceptor()],
+        interceptors=[*telemetry.temporal_interceptors(tracer), FailureInterceptor()],
     )
 
 
@@ -216,8 +227,8 @@ async def run(settings: Settings) -> None:
     # Env values and registry passwords are sealed at rest with the payload keyring.
     sealed.use_keyring(await asyncio.to_thread(load_keyring, settings))
     await asyncio.to_thread(warm_up, settings)
-    tracer = telemetry.tracer_provider("conveyor-worker", settings)
-    client = await connect(settings, [telemetry.temporal_interceptor(tracer)])
+    tracer = telemetry.worker_tracer(settings)
+    client = await connect(settings, telemetry.temporal_interceptors(tracer))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

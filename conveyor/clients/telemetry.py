@@ -1,6 +1,7 @@
 """Tracing: one trace from an API request through the workflow, its activities
 and their Kubernetes calls. Spans are exported over OTLP/HTTP when
-CONVEYOR_OTLP_ENDPOINT is set; the trace id is returned to API callers either way."""
+CONVEYOR_OTLP_ENDPOINT is set; the trace id is returned to API callers either
+way. The worker makes spans only when they are exported."""
 
 from __future__ import annotations
 
@@ -41,5 +42,18 @@ def instrument_kubernetes_calls(provider: TracerProvider) -> None:
     _urllib3_provider = provider
 
 
+def worker_tracer(settings: Settings) -> TracerProvider | None:
+    """The worker's spans, or None when no collector is set: nobody could
+    read them, and making them (a span and a `traceparent` header for every
+    Kubernetes call, spans for every workflow task and activity) cost about a
+    tenth of the worker's CPU per release."""
+    return tracer_provider("conveyor-worker", settings) if settings.otlp_endpoint else None
+
+
 def temporal_interceptor(provider: TracerProvider) -> TracingInterceptor:
     return TracingInterceptor(tracer=provider.get_tracer("conveyor.temporal"))
+
+
+def temporal_interceptors(provider: TracerProvider | None) -> list[TracingInterceptor]:
+    """The Temporal tracing interceptor of `provider`; none without one."""
+    return [] if provider is None else [temporal_interceptor(provider)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import stat
+from typing import Annotated
 
 import pytest
 from temporalio.api.common.v1 import Payload
@@ -37,6 +38,22 @@ async def test_payloads_are_ciphertext_with_the_key_id_and_decode_back():
     assert SECRET.encode() not in payload.SerializeToString()
     [back] = await converter.decode([payload], [ReleaseSpec])
     assert back == release()
+
+
+async def test_every_payload_converter_of_the_process_shares_its_type_adapters(monkeypatch):
+    """The worker makes a payload converter for each workflow run: the second
+    run's first decode of a type must not build its adapter again."""
+    converter = payload_codec.data_converter(keyring("k1"))
+    [payload] = converter.payload_converter.to_payloads([release()])
+    built: list[object] = []
+    real = payload_codec.TypeAdapter
+    monkeypatch.setattr(payload_codec, "TypeAdapter", lambda hint: built.append(hint) or real(hint))
+    payload_codec._type_adapter.cache_clear()
+    runs = [converter.payload_converter_class() for _ in range(3)]
+    assert [run.from_payloads([payload], [ReleaseSpec]) for run in runs] == [[release()]] * 3
+    assert built == [ReleaseSpec]
+    # A hint that cannot be a cache key still decodes.
+    assert runs[0].from_payloads(runs[0].to_payloads([["a"]]), [Annotated[list[str], {"unhashable": True}]]) == [["a"]]
 
 
 async def test_rotation_new_key_encrypts_old_keys_still_decrypt():

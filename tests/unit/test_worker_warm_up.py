@@ -59,3 +59,25 @@ def test_the_sandbox_gets_the_workflow_modules_code_without_compiling_or_reading
     # -B: as under PYTHONDONTWRITEBYTECODE, or with the sources on a read-only filesystem.
     answer = subprocess.run([sys.executable, "-B", "-c", WORKFLOW_CODE], capture_output=True, text=True, timeout=120, check=True)
     assert answer.stdout.strip().splitlines()[-1] == "[] True", "workflows/deploy.py was compiled or read again"
+
+
+TRACING = """
+import sys
+import urllib3
+from conveyor.clients import telemetry
+from conveyor.settings import Settings
+tracer = telemetry.worker_tracer(Settings(home=sys.argv[1], otlp_endpoint=sys.argv[2] or None))
+print(tracer is not None, hasattr(urllib3.HTTPConnectionPool.urlopen, "__wrapped__"), len(telemetry.temporal_interceptors(tracer)))
+"""
+
+
+def test_the_worker_makes_spans_only_when_a_collector_takes_them(tmp_path):
+    """Without CONVEYOR_OTLP_ENDPOINT nobody could read the worker's spans:
+    no Kubernetes call is wrapped in one, no Temporal interceptor makes them."""
+
+    def traced(endpoint: str) -> str:
+        answer = subprocess.run([sys.executable, "-c", TRACING, str(tmp_path), endpoint], capture_output=True, text=True, timeout=120, check=True)
+        return answer.stdout.strip().splitlines()[-1]
+
+    assert traced("") == "False False 0"
+    assert traced("http://127.0.0.1:4318") == "True True 1"

@@ -47,7 +47,7 @@ from tests.support.workflow_runs import (
     upload_build,
 )
 from tests.workflows.fakes import Block, Fail, Fakes, digest_of
-from worker import WORKFLOWS, workflow_runner
+from worker import WORKFLOWS, worker_runner, workflow_runner
 from workflows.deploy import DeployWorkflow
 from workflows.lane import AppLaneWorkflow, lane_id
 
@@ -253,11 +253,15 @@ async def test_a_delete_that_comes_with_the_answer_of_take_turn_still_supersedes
     assert fakes.names(delete.workflow_id) == DELETED
 
 
-async def test_a_cancel_by_an_operator_still_restores(client, task_queue):
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandboxed", "unsandboxed"])
+async def test_a_cancel_by_an_operator_still_restores(client, task_queue, sandbox):
+    """On either runner a worker may run (CONVEYOR_WORKFLOW_SANDBOX)."""
     fakes = Fakes()
     plan = deployment(new_app(fakes))
     fakes.script("wait_for_rollout", Block())
-    async with running_worker(client, task_queue, fakes):
+    runner = worker_runner(Settings(workflow_sandbox=sandbox))
+    assert isinstance(runner, SandboxedWorkflowRunner) == sandbox
+    async with running_worker(client, task_queue, fakes, runner):
         handle = await start_deploy(client, task_queue, fakes, plan)
         await fakes.started("wait_for_rollout")
         await handle.cancel()
