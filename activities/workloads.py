@@ -126,6 +126,9 @@ def concise_errors(fn: F) -> F:
 # A rollout wait reacts to every change of the Deployment at once (a watch);
 # between changes it wakes this often to heartbeat and look for stuck pods.
 WATCH_SLICE_SECONDS = 2
+# A rollout wait heartbeats when its state changes, and at least this often
+# (well inside its 20 s heartbeat timeout).
+HEARTBEAT_SECONDS = 5
 RBAC_SETTLE_TRIES = 10
 MESSAGE_LIMIT = 500
 
@@ -151,10 +154,16 @@ def read_raw(read: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, A
 
 class DictWatch(watch.Watch):
     """A watch whose events carry the object as a dict only (`raw_object`),
-    not decoded into the client's models as well."""
+    not decoded into the client's models as well. It watches lists only: the
+    client's base class looks through the list method's signature and its
+    docstring at every call to tell a watch from a log follow (2% of the
+    worker's CPU when 200 rollouts wait at once)."""
 
     def get_return_type(self, func: Any) -> None:
         return None
+
+    def get_watch_argument_name(self, func: Any) -> str:
+        return "watch"
 
 
 class KubeActivities:
@@ -463,7 +472,9 @@ class KubeActivities:
         first_seen: dict[str, float] = {}
         state, last = None, None
         reported: tuple[int, int] | None = None
-        next_pod_check = time.monotonic() + WATCH_SLICE_SECONDS
+        next_pod_check = rollout.next_pod_look(time.monotonic(), first_seen, stuck_after, WATCH_SLICE_SECONDS)
+        last_beat: tuple[str, int, int] | None = None
+        next_beat = 0.0
         for obj in self._deployment_changes(request):
             if activity.is_cancelled():
                 raise CancelledError("rollout wait cancelled")
@@ -473,7 +484,13 @@ class KubeActivities:
             process = ((last.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_PROCESS, WEB)
             # A process besides web says which it is; web's words are as they always were.
             whose = "" if process == WEB else f"process {process} (Deployment {request.name}): "
-            activity.heartbeat(give_up_at - request.deadline_seconds - 5, state.message, state.ready, state.desired)
+            # On a change, else every few seconds: each one is encoded and
+            # encrypted on the worker's loop, and Temporal hears of them at
+            # most every 80% of the heartbeat timeout anyway.
+            beat = (state.message, state.ready, state.desired)
+            if beat != last_beat or time.monotonic() >= next_beat:
+                activity.heartbeat(give_up_at - request.deadline_seconds - 5, *beat)
+                last_beat, next_beat = beat, time.monotonic() + HEARTBEAT_SECONDS
             # Not before the first pod is ready: the workflow's step already
             # says none is (a signal costs a workflow task and four history events).
             changed = (state.ready, state.desired) != reported and (state.ready > 0 or reported is not None)
@@ -490,10 +507,10 @@ class KubeActivities:
                 message = f"{state.message}; {stuck}" if stuck else state.message
                 raise errors.RolloutFailed(whose + message)
             if time.monotonic() >= next_pod_check:
-                next_pod_check = time.monotonic() + WATCH_SLICE_SECONDS
                 stuck = self._stuck_pod(request, first_seen, stuck_after)
                 if stuck:
                     raise errors.RolloutFailed(whose + stuck)
+                next_pod_check = rollout.next_pod_look(time.monotonic(), first_seen, stuck_after, WATCH_SLICE_SECONDS)
             # The Deployment's own deadline only counts while it makes no
             # progress; this one bounds the whole wait.
             if time.time() > give_up_at:

@@ -66,6 +66,23 @@ def deployment_state(deployment: dict[str, Any], since: datetime | None = None) 
     return RolloutState(True, False, f"{ready} of {desired} pods ready", ready, desired)
 
 
+# Pods are looked at this many times per stuck window (and never more often
+# than the rollout wait's watch slice).
+POD_LOOKS_PER_STUCK_WINDOW = 6
+
+
+def next_pod_look(now: float, first_seen: dict[str, float], stuck_after: float, slice_seconds: float) -> float:
+    """When the rollout wait next lists the pods: a sixth of the stuck
+    window on, or sooner, the moment the pod seen stuck first has been stuck
+    long enough. A pod is found stuck at most a sixth of the window late
+    (`first_seen` is when a look first saw it), and a long wait lists its
+    pods every 5 s by default, not at every 2 s watch slice."""
+    at = now + max(slice_seconds, stuck_after / POD_LOOKS_PER_STUCK_WINDOW)
+    if first_seen:
+        at = min(at, min(first_seen.values()) + stuck_after)
+    return at
+
+
 def stuck_pod_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
     """(reason, words a user can act on) when a pod's container cannot run."""
     for status in (pod.get("status") or {}).get("containerStatuses") or []:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.domain.rollout import deployment_state, stuck_pod_reason
+from conveyor.domain.rollout import deployment_state, next_pod_look, stuck_pod_reason
 
 
 def deployment(generation=2, observed=2, desired=3, **status) -> dict:
@@ -83,3 +83,14 @@ def test_ready_counts_the_new_pods_during_a_rolling_update():
     assert one.ready == 1
     two = deployment_state(deployment(updatedReplicas=2, replicas=3, availableReplicas=3, readyReplicas=3))
     assert two.ready == 2
+
+
+def test_pods_are_looked_at_a_sixth_of_the_stuck_window_apart_and_when_a_stuck_one_is_due():
+    # The default window (30 s): every 5 s, not at every 2 s watch slice.
+    assert next_pod_look(100.0, {}, 30, 2) == 105.0
+    # A short window never looks more often than the watch slice.
+    assert next_pod_look(100.0, {}, 6, 2) == 102.0
+    # A pod first seen stuck at 98 is due at 128: looked at then, not at the next 5 s step past it.
+    assert next_pod_look(126.0, {"web-1": 98.0, "web-2": 120.0}, 30, 2) == 128.0
+    # One that is overdue is looked at straight away (the next slice).
+    assert next_pod_look(131.0, {"web-1": 98.0}, 30, 2) == 128.0
