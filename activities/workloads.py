@@ -402,6 +402,9 @@ class KubeActivities:
     def _stuck_pod(self, request: RolloutInput, first_seen: dict[str, float], stuck_after: float) -> str | None:
         pods = read_raw(client.CoreV1Api(self.api).list_namespaced_pod, request.namespace, label_selector=f"{manifests.LABEL_APP}={request.name}")
         now = time.monotonic()
+        # A pod seen stuck that has gone since (scaled away, evicted) is no longer due.
+        for gone in first_seen.keys() - {pod["metadata"]["name"] for pod in pods.get("items") or []}:
+            del first_seen[gone]
         for pod in pods.get("items") or []:
             name: str = pod["metadata"]["name"]
             annotations = pod["metadata"].get("annotations") or {}
@@ -484,11 +487,12 @@ class KubeActivities:
             process = ((last.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_PROCESS, WEB)
             # A process besides web says which it is; web's words are as they always were.
             whose = "" if process == WEB else f"process {process} (Deployment {request.name}): "
-            # On a change, else every few seconds: each one is encoded and
-            # encrypted on the worker's loop, and Temporal hears of them at
-            # most every 80% of the heartbeat timeout anyway.
+            # On a change, else every few seconds and before each look at the
+            # pods: each one is encoded and encrypted on the worker's loop,
+            # and Temporal hears of them at most every 80% of the heartbeat
+            # timeout anyway.
             beat = (state.message, state.ready, state.desired)
-            if beat != last_beat or time.monotonic() >= next_beat:
+            if beat != last_beat or time.monotonic() >= min(next_beat, next_pod_check):
                 activity.heartbeat(give_up_at - request.deadline_seconds - 5, *beat)
                 last_beat, next_beat = beat, time.monotonic() + HEARTBEAT_SECONDS
             # Not before the first pod is ready: the workflow's step already

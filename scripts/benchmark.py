@@ -497,9 +497,21 @@ def process_releases(conveyor: Conveyor, kubectl: Kubectl, runs: int) -> None:
     row("web + worker release: Conveyor / kubectl", ratio(a, b))
 
 
+def worker_mode(pid: int) -> str:
+    """How the measured worker runs: its sandbox and tracing settings, from its environment."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return "unknown"
+    env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+    return " / ".join(env.get(name, "unset") or "unset" for name in ("CONVEYOR_WORKFLOW_SANDBOX", "CONVEYOR_OTLP_ENDPOINT"))
+
+
 def crowds(settings: Settings, platform: Platform, conveyor: Conveyor, kubectl: Kubectl, sizes: list[int]) -> None:
     status = platform.status()["parts"]
     pids = {p["name"]: p["pid"] for p in status if p["name"] in ("api", "worker") and p.get("pid")}
+    if "worker" in pids:
+        row("the worker's CONVEYOR_WORKFLOW_SANDBOX / CONVEYOR_OTLP_ENDPOINT", worker_mode(pids["worker"]))
     # Every process of the stack by its title; the cluster's by component.
     parts = [{"title": p["title"], "pid": p["pid"]} for p in status if p.get("pid")] + [
         {"title": f"Kubernetes {name}", "pid": proc["pid"]} for p in status for name, proc in p.get("processes", {}).items()

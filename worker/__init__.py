@@ -16,7 +16,6 @@ from datetime import timedelta
 from types import CodeType, ModuleType
 from typing import Any, ClassVar
 
-from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -195,13 +194,14 @@ def worker_runner(settings: Settings) -> WorkflowRunner:
     (the tests' platform runs it). Off, workflow code runs as it is: the
     same code, without the sandbox's fresh import of the workflow modules
     for each run and its patched builtins in every activation (about 8 ms of
-    the worker's CPU per release, a tenth of it)."""
+    the worker's CPU per release, some 8% of it)."""
     return workflow_runner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner()
 
 
-def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor, tracer: TracerProvider | None) -> Worker:
-    """Called on the worker's event loop. `tracer`: None when the worker's
-    spans would go nowhere (see `telemetry.worker_tracer`)."""
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+    """Called on the worker's event loop. The client's tracing interceptor,
+    when it has one (`telemetry.worker_tracer`), is the worker's too: the SDK
+    puts a client's worker interceptors first in the worker's chain."""
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -213,8 +213,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         workflow_runner=worker_runner(settings),
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
-        # Inside the tracing interceptor, so the span records the failure Temporal sees.
-        interceptors=[*telemetry.temporal_interceptors(tracer), FailureInterceptor()],
+        # Inside the client's tracing interceptor, so a span records the failure Temporal sees.
+        interceptors=[FailureInterceptor()],
     )
 
 
@@ -234,7 +234,7 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities) as executor:
-        async with build_worker(client, settings, executor, tracer):
+        async with build_worker(client, settings, executor):
             logging.info("worker polling task queue %s", settings.temporal_task_queue)
             freeze_startup_heap()
             await stop.wait()

@@ -229,7 +229,12 @@ class _PydanticJSON(PydanticJSONPlainPayloadConverter):
     """Temporal's pydantic JSON converter, with one cache of type adapters
     for the process. The worker makes a payload converter for every workflow
     run, and each came with an empty cache: every payload a run decoded built
-    its type's adapter again (about 2% of the worker's CPU)."""
+    its type's adapter again (about 2% of the worker's CPU). The types are
+    the payload models of `conveyor.domain` and the standard ones, never a
+    class of a (sandboxed) workflow module, which the cache would keep."""
+
+    def __init__(self) -> None:
+        super().__init__(max_cached_type_adapters=0)  # the base's own cache is not used
 
     def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
         hint = type_hint if type_hint is not None else Any

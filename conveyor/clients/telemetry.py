@@ -46,7 +46,7 @@ def worker_tracer(settings: Settings) -> TracerProvider | None:
     """The worker's spans, or None when no collector is set: nobody could
     read them, and making them (a span and a `traceparent` header for every
     Kubernetes call, spans for every workflow task and activity) cost about a
-    tenth of the worker's CPU per release."""
+    seventh of the worker's CPU per release."""
     return tracer_provider("conveyor-worker", settings) if settings.otlp_endpoint else None
 
 

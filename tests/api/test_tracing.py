@@ -57,7 +57,7 @@ async def test_one_trace_spans_api_workflow_activities_and_kubernetes(platform, 
         raise AssertionError("the deployment did not finish")
 
     with ThreadPoolExecutor(max_workers=local.max_concurrent_activities) as executor:
-        async with build_worker(client, local, executor, tracer):
+        async with build_worker(client, local, executor):
             trace_id, dep, second_trace_id, second = await asyncio.to_thread(create_and_wait)
     assert dep["status"] == "active" and second["status"] == "active"
     assert second_trace_id != trace_id
@@ -73,6 +73,8 @@ async def test_one_trace_spans_api_workflow_activities_and_kubernetes(platform, 
     # begin_deployment (a local activity) resolves the image's digest too.
     for activity in ("begin_deployment", "apply_manifests", "wait_for_rollout", "finish_deployment"):
         assert f"RunActivity:{activity}" in names, (activity, names)
+    # One span per run: the client's interceptor is the worker's, not given twice.
+    assert [s.name for s in spans].count("RunActivity:apply_manifests") == 1, sorted(s.name for s in spans)
     kube_calls = [s for s in spans if s.attributes.get("server.port") == settings.kube_apiserver_port or "PATCH" in s.name]
     assert kube_calls, "the Kubernetes API calls of apply_manifests should be spans of the same trace"
 
