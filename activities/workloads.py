@@ -124,7 +124,8 @@ def concise_errors(fn: F) -> F:
 
 
 # A rollout wait reacts to every change of the Deployment at once (a watch);
-# between changes it wakes this often to heartbeat and look for stuck pods.
+# between changes it wakes this often to see whether it was cancelled, and to
+# heartbeat and look for stuck pods when those are due.
 WATCH_SLICE_SECONDS = 2
 # A rollout wait heartbeats when its state changes, and at least this often
 # (well inside its 20 s heartbeat timeout).
