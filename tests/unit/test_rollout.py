@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from conveyor.domain.rollout import deployment_state, next_pod_look, stuck_pod_reason
 
 
@@ -94,3 +96,25 @@ def test_pods_are_looked_at_a_sixth_of_the_stuck_window_apart_and_when_a_stuck_o
     assert next_pod_look(126.0, {"web-1": 98.0, "web-2": 120.0}, 30, 2) == 128.0
     # One that is overdue is looked at straight away (the next slice).
     assert next_pod_look(131.0, {"web-1": 98.0}, 30, 2) == 128.0
+
+
+def test_a_pod_seen_stuck_that_has_gone_is_no_longer_due(monkeypatch, tmp_path):
+    """The rollout wait's look at the pods (the list answered here, no cluster):
+    a pod first seen stuck that is gone since (scaled away on a restore,
+    evicted) no longer brings the next look forward, or every event would list
+    the pods; one still stuck keeps its first sighting."""
+    from activities import workloads
+    from conveyor.domain.payloads import RolloutInput
+    from conveyor.settings import Settings
+
+    crashing = {"metadata": {"name": "web-2"}, **pod({"waiting": {"reason": "CrashLoopBackOff"}})}
+    monkeypatch.setattr(workloads, "read_raw", lambda *args, **kwargs: {"items": [crashing]})
+    monkeypatch.setattr(workloads.KubeActivities, "api", None)
+    kube = workloads.KubeActivities(Settings(home=tmp_path))
+    request = RolloutInput(namespace="conveyor-default", name="web", deadline_seconds=600, stuck_seconds=30)
+    now = time.monotonic()
+    first_seen = {"web-1": now - 100, "web-2": now - 10}
+    assert kube._stuck_pod(request, first_seen, 30) is None, "web-2 has been stuck 10 s of 30"
+    assert first_seen == {"web-2": now - 10}
+    # Next: 5 s on (web-2 is due in 20 s), not at once for the gone web-1.
+    assert next_pod_look(now, first_seen, 30, 2) == now + 5
