@@ -26,7 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from conveyor.builds import sandbox, sources
-from conveyor.builds.buildah import Buildah
+from conveyor.builds.buildah import Buildah, startup_fault
 from conveyor.builds.cache import BuildCache, SharedCache, cache_repository, cache_tag, reused_image, tree_bytes
 from conveyor.builds.git import failure_text as git_failure_text
 from conveyor.builds.git import git_env, pinned_config
@@ -59,6 +59,8 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # buildah's words for a pull or push the registry refused for good.
 PERMANENT_REGISTRY_ANSWERS = ("manifest unknown", "name unknown", "not found", "unauthorized", "denied", "forbidden")
 HEARTBEAT_SECONDS = 5.0
+# Runs of `buildah bud` in one attempt when buildah could not start a step (buildah.STARTUP_FAULTS).
+BUILDER_STARTS = 3
 # At most this long to pull the registry's layer cache, and again to share a build's.
 CACHE_SECONDS = 120.0
 # Writes one line to the build log (a BuildLogWriter).
@@ -227,6 +229,32 @@ class BuilderActivities:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
+    def _bud(self, box: sandbox.BuildSandbox, args: list[str], log: Log, deadline: float) -> None:
+        """`buildah bud` in the sandbox. When buildah could not start a step's
+        runner (the step never ran), the build runs again: the steps it finished
+        are in its layer store and are not run twice. Still so after
+        BUILDER_STARTS runs, the attempt fails as interrupted and is retried."""
+        faults: list[str] = []
+
+        def seen(line: str) -> None:
+            if startup_fault(line):
+                faults.append(line.strip())
+            log(line)
+
+        for start in range(1, BUILDER_STARTS + 1):
+            faults.clear()
+            proc, description = box.popen_build(args)
+            log(f"==> {description}")
+            try:
+                self._run_streaming(proc, seen, deadline)
+                return
+            except BuildFailed:
+                if not faults:
+                    raise
+            if start == BUILDER_STARTS:
+                raise BuildInterrupted(f"buildah could not start a build step in {BUILDER_STARTS} runs ({faults[-1]})")
+            log(f"==> buildah could not start a build step ({faults[-1]}); the step did not run: building again ({start + 1} of {BUILDER_STARTS})")
+
     def _sandboxed(self, box: sandbox.BuildSandbox, args: list[str], what: str, log: Log, deadline: float) -> str:
         """A buildah command that runs no build step (pull, push), bounded by the deadline."""
         try:
@@ -380,8 +408,6 @@ class BuilderActivities:
                 if cached is not None:
                     with contextlib.suppress(BuildFailed, BuildInterrupted, ValueError):
                         before = set(self._images(box, log, deadline))
-                proc, description = box.popen_build(self.buildah.bud_args(src, image, dockerfile, pull=False))
-                log(f"==> {description}")
                 # The cache's images the build says it reused (its output could
                 # say so of any image: only the cache's own count).
                 reused: set[str] = set()
@@ -391,7 +417,7 @@ class BuilderActivities:
                         reused.add(image_id)
                     log(line)
 
-                self._run_streaming(proc, watched, deadline)
+                self._bud(box, self.buildah.bud_args(src, image, dockerfile, pull=False), watched, deadline)
                 log(f"==> pushing {image}")
                 digest_file = box.tmp / "digest"
                 push = ["push", "--quiet", "--digestfile", str(digest_file), *self._platform_tls()]

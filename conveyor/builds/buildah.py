@@ -10,6 +10,17 @@ from pathlib import Path
 
 from conveyor.settings import Settings
 
+# What buildah prints when it could not start the runner of a build step, before
+# the step ran: the kernel refused to seal or execute its in-memory copy of
+# itself (sealing fails with EBUSY while the copy's pages are briefly pinned, as
+# under memory reclaim in the build's cgroup). Nothing the source did.
+STARTUP_FAULTS = ("Close_Fd sealing memfd copy:", "Error sealing memfd copy:", "Error during reexec(...):")
+
+
+def startup_fault(line: str) -> bool:
+    """Whether a line of buildah's output says it could not start a build step's runner."""
+    return line.lstrip().startswith(STARTUP_FAULTS)
+
 
 class Buildah:
     """buildah with vfs storage and chroot isolation under the platform home."""

@@ -252,8 +252,10 @@ class BuildSandbox:
 
     def popen_build(self, args: list[str]) -> tuple[subprocess.Popen, str]:
         """The build (`buildah bud …`) with its output on stdout, in its own
-        network and bounded; returns the process and a line for the log."""
+        network and bounded; returns the process and a line for the log. A
+        second run (the build again) first ends the first's network and cgroup."""
         s = self.settings
+        self.close()
         self.cgroup = Cgroup(f"conveyor-{self.name}", s.build_memory_mb * 1024 * 1024, s.build_cpus, s.build_max_processes)
         limits = [
             "prlimit",
@@ -325,5 +327,6 @@ class BuildSandbox:
         if self.slirp is not None and self.slirp.poll() is None:
             self.slirp.kill()
             self.slirp.wait()
+        self.slirp = None
         if self.cgroup is not None:
             self.cgroup.remove()

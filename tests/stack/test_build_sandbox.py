@@ -8,11 +8,16 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from temporalio.testing import ActivityEnvironment
 
+from activities.builder import BUILDER_STARTS, BuilderActivities
 from conveyor.builds import sandbox
+from conveyor.builds.buildah import startup_fault
+from conveyor.domain.errors import BuildFailed, BuildInterrupted
 from conveyor.settings import Settings
 
 PROBE = """
@@ -63,8 +68,8 @@ def home():
     shutil.rmtree(path)
 
 
-def build(home: Path, targets: list[str], run: str = "/bin/sh /probe.sh", **settings_fields) -> tuple[int, str]:
-    settings = Settings(home=home, **settings_fields)
+def source(home: Path, targets: list[str], run: str) -> tuple[Path, Path]:
+    """A workspace with a one-step source: busybox, the probe script, `RUN run`."""
     workspace = Path(tempfile.mkdtemp(dir=home))
     src = workspace / "src"
     (src / "bin").mkdir(parents=True)
@@ -73,12 +78,26 @@ def build(home: Path, targets: list[str], run: str = "/bin/sh /probe.sh", **sett
         (src / "bin" / applet).symlink_to("busybox")
     (src / "probe.sh").write_text(PROBE.format(targets=" ".join(targets)))
     (src / "Dockerfile").write_text(f"FROM scratch\nCOPY bin /bin\nCOPY probe.sh /probe.sh\nRUN {run}\n")
+    return workspace, src
+
+
+def bud_args(src: Path) -> list[str]:
+    return ["bud", "--isolation", "chroot", "--pull=never", "-f", str(src / "Dockerfile"), "-t", "localhost/probe:1", str(src)]
+
+
+def build(home: Path, targets: list[str], run: str = "/bin/sh /probe.sh", **settings_fields) -> tuple[int, str]:
+    """The build in the sandbox, run again as the build activity does when
+    buildah could not start the step (test_a_step_buildah_could_not_start_runs_again)."""
+    settings = Settings(home=home, **settings_fields)
+    workspace, src = source(home, targets, run)
     box = sandbox.BuildSandbox(settings, workspace, workspace.name)
     try:
         box.prepare()
-        args = ["bud", "--isolation", "chroot", "--pull=never", "-f", str(src / "Dockerfile"), "-t", "localhost/probe:1", str(src)]
-        proc, description = box.popen_build(args)
-        output, _ = proc.communicate(timeout=300)
+        for _ in range(BUILDER_STARTS):
+            proc, description = box.popen_build(bud_args(src))
+            output, _ = proc.communicate(timeout=300)
+            if not any(startup_fault(line) for line in output.splitlines()):
+                break
     finally:
         box.close()
         shutil.rmtree(workspace)
@@ -135,3 +154,53 @@ def test_a_step_over_its_memory_bound_fails_the_build(home):
     assert status != 0 and "Killed" in output and "allocated" not in output.splitlines(), output
     status, output = build(home, [], run="dd if=/dev/zero of=/dev/null bs=20M count=1 && echo allocated", build_memory_mb=200)
     assert status == 0 and "allocated" in output.splitlines(), output
+
+
+# Stands in for buildah failing to start a step's runner (a kernel refusal that
+# cannot be caused on demand): the first N runs print buildah's words for it and
+# exit 1 before buildah starts; later runs are the real buildah.
+REFUSE_FIRST_RUNS = (
+    'n=$(cat "$TMPDIR/runs" 2>/dev/null || echo 0); echo $((n + 1)) > "$TMPDIR/runs"; '
+    'if [ "$n" -lt "$REFUSALS" ]; then echo "Close_Fd sealing memfd copy: Device or resource busy"; exit 1; fi; exec "$@"'
+)
+
+
+@pytest.mark.parametrize(
+    ("refusals", "run", "outcome"),
+    [(1, "echo built", "built"), (0, "exit 3", BuildFailed), (BUILDER_STARTS, "echo built", BuildInterrupted)],
+    ids=["refused-once-then-built", "the-step-itself-failed", "refused-every-run"],
+)
+def test_a_step_buildah_could_not_start_runs_again(home, refusals, run, outcome):
+    """The build activity's run of `buildah bud`: buildah's own failure to start
+    a step runs the build again, in a fresh sandbox as bounded as the first; a
+    step that failed on its own is the build's failure, not run again; a
+    builder that never starts fails the attempt as interrupted (retried)."""
+    settings = Settings(home=home, build_memory_mb=300)
+    workspace, src = source(home, [], run)
+    box = sandbox.BuildSandbox(settings, workspace, workspace.name)
+    real = box.buildah
+    box.buildah = lambda: ["env", f"REFUSALS={refusals}", "sh", "-c", REFUSE_FIRST_RUNS, "refuse", *real()]  # type: ignore[method-assign]
+    lines: list[str] = []
+    try:
+        box.prepare()
+        run_bud = BuilderActivities(settings)._bud
+        if isinstance(outcome, str):
+            ActivityEnvironment().run(run_bud, box, bud_args(src), lines.append, time.monotonic() + 300)
+        else:
+            with pytest.raises(outcome) as raised:
+                ActivityEnvironment().run(run_bud, box, bud_args(src), lines.append, time.monotonic() + 300)
+    finally:
+        box.close()
+        shutil.rmtree(workspace)
+    runs = [line for line in lines if line.startswith("==> sandbox:")]
+    # Every run in its own cgroup with the bound: a second run must not lose it.
+    assert len(runs) == min(refusals + 1, BUILDER_STARTS) and all("cgroup: 300 MiB" in line for line in runs), lines
+    again = [line for line in lines if "building again" in line]
+    assert len(again) == min(refusals, BUILDER_STARTS - 1), lines
+    if outcome == "built":
+        assert "built" in lines and "(2 of 3)" in again[0]
+    elif outcome is BuildFailed:
+        assert "exited with status" in str(raised.value)
+    else:
+        assert f"in {BUILDER_STARTS} runs" in str(raised.value) and "sealing memfd copy" in str(raised.value)
+    assert box.cgroup is not None and box.cgroup.dirs == []
