@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics
 from api.access_log import AccessLogMiddleware, install_logging, span_without_query
+from api.admission import WriteTurns, WriteTurnsMiddleware
 from api.deps import TemporalConnector
 from api.idempotency import KeyPruner
 from api.limits import BodyLimitMiddleware
@@ -184,6 +185,8 @@ def create_app(settings: Settings | None = None, tracer: TracerProvider | None =
     app.add_middleware(AccessLogMiddleware)
     # Outermost: liveness is answered before any other layer (tracing,
     # metrics, access log), so it stays fast while the API is busy.
+    app.state.write_turns = WriteTurns(settings.api_concurrent_writes)
+    app.add_middleware(WriteTurnsMiddleware, turns=app.state.write_turns)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(LivenessMiddleware)
     return app

@@ -55,7 +55,7 @@ class DeploymentCollector:
 
 
 class StreamCollector:
-    """This process's long-lived responses, and how often it polls for them."""
+    """This process's long-lived responses, how often it polls for them, and its writes' turns."""
 
     def __init__(self, app: FastAPI):
         self.state = app.state
@@ -64,6 +64,9 @@ class StreamCollector:
         streams = self.state.streams
         yield GaugeMetricFamily("conveyor_open_streams", "Progress streams and log follows held open", value=streams.open)
         yield GaugeMetricFamily("conveyor_max_streams", "Streams this process holds before it answers 503", value=streams.limit)
+        turns = self.state.write_turns
+        yield GaugeMetricFamily("conveyor_api_writes_running", "Writes of this process past their turn (api/admission.py)", value=turns.running)
+        yield GaugeMetricFamily("conveyor_api_writes_waiting", "Writes of this process waiting for their turn", value=turns.waiting)
         yield CounterMetricFamily(
             "conveyor_progress_polls", "Polls of a followed deployment (one per interval, however many follow it)", value=self.state.progress.polls
         )

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # reads of `async` routes such as the app list), so that writes queued on
     # the database never hold those up.
     api_read_threads: int = 10
+    # Writes of one API process past their turn at a time (api/admission.py);
+    # the rest wait in arrival order, so reads are not held up behind a burst.
+    api_concurrent_writes: int = Field(default=4, ge=1, le=1000)
     # Operations committed but not handed to Temporal this long (a crash, or
     # Temporal away) are handed off by the reconciler, which looks this often.
     # (longer than a request waits for its own hand-off, so the two do not race)

@@ -83,10 +83,15 @@ def check_project_limits(
     one project's apps are checked one after another."""
     project = session.get(Project, project_id, with_for_update=True)
     limits = settings.project_limits(project.limits if project is not None else None)
-    others = select(App.replicas, App.workload).where(App.project_id == project_id)
-    if app_id is not None:
-        others = others.where(App.id != app_id)
-    demands = [demand for row in session.execute(others) for demand in Workload.of(row.workload).demands(row.replicas)]
+    demands: list[Demand] = []
+    # The other apps' demands count only against a quota: without one, a
+    # create does not read every app of the project (200 creates at once
+    # spent most of the API's time here).
+    if limits.has_quota():
+        others = select(App.replicas, App.workload).where(App.project_id == project_id)
+        if app_id is not None:
+            others = others.where(App.id != app_id)
+        demands = [demand for row in session.execute(others) for demand in Workload.of(row.workload).demands(row.replicas)]
     parts = [("", workload.resources, workload.autoscaling)]
     parts += [(f"processes.{name}.", p.resources, p.autoscaling) for name, p in sorted((workload.processes or {}).items())]
     for prefix, resources, _scaling in parts:
@@ -122,7 +127,8 @@ def check_processes(session: Session, app: App, workload: Workload) -> None:
     mine = {manifests.deployment_name(app.slug, name): name for name in names}
     others = session.execute(select(App.id, App.slug, App.workload).where(App.project_id == app.project_id, App.id != app.id))
     for other in others:
-        theirs = {other.slug} | {manifests.deployment_name(other.slug, n) for n in Workload.of(other.workload).processes or {}}
+        # Only the names of its processes: the stored workload's keys, without a model of it per app.
+        theirs = {other.slug} | {manifests.deployment_name(other.slug, n) for n in Workload.process_names(other.workload)}
         if app.slug in theirs:
             raise HTTPException(409, f"another app of this project runs a Deployment named {app.slug}: choose another name")
         if clash := sorted(set(mine) & theirs):

@@ -320,6 +320,12 @@ class Workload(BaseModel):
         # `[]` removes them, as null does: the same app, the same release.
         return entries or None
 
+    @staticmethod
+    def process_names(stored: dict[str, Any] | None) -> list[str]:
+        """The names of the processes besides web in a stored workload (what
+        `stored` wrote), read without validating the rest of it."""
+        return list((stored or {}).get("processes") or {})
+
     def stored(self) -> dict[str, Any] | None:
         """What the row holds: None when nothing is set."""
         return self.model_dump(exclude_none=True, mode="json") or None
@@ -370,6 +376,10 @@ class ProjectLimits(BaseModel):
         if self.quota_memory is not None and self.default_memory is None and self.default_memory_limit is None:
             raise ValueError("a memory quota needs a default memory request (default_memory)")
         return self
+
+    def has_quota(self) -> bool:
+        """Whether a total over the project's apps is bounded (pods, CPU or memory)."""
+        return self.quota_pods is not None or self.quota_cpu is not None or self.quota_memory is not None
 
     def over(self, given: dict[str, Any] | None) -> ProjectLimits:
         """These limits with a project's own settings on top."""
