@@ -59,7 +59,7 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # buildah's words for a pull or push the registry refused for good.
 PERMANENT_REGISTRY_ANSWERS = ("manifest unknown", "name unknown", "not found", "unauthorized", "denied", "forbidden")
 HEARTBEAT_SECONDS = 5.0
-# Runs of `buildah bud` in one attempt when buildah could not start a step (buildah.STARTUP_FAULTS).
+# Runs of `buildah bud` when buildah could not start a step (buildah.STARTUP_FAULTS).
 BUILDER_STARTS = 3
 # At most this long to pull the registry's layer cache, and again to share a build's.
 CACHE_SECONDS = 120.0
@@ -233,7 +233,8 @@ class BuilderActivities:
         """`buildah bud` in the sandbox. When buildah could not start a step's
         runner (the step never ran), the build runs again: the steps it finished
         are in its layer store and are not run twice. Still so after
-        BUILDER_STARTS runs, the attempt fails as interrupted and is retried."""
+        BUILDER_STARTS runs, the build fails: a step's own output can say the
+        same words, and must not make a build run without end."""
         faults: list[str] = []
 
         def seen(line: str) -> None:
@@ -252,7 +253,7 @@ class BuilderActivities:
                 if not faults:
                     raise
             if start == BUILDER_STARTS:
-                raise BuildInterrupted(f"buildah could not start a build step in {BUILDER_STARTS} runs ({faults[-1]})")
+                raise BuildFailed(f"buildah could not start a build step in {BUILDER_STARTS} runs ({faults[-1]})")
             log(f"==> buildah could not start a build step ({faults[-1]}); the step did not run: building again ({start + 1} of {BUILDER_STARTS})")
 
     def _sandboxed(self, box: sandbox.BuildSandbox, args: list[str], what: str, log: Log, deadline: float) -> str:

@@ -5,11 +5,12 @@ API process: every one of them stepped through the middleware, the caller's
 token, its transaction and its hand-off on the one event loop, and a list or
 a status read arriving meanwhile waited behind all of their steps. Here at
 most `api_concurrent_writes` writes of this process are past this layer at a
-time; the rest wait their turn, in arrival order, parked on one await. A
-write's turn ends when it answers, or `TURN_HANDOFF_SECONDS` after its
-transaction committed if its hand-off to Temporal is still waiting then
-(`end_turn`, called by the unit of work): the hand-offs of a burst are loop
-work too, but a slow Temporal must not slow every write to one at a time.
+time; the rest wait their turn, in arrival order, parked on one await.
+
+A turn ends when the write answers, and after TURN_SECONDS in any case: a
+write that waits on something slow (Temporal away, a lock held long, a
+route that waits for a workflow) goes on waiting without its turn, so it
+never holds up the writes behind it for longer than that.
 
 A write is let in only once its whole body has arrived (bounded by
 `api/limits.py`, which is outside this layer), so a client that sends its
@@ -23,21 +24,20 @@ from __future__ import annotations
 import asyncio
 import re
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _NO_TURN = re.compile(r"^/api/v1/(apps/[^/]+/build$|codec/)")
-_END_TURN = "conveyor.end_turn"
-# The longest a write's turn waits on its hand-off to Temporal after its commit.
-TURN_HANDOFF_SECONDS = 1.0
+# The longest one write holds its turn (a create takes 10-50 ms of it).
+TURN_SECONDS = 0.5
 
 
 class WriteTurns:
     """This process's turns: at most `limit` writes at a time, the rest waiting."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, turn_seconds: float = TURN_SECONDS):
         self.limit = limit
+        self.turn_seconds = turn_seconds
         self.waiting = 0
         self.running = 0
         self._free: asyncio.Semaphore | None = None
@@ -84,18 +84,12 @@ class WriteTurnsMiddleware:
                 end()
             await send(message)
 
-        scope.setdefault("state", {})[_END_TURN] = end
+        timer = asyncio.get_running_loop().call_later(self.turns.turn_seconds, end)
         try:
             await self.app(scope, _replay(body, receive), ending_send)
         finally:
+            timer.cancel()
             end()
-
-
-def end_turn(request: Request) -> None:
-    """End the request's write turn (after its commit), if it took one."""
-    ended = request.scope.get("state", {}).get(_END_TURN)
-    if ended is not None:
-        ended()
 
 
 async def _whole_body(receive: Receive) -> bytes | None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api import admission, idempotency, outbox
+from api import idempotency, outbox
 from api.deps import Caller, SettingsDep
 from api.idempotency import IdempotencyKey
 from api.outbox import HandoffReconciler
@@ -93,10 +93,6 @@ class Mutation:
         fingerprint = idempotency.fingerprint(self.request.method, self.request.url.path, body, keyring.derive("idempotency-fingerprint"))
         outcome = await run_in_threadpool(self._transact, caller, fingerprint, lambda session: service(session, caller, *args, **kwargs))
         if outcome.operations:
-            # Its turn lasts through a quick hand-off (the hand-offs of a
-            # burst are loop work too), but the next write does not wait on
-            # a slow Temporal for longer than TURN_HANDOFF_SECONDS.
-            asyncio.get_running_loop().call_later(admission.TURN_HANDOFF_SECONDS, admission.end_turn, self.request)
             # Committed: the answer does not wait on a slow Temporal for long;
             # whatever is not delivered by then is the reconciler's.
             # Nor does it fail: the operation is committed, an error now would

@@ -193,6 +193,7 @@ class BuildSandbox:
         self.tmp = workspace / "tmp"
         self.slirp: subprocess.Popen | None = None
         self.cgroup: Cgroup | None = None
+        self.runs = 0
 
     def prepare(self) -> None:
         """Hand the workspace to the sandbox's root (an unprivileged uid on the host)."""
@@ -253,10 +254,13 @@ class BuildSandbox:
     def popen_build(self, args: list[str]) -> tuple[subprocess.Popen, str]:
         """The build (`buildah bud …`) with its output on stdout, in its own
         network and bounded; returns the process and a line for the log. A
-        second run (the build again) first ends the first's network and cgroup."""
+        second run (the build again) first ends the first's network and cgroup,
+        and has a cgroup of its own name: one still busy cannot leave it unbounded."""
         s = self.settings
         self.close()
-        self.cgroup = Cgroup(f"conveyor-{self.name}", s.build_memory_mb * 1024 * 1024, s.build_cpus, s.build_max_processes)
+        self.runs += 1
+        name = f"conveyor-{self.name}" + (f"-{self.runs}" if self.runs > 1 else "")
+        self.cgroup = Cgroup(name, s.build_memory_mb * 1024 * 1024, s.build_cpus, s.build_max_processes)
         limits = [
             "prlimit",
             "--nofile=4096:4096",

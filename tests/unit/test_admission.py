@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.requests import Request
-
-from api.admission import WriteTurns, WriteTurnsMiddleware, end_turn
+from api.admission import WriteTurns, WriteTurnsMiddleware
 
 
 class App:
@@ -18,13 +16,13 @@ class App:
         self.most_inside = 0
         self.bodies: dict[str, bytes] = {}
         self.go: dict[str, asyncio.Event] = {}
-        self.requests: dict[str, Request] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         name = scope["path"]
         message = await receive()
         self.bodies[name] = message.get("body", b"")
-        self.requests[name] = Request(scope)
+        if name == "/broken":
+            raise RuntimeError("the route failed")
         if scope["method"] != "GET":
             self.inside.append(name)
             self.most_inside = max(self.most_inside, len(self.inside))
@@ -126,25 +124,56 @@ def test_uploads_and_the_codec_take_no_turn():
     asyncio.run(scenario())
 
 
-def test_a_write_ends_its_turn_before_it_answers_when_told():
-    """What the unit of work does when a hand-off to Temporal is slow: the
-    turn ends, the write itself goes on."""
+def test_a_turn_ends_after_its_time_whatever_the_write_waits_for():
+    """A write that waits on something slow (Temporal away, a route waiting
+    for a workflow) goes on without its turn; the next write goes in."""
 
+    async def scenario() -> None:
+        app = App()
+        turns = WriteTurns(1, turn_seconds=0.05)
+        layer = WriteTurnsMiddleware(app, turns)
+        slow, slow_status, _ = request(layer, "POST", "/slow", [b"{}"])
+        nxt, _, _ = request(layer, "POST", "/next", [b"{}"])
+        await settle()
+        assert app.inside == ["/slow"] and turns.waiting == 1
+        await asyncio.sleep(0.1)
+        assert app.inside == ["/slow", "/next"] and turns.waiting == 0
+        for name in ("/slow", "/next"):
+            app.go.setdefault(name, asyncio.Event()).set()
+        await asyncio.wait_for(asyncio.gather(slow, nxt), 1)
+        # The late answer did not give back a second turn.
+        assert slow_status == [200] and turns.running == 0 and turns._free is not None and turns._free._value == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_write_and_a_caller_gone_while_waiting_give_their_turns_back():
     async def scenario() -> None:
         app = App()
         turns = WriteTurns(1)
         layer = WriteTurnsMiddleware(app, turns)
-        first, first_status, _ = request(layer, "POST", "/first", [b"{}"])
-        second, _, _ = request(layer, "POST", "/second", [b"{}"])
+        held, _, _ = request(layer, "POST", "/held", [b"{}"])
+        gone, _, _ = request(layer, "POST", "/gone", [b"{}"])
+        broken, _, _ = request(layer, "POST", "/broken", [b"{}"])
         await settle()
-        assert app.inside == ["/first"] and turns.waiting == 1
-        end_turn(app.requests["/first"])
-        end_turn(app.requests["/first"])  # twice is once
+        assert turns.running == 1 and turns.waiting == 2
+        gone.cancel()  # the server drops a request whose connection closed
         await settle()
-        assert app.inside == ["/first", "/second"] and turns.running == 1 and turns.waiting == 0
-        for name in ("/first", "/second"):
-            app.go.setdefault(name, asyncio.Event()).set()
-        await asyncio.wait_for(asyncio.gather(first, second), 1)
-        assert first_status == [200] and turns.running == 0
+        assert turns.waiting == 1 and "/gone" not in app.bodies
+        app.go.setdefault("/held", asyncio.Event()).set()
+        await asyncio.wait_for(held, 1)
+        try:
+            await asyncio.wait_for(broken, 1)
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("the route's failure goes up")
+        assert turns.running == 0 and turns.waiting == 0
+        after, after_status, _ = request(layer, "POST", "/after", [b"{}"])
+        await settle()
+        assert app.inside == ["/after"]
+        app.go.setdefault("/after", asyncio.Event()).set()
+        await asyncio.wait_for(after, 1)
+        assert after_status == [200]
 
     asyncio.run(scenario())
