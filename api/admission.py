@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from weakref import WeakKeyDictionary
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,22 +41,24 @@ class WriteTurns:
         self.turn_seconds = turn_seconds
         self.waiting = 0
         self.running = 0
-        self._free: asyncio.Semaphore | None = None
+        # One semaphore per event loop that serves (an app under test may be
+        # served by more than one, one after the other).
+        self._free: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
 
-    async def take(self) -> None:
-        if self._free is None:  # made on the event loop that serves
-            self._free = asyncio.Semaphore(self.limit)
+    async def take(self) -> asyncio.Semaphore:
+        """Wait for a turn; returns what to give it back to."""
+        free = self._free.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(self.limit))
         self.waiting += 1
         try:
-            await self._free.acquire()
+            await free.acquire()
         finally:
             self.waiting -= 1
         self.running += 1
+        return free
 
-    def give_back(self) -> None:
-        assert self._free is not None
+    def give_back(self, free: asyncio.Semaphore) -> None:
         self.running -= 1
-        self._free.release()
+        free.release()
 
 
 class WriteTurnsMiddleware:
@@ -70,14 +73,14 @@ class WriteTurnsMiddleware:
         body = await _whole_body(receive)
         if body is None:
             return  # the client went away before its body arrived
-        await self.turns.take()
+        free = await self.turns.take()
         ended = False
 
         def end() -> None:
             nonlocal ended
             if not ended:
                 ended = True
-                self.turns.give_back()
+                self.turns.give_back(free)
 
         async def ending_send(message: Message) -> None:
             if message["type"] == "http.response.start":
