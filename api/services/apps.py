@@ -85,8 +85,8 @@ def check_project_limits(
     limits = settings.project_limits(project.limits if project is not None else None)
     demands: list[Demand] = []
     # The other apps' demands count only against a quota: without one, a
-    # create does not read every app of the project (200 creates at once
-    # spent most of the API's time here).
+    # create does not read every app of the project (in a burst of 200
+    # creates, this and check_processes took a quarter of the API's time).
     if limits.has_quota():
         others = select(App.replicas, App.workload).where(App.project_id == project_id)
         if app_id is not None:
