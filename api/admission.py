@@ -22,13 +22,13 @@ decoding, which writes nothing) do not take turns.
 from __future__ import annotations
 
 import asyncio
-import re
 from weakref import WeakKeyDictionary
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.limits import CODEC_PREFIX, UPLOAD
+
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
-_NO_TURN = re.compile(r"^/api/v1/(apps/[^/]+/build$|codec/)")
 # The longest one write holds its turn (a create takes 10-50 ms of it).
 TURN_SECONDS = 0.5
 
@@ -47,7 +47,10 @@ class WriteTurns:
 
     async def take(self) -> asyncio.Semaphore:
         """Wait for a turn; returns what to give it back to."""
-        free = self._free.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(self.limit))
+        loop = asyncio.get_running_loop()
+        free = self._free.get(loop)
+        if free is None:
+            free = self._free[loop] = asyncio.Semaphore(self.limit)
         self.waiting += 1
         try:
             await free.acquire()
@@ -67,7 +70,8 @@ class WriteTurnsMiddleware:
         self.turns = turns
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in READS or _NO_TURN.match(scope["path"]):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] in READS or UPLOAD.match(path) or path.startswith(CODEC_PREFIX):
             await self.app(scope, receive, send)
             return
         body = await _whole_body(receive)

@@ -21,7 +21,9 @@ CODEC_LIMIT = 5 * 1024 * 1024
 MULTIPART_MARGIN = 64 * 1024
 # How much of a refused body is read and dropped before the answer.
 DRAIN_LIMIT = 16 * 1024 * 1024
-_UPLOAD = re.compile(r"^/api/v1/apps/[^/]+/build$")
+# The routes whose bodies are not JSON of DEFAULT_LIMIT (also what api/admission.py lets by).
+UPLOAD = re.compile(r"^/api/v1/apps/[^/]+/build$")
+CODEC_PREFIX = "/api/v1/codec/"
 
 
 class _TooLarge(Exception):
@@ -34,9 +36,9 @@ class BodyLimitMiddleware:
         self.upload_limit = settings.upload_max_bytes + MULTIPART_MARGIN
 
     def limit_for(self, path: str) -> int:
-        if _UPLOAD.match(path):
+        if UPLOAD.match(path):
             return self.upload_limit
-        if path.startswith("/api/v1/codec/"):
+        if path.startswith(CODEC_PREFIX):
             return CODEC_LIMIT
         return DEFAULT_LIMIT
 
